@@ -1,0 +1,600 @@
+"""The one context store and the core API that reads and writes it.
+
+Everything ctxlog knows about "the current work" lives in a single
+:class:`contextvars.ContextVar` holding a ``dict`` that is never mutated after
+it is set (copy-on-write).  Reading the whole context is therefore one
+``ContextVar.get()``, whatever else lives in the process's contexts.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+)
+from contextvars import Context, ContextVar, copy_context
+from contextvars import Token as _VarToken
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, ParamSpec, TypeVar, cast, overload
+
+__all__ = [
+    "ContextError",
+    "Token",
+    "aisolate",
+    "bind",
+    "clear",
+    "current",
+    "get",
+    "isolate",
+    "register",
+    "reset",
+    "set",
+    "unbind",
+    "unregister",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+S = TypeVar("S")
+
+_EMPTY: Final[dict[str, Any]] = {}
+
+#: The store.  Its value is a plain ``dict`` that nobody mutates once it is set:
+#: every change builds a new dict.  That makes a read one ``get()`` and lets
+#: readers cache work keyed on the dict's identity.
+_STORE: Final[ContextVar[dict[str, Any]]] = ContextVar("ctxlog", default=_EMPTY)
+
+
+class _Hidden:
+    """Marks a registered name hidden by :func:`unbind`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<ctxlog hidden>"
+
+
+_HIDDEN: Final = _Hidden()
+_MISSING: Final = object()
+
+_GENERATOR_HINT: Final = (
+    "The usual cause is a bind() held across a `yield`: the generator was resumed or "
+    "closed in another context (another task, thread or consumer). Wrap the generator "
+    "with ctxlog.isolate() / ctxlog.aisolate(), or bind inside the generator without "
+    "yielding while the block is open."
+)
+
+
+class ContextError(RuntimeError):
+    """Raised on every misuse of the context that ctxlog detects.
+
+    The message says what happened and how to fix it.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+# --------------------------------------------------------------------------
+# registry of foreign ContextVars
+# --------------------------------------------------------------------------
+
+_registry: tuple[tuple[ContextVar[Any], str], ...] = ()
+_registry_lock = threading.Lock()
+
+
+def register(var: ContextVar[Any], name: str | None = None) -> None:
+    """Merge a foreign :class:`~contextvars.ContextVar` into the context under *name*.
+
+    *name* defaults to ``var.name``.  The variable is read each time the context
+    is read (by :func:`current`, :func:`get`, the logging filter and processors);
+    while it is unset and has no default it is skipped.  A value bound with
+    :func:`bind` under the same name wins over the registered variable.
+    Registering the same variable again changes its name.
+
+    :raises ContextError: *var* is not a ContextVar, or *name* is empty or
+        already used by another registered variable.
+
+    .. versionadded:: 0.1.0
+    """
+    global _registry  # noqa: PLW0603 -- the registry is process-wide by design
+    if not isinstance(var, ContextVar):
+        msg = f"register() takes a contextvars.ContextVar, not {type(var).__name__}."
+        raise ContextError(msg)
+    key = var.name if name is None else name
+    _check_key(key, "register")
+    with _registry_lock:
+        for other, other_name in _registry:
+            if other_name == key and other is not var:
+                msg = (
+                    f"register(): the name {key!r} is already used by another registered "
+                    f"ContextVar ({other!r}). Pass a different name=, or unregister() it first."
+                )
+                raise ContextError(msg)
+        _registry = (*((v, n) for v, n in _registry if v is not var), (var, key))
+
+
+def unregister(var: ContextVar[Any]) -> None:
+    """Stop merging *var*, registered with :func:`register`.
+
+    :raises ContextError: *var* is not registered.
+
+    .. versionadded:: 0.1.0
+    """
+    global _registry  # noqa: PLW0603 -- see register()
+    with _registry_lock:
+        remaining = tuple((v, n) for v, n in _registry if v is not var)
+        if len(remaining) == len(_registry):
+            msg = f"unregister(): {var!r} is not registered with ctxlog.register()."
+            raise ContextError(msg)
+        _registry = remaining
+
+
+def _merged() -> Mapping[str, Any]:
+    """Return the whole context: bound values plus registered variables.
+
+    With no registered variable this is one ``ContextVar.get()`` and returns the
+    stored dict itself; callers must not mutate it.
+    """
+    data = _STORE.get()
+    if not _registry:
+        return data
+    return _merge_registered(data)
+
+
+def _merge_registered(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for var, name in _registry:
+        if name in data:
+            continue
+        value = var.get(_MISSING)
+        if value is not _MISSING:
+            out[name] = value
+    if not out and _HIDDEN not in data.values():
+        return data
+    out.update(data)
+    return {k: v for k, v in out.items() if v is not _HIDDEN}
+
+
+# --------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------
+
+
+def get(key: str, default: Any = None) -> Any:
+    """Return the value bound (or registered) under *key*, else *default*.
+
+    .. versionadded:: 0.1.0
+    """
+    data = _STORE.get()
+    value = data.get(key, _MISSING)
+    if value is _HIDDEN:
+        return default
+    if value is not _MISSING:
+        return value
+    for var, name in _registry:
+        if name == key:
+            value = var.get(_MISSING)
+            return default if value is _MISSING else value
+    return default
+
+
+def current() -> Mapping[str, Any]:
+    """Return a read-only snapshot of the whole context (bound + registered).
+
+    The mapping never changes afterwards, whatever is bound later.
+
+    .. versionadded:: 0.1.0
+    """
+    return MappingProxyType(_merged())
+
+
+# --------------------------------------------------------------------------
+# tokens, set / reset / clear
+# --------------------------------------------------------------------------
+
+
+class Token:
+    """Returned by :func:`set` and :func:`clear`; pass it to :func:`reset`.
+
+    A token can be used once, in the context it was created in.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_token", "_used")
+
+    def __init__(self, token: _VarToken[dict[str, Any]]) -> None:
+        self._token = token
+        self._used = False
+
+    @property
+    def used(self) -> bool:
+        """True once the token has been passed to :func:`reset`."""
+        return self._used
+
+    def __repr__(self) -> str:
+        state = "used" if self._used else "unused"
+        return f"<ctxlog.Token {state} at {id(self):#x}>"
+
+
+def _check_key(key: object, where: str) -> None:
+    if not isinstance(key, str) or not key:
+        msg = f"{where}(): context keys must be non-empty strings, got {key!r}."
+        raise ContextError(msg)
+
+
+def _bound_with(values: Mapping[str, Any]) -> dict[str, Any]:
+    if "" in values:
+        _check_key("", "bind")
+    old = _STORE.get()
+    if not old:
+        return dict(values)
+    new = old.copy()
+    new.update(values)
+    return new
+
+
+def _bound_without(keys: tuple[str, ...]) -> dict[str, Any]:
+    for key in keys:
+        _check_key(key, "unbind")
+    old = _STORE.get()
+    new = {k: v for k, v in old.items() if k not in keys}
+    registered = {name for _, name in _registry}
+    for key in keys:
+        if key in registered:
+            new[key] = _HIDDEN
+    return new
+
+
+def set(**values: Any) -> Token:  # noqa: A001 -- the public name DESIGN.md fixes
+    """Bind *values* until :func:`reset` is called with the returned token.
+
+    The imperative form of :func:`bind`, for hook-style code (a "before request"
+    and an "after request" callback).  Prefer ``with bind(...)`` where a block
+    fits.
+
+    :raises ContextError: a key is empty.
+
+    .. versionadded:: 0.1.0
+    """
+    return Token(_STORE.set(_bound_with(values)))
+
+
+def clear() -> Token:
+    """Empty the bound context; returns a token that :func:`reset` restores.
+
+    Registered variables are not touched (they belong to their owners).
+
+    .. versionadded:: 0.1.0
+    """
+    return Token(_STORE.set(_EMPTY))
+
+
+def reset(token: Token) -> None:
+    """Restore the context to what it was before the :func:`set` or :func:`clear`
+    that returned *token*.
+
+    :raises ContextError: *token* was already reset, was created in another
+        context (another task or thread), or is not a ctxlog token.
+
+    .. versionadded:: 0.1.0
+    """
+    if not isinstance(token, Token):
+        msg = (
+            f"reset() takes the token returned by ctxlog.set() or ctxlog.clear(), "
+            f"not {type(token).__name__}."
+        )
+        raise ContextError(msg)
+    if token._used:
+        msg = (
+            "This ctxlog token was already reset once; a token restores the context "
+            "only once. Keep one reset() per set() (for example in a finally: block)."
+        )
+        raise ContextError(msg)
+    try:
+        _STORE.reset(token._token)
+    except ValueError:
+        msg = (
+            "This ctxlog token was created in a different context (another asyncio "
+            "task, thread or contextvars.Context) and cannot be reset here. Reset it "
+            "in the task or thread that called set(), or use `with ctxlog.bind(...)` "
+            "so that set and reset always pair up."
+        )
+        raise ContextError(msg) from None
+    except RuntimeError:  # pragma: no cover -- _used guards this; kept for tokens shared by copy
+        msg = "This ctxlog token was already reset once."
+        raise ContextError(msg) from None
+    token._used = True
+
+
+# --------------------------------------------------------------------------
+# bind / unbind: context managers and decorators
+# --------------------------------------------------------------------------
+
+
+class _Binding:
+    """Shared machinery of :class:`bind` and :class:`unbind`.
+
+    The object is reusable and reentrant: each ``with`` pushes a token, and a
+    decorated function binds afresh on every call.
+    """
+
+    __slots__ = ("_tokens",)
+
+    _tokens: list[_VarToken[dict[str, Any]]]
+
+    def _new_mapping(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __enter__(self) -> None:
+        self._tokens.append(_STORE.set(self._new_mapping()))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._tokens.pop()
+        try:
+            _STORE.reset(token)
+        except ValueError:
+            msg = (
+                f"{type(self).__name__}() block left in a different context than it was "
+                f"entered in, so the previous context cannot be restored. {_GENERATOR_HINT}"
+            )
+            raise ContextError(msg) from exc
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate *fn* so every call runs with this binding.
+
+        ``async def`` functions are bound around the awaited body, generator
+        functions (sync and async) in a private context for the whole iteration
+        (see :func:`isolate`).
+        """
+        if inspect.isasyncgenfunction(fn):
+            agen_fn = fn
+
+            @functools.wraps(fn)
+            def agen_wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Any]:
+                ctx = copy_context()
+                ctx.run(_STORE.set, ctx.run(self._new_mapping))
+                return _AsyncIsolated(agen_fn(*args, **kwargs), ctx)
+
+            return agen_wrapper
+        if inspect.isgeneratorfunction(fn):
+            gen_fn = fn
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
+                ctx = copy_context()
+                ctx.run(_STORE.set, ctx.run(self._new_mapping))
+                return _Isolated(gen_fn(*args, **kwargs), ctx)
+
+            return gen_wrapper
+        if inspect.iscoroutinefunction(fn):
+            coro_fn = fn
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                token = _STORE.set(self._new_mapping())
+                try:
+                    return await coro_fn(*args, **kwargs)
+                finally:
+                    _STORE.reset(token)
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            token = _STORE.set(self._new_mapping())
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _STORE.reset(token)
+
+        return wrapper
+
+
+class bind(_Binding):  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
+    """Bind *values* for the duration of a block or of each call of a function.
+
+    Works as ``with bind(...)``, ``async with bind(...)`` and as a decorator on
+    sync and ``async def`` functions (a fresh binding per call, held around the
+    awaited body).  Nested binds merge and the inner value wins; leaving the
+    block restores exactly the previous context, also when an exception
+    propagates.
+
+    >>> with bind(request_id="r-1"):
+    ...     get("request_id")
+    'r-1'
+
+    :raises ContextError: a key is empty, or the block is left in another context
+        than it was entered in (a bind held across ``yield``; see :func:`isolate`).
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, **values: Any) -> None:
+        if "" in values:
+            _check_key("", "bind")
+        self._values = values
+        self._tokens = []
+
+    def _new_mapping(self) -> dict[str, Any]:
+        return _bound_with(self._values)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
+        return f"ctxlog.bind({args})"
+
+
+class unbind(_Binding):  # noqa: N801 -- see bind
+    """Hide *keys* for the duration of a block or of each call; restore them after.
+
+    Same shapes as :class:`bind`.  Hiding a key that is not bound is allowed.
+    A hidden registered variable is hidden too.
+
+    :raises ContextError: a key is not a non-empty string.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, *keys: str) -> None:
+        for key in keys:
+            _check_key(key, "unbind")
+        self._keys = keys
+        self._tokens = []
+
+    def _new_mapping(self) -> dict[str, Any]:
+        return _bound_without(self._keys)
+
+    def __repr__(self) -> str:
+        return f"ctxlog.unbind({', '.join(map(repr, self._keys))})"
+
+
+# --------------------------------------------------------------------------
+# generators in a private context
+# --------------------------------------------------------------------------
+
+
+class _Isolated(Generator[Y, S, R]):
+    """A generator whose every step runs in one private :class:`Context`."""
+
+    __slots__ = ("_ctx", "_gen")
+
+    def __init__(self, gen: Generator[Y, S, R], ctx: Context) -> None:
+        self._gen = gen
+        self._ctx = ctx
+
+    def send(self, value: S) -> Y:
+        return self._ctx.run(self._gen.send, value)
+
+    def throw(self, *args: Any) -> Y:  # type: ignore[override] -- every throw() form passes through
+        return self._ctx.run(self._gen.throw, *args)
+
+    def close(self) -> None:
+        self._ctx.run(self._gen.close)
+
+    def __repr__(self) -> str:
+        return f"ctxlog.isolate({self._gen!r})"
+
+
+def isolate(gen: Generator[Y, S, R]) -> Generator[Y, S, R]:
+    """Run every step of *gen* in one private copy of the current context.
+
+    A ``bind`` inside the generator then neither leaks to the consumer between
+    steps nor fails with a token error when the generator is closed from
+    another task or thread.  The private context is copied when ``isolate`` is
+    called: the generator sees what was bound then, not what the consumer binds
+    later.
+
+    .. versionadded:: 0.1.0
+    """
+    if not inspect.isgenerator(gen) and not isinstance(gen, Generator):
+        msg = f"isolate() takes a generator object, not {type(gen).__name__}."
+        raise ContextError(msg)
+    return _Isolated(gen, copy_context())
+
+
+class _AsyncIsolated(AsyncGenerator[Y, S]):
+    """An async generator whose every step runs in one private :class:`Context`."""
+
+    __slots__ = ("_agen", "_ctx")
+
+    def __init__(self, agen: AsyncGenerator[Y, S], ctx: Context) -> None:
+        self._agen = agen
+        self._ctx = ctx
+
+    def asend(self, value: S) -> Coroutine[Any, Any, Y]:
+        return _run_awaitable_in(self._ctx, self._agen.asend, value)
+
+    def athrow(self, *args: Any) -> Coroutine[Any, Any, Y]:  # type: ignore[override] -- every athrow() form passes through
+        return _run_awaitable_in(self._ctx, self._agen.athrow, *args)
+
+    def aclose(self) -> Coroutine[Any, Any, None]:
+        return _run_awaitable_in(self._ctx, self._agen.aclose)
+
+    def __repr__(self) -> str:
+        return f"ctxlog.aisolate({self._agen!r})"
+
+
+async def _run_awaitable_in(
+    ctx: Context, make: Callable[..., Awaitable[R]], *args: Any
+) -> R:
+    """Await ``make(*args)``, running each of its steps inside *ctx*.
+
+    Works under any event loop: it drives the awaitable's iterator itself and
+    only forwards what it yields to the loop.
+    """
+    it = ctx.run(lambda: make(*args).__await__())
+    send_value: Any = None
+    throw_exc: BaseException | None = None
+    while True:
+        try:
+            if throw_exc is not None:
+                exc, throw_exc = throw_exc, None
+                yielded = ctx.run(it.throw, exc)
+            else:
+                yielded = ctx.run(it.send, send_value)
+        except StopIteration as stop:
+            return cast("R", stop.value)
+        try:
+            send_value = await _Yield(yielded)
+        except BaseException as exc:  # noqa: BLE001 -- forwarded into the awaitable, as await does
+            throw_exc = exc
+
+
+class _Yield:
+    """An awaitable that yields one value to the event loop and returns what it sends."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return (yield self._value)
+
+
+def aisolate(agen: AsyncGenerator[Y, S]) -> AsyncGenerator[Y, S]:
+    """Async counterpart of :func:`isolate`: every step of *agen* (``asend``,
+    ``athrow``, ``aclose``) runs in one private copy of the current context.
+
+    .. versionadded:: 0.1.0
+    """
+    if not inspect.isasyncgen(agen) and not isinstance(agen, AsyncGenerator):
+        msg = f"aisolate() takes an async generator object, not {type(agen).__name__}."
+        raise ContextError(msg)
+    return _AsyncIsolated(agen, copy_context())

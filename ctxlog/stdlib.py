@@ -1,0 +1,372 @@
+"""stdlib :mod:`logging` integration: the filter, the record factory, ``configure()``.
+
+Everything here reads the store with one ``ContextVar.get()`` per record and
+caches the prepared attributes per distinct context mapping, so the cost of a
+record does not depend on how much else lives in the process's contexts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from typing import IO, Any, Final, Literal
+
+from ctxlog import _context as _core
+from ctxlog._context import _STORE, ContextError, _merge_registered
+
+__all__ = [
+    "RESERVED_ATTRS",
+    "ContextFilter",
+    "configure",
+    "install_record_factory",
+    "uninstall_record_factory",
+]
+
+ConflictPolicy = Literal["rename", "drop"]
+
+#: Attributes a :class:`logging.LogRecord` has (or that formatters add) which a
+#: context key must never overwrite.  ``taskName`` is listed on every Python
+#: version so a config behaves the same on 3.10 and 3.12+.
+RESERVED_ATTRS: Final[frozenset[str]] = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None))
+) | {"message", "asctime", "taskName", "exc_info", "exc_text", "stack_info"}
+
+_RENAME_PREFIX: Final = "ctx_"
+
+
+class ContextFilter(logging.Filter):
+    """Adds the current context to every record that passes, as attributes.
+
+    Attach it to **handlers** (a filter on a logger does not see records
+    propagated from child loggers), or to a ``QueueHandler`` so the context is
+    captured on the thread that logs.  From ``dictConfig``::
+
+        "filters": {"ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}}
+
+    :param fields: only these keys are added (an allow-list); default: all.
+    :param defaults: values for keys that are not bound, so that a format such
+        as ``%(request_id)s`` never fails.
+    :param nest_under: add one attribute of this name holding a ``dict`` of the
+        context, instead of one attribute per key.
+    :param on_conflict: what to do with a key that collides with a standard
+        :class:`~logging.LogRecord` attribute (``name``, ``msg``, ``levelname``,
+        ``taskName``, ...): ``"rename"`` stores it as ``ctx_<key>``, ``"drop"``
+        leaves it out.
+
+    A key passed with ``extra=`` in the log call wins over the bound context.
+    The filter never drops a record and never raises into the log call.
+
+    :raises ContextError: an option is invalid (at construction).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        fields: Iterable[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        nest_under: str | None = None,
+        on_conflict: ConflictPolicy = "rename",
+    ) -> None:
+        super().__init__()
+        if on_conflict not in ("rename", "drop"):
+            msg = f"ContextFilter(on_conflict={on_conflict!r}): use 'rename' or 'drop'."
+            raise ContextError(msg)
+        if isinstance(fields, str):
+            msg = (
+                f"ContextFilter(fields={fields!r}): pass a list of keys, "
+                f"e.g. fields=[{fields!r}], not a string."
+            )
+            raise ContextError(msg)
+        self.fields: tuple[str, ...] | None = None if fields is None else tuple(fields)
+        self.defaults: dict[str, Any] = dict(defaults or {})
+        for key in (*(self.fields or ()), *self.defaults):
+            if not isinstance(key, str) or not key:
+                msg = f"ContextFilter: keys must be non-empty strings, got {key!r}."
+                raise ContextError(msg)
+        if nest_under is not None and (not isinstance(nest_under, str) or not nest_under):
+            msg = f"ContextFilter(nest_under={nest_under!r}): give a non-empty attribute name."
+            raise ContextError(msg)
+        if nest_under in RESERVED_ATTRS:
+            msg = (
+                f"ContextFilter(nest_under={nest_under!r}) would overwrite a standard "
+                f"LogRecord attribute; choose another name, such as 'context'."
+            )
+            raise ContextError(msg)
+        self.nest_under = nest_under
+        self.on_conflict: ConflictPolicy = on_conflict
+        # (source mapping, prepared attributes).  The store's mappings are never
+        # mutated, so identity is enough; swapping one tuple keeps it thread-safe.
+        self._cache: tuple[object, dict[str, Any]] = (object(), {})
+
+    def prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the attributes this filter adds for the context *data*.
+
+        Applies ``fields``, ``defaults`` and ``on_conflict``; the result is what
+        lands on the record (flat) or under ``nest_under``.
+        """
+        if self.fields is None:
+            selected: Mapping[str, Any] = data
+        else:
+            selected = {key: data[key] for key in self.fields if key in data}
+        if self.nest_under is not None:
+            nested = dict(selected)
+            for key, value in self.defaults.items():
+                if self.fields is None or key in self.fields:
+                    nested.setdefault(key, value)
+            return nested
+        out: dict[str, Any] = {}
+        renamed: dict[str, Any] = {}
+        for key, value in selected.items():
+            if key not in RESERVED_ATTRS:
+                out[key] = value
+            elif self.on_conflict == "rename":
+                renamed[_RENAME_PREFIX + key] = value
+        for key, value in renamed.items():
+            out.setdefault(key, value)
+        # Defaults fill what is still missing, under the name the key would get.
+        for key, value in self.defaults.items():
+            if self.fields is not None and key not in self.fields:
+                continue
+            if key in RESERVED_ATTRS:
+                if self.on_conflict == "drop":
+                    continue
+                key = _RENAME_PREFIX + key  # noqa: PLW2901 -- the renamed attribute
+            out.setdefault(key, value)
+        return out
+
+    def attributes(self) -> dict[str, Any]:
+        """The attributes this filter would add to a record logged right now."""
+        data = _STORE.get()
+        if _core._registry:  # read the module attribute: register() rebinds it
+            data = _merge_registered(data)
+        cache = self._cache
+        if cache[0] is data:
+            return cache[1]
+        out = self.prepare(data)
+        self._cache = (data, out)
+        return out
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the context to *record*; always returns ``True``."""
+        try:
+            out = self.attributes()
+            attrs = record.__dict__
+            if self.nest_under is not None:
+                if self.nest_under not in attrs:
+                    attrs[self.nest_under] = dict(out)
+            elif attrs.keys().isdisjoint(out):
+                attrs.update(out)
+            else:
+                # Something (extra=, another filter) set some keys already: it wins.
+                for key, value in out.items():
+                    if key not in attrs:
+                        attrs[key] = value
+        except Exception:  # noqa: BLE001 -- a log call must never fail because of its context
+            return True
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"ctxlog.ContextFilter(fields={self.fields!r}, defaults={self.defaults!r}, "
+            f"nest_under={self.nest_under!r}, on_conflict={self.on_conflict!r})"
+        )
+
+
+# --------------------------------------------------------------------------
+# record factory
+# --------------------------------------------------------------------------
+
+
+class _RecordDict(dict[str, Any]):
+    """A record ``__dict__`` that lets ``extra=`` overwrite context attributes.
+
+    ``Logger.makeRecord`` refuses an ``extra`` key that is already ``in
+    record.__dict__`` (``KeyError: Attempt to overwrite ...``).  Keys the
+    factory injected answer ``False`` to ``in`` until they are overwritten, so
+    the explicit value wins instead of breaking the log call.
+    """
+
+    __slots__ = ("_injected",)
+
+    _injected: frozenset[str]
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) and key not in self._injected
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self._injected:
+            self._injected = self._injected - {key}
+        dict.__setitem__(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled or copied records carry a plain dict.
+        return (dict, (dict(self),))
+
+
+class _ContextRecordFactory:
+    """Wraps the previous record factory and adds the context at creation."""
+
+    __slots__ = ("context_filter", "previous")
+
+    def __init__(
+        self, previous: Any, context_filter: ContextFilter
+    ) -> None:
+        self.previous = previous
+        self.context_filter = context_filter
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = self.previous(*args, **kwargs)
+        try:
+            filt = self.context_filter
+            out = filt.attributes()
+            if filt.nest_under is not None:
+                out = {filt.nest_under: dict(out)}
+            attrs = record.__dict__
+            added = {k: v for k, v in out.items() if k not in attrs}
+            if added:
+                new = _RecordDict(attrs)
+                new._injected = frozenset(added)
+                dict.update(new, added)
+                record.__dict__ = new
+        except Exception:  # noqa: BLE001 -- never break record creation; see ContextFilter.filter
+            return record
+        return record
+
+
+_factory_lock = threading.Lock()
+
+
+def install_record_factory(
+    *,
+    fields: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    nest_under: str | None = None,
+    on_conflict: ConflictPolicy = "rename",
+) -> None:
+    """Add the context to every :class:`~logging.LogRecord` when it is created.
+
+    The alternative to :class:`ContextFilter` when records reach handlers on
+    another thread (a ``QueueHandler``/``QueueListener``) or when no handler
+    should need a filter: the context is captured on the thread that logs.
+    Chains the factory installed before; calling it again only updates the
+    options (it never wraps twice).  A key passed with ``extra=`` still wins
+    and never raises ``KeyError: Attempt to overwrite``.
+
+    Options are those of :class:`ContextFilter`.
+
+    .. versionadded:: 0.1.0
+    """
+    filt = ContextFilter(
+        fields=fields, defaults=defaults, nest_under=nest_under, on_conflict=on_conflict
+    )
+    with _factory_lock:
+        factory = logging.getLogRecordFactory()
+        if isinstance(factory, _ContextRecordFactory):
+            factory.context_filter = filt
+        else:
+            logging.setLogRecordFactory(_ContextRecordFactory(factory, filt))
+
+
+def uninstall_record_factory() -> None:
+    """Restore the record factory that :func:`install_record_factory` wrapped.
+
+    Does nothing when ctxlog's factory is not installed.
+
+    :raises ContextError: another factory was installed on top of ctxlog's
+        (uninstall that one first, or the chain would break).
+
+    .. versionadded:: 0.1.0
+    """
+    with _factory_lock:
+        factory = logging.getLogRecordFactory()
+        if isinstance(factory, _ContextRecordFactory):
+            logging.setLogRecordFactory(factory.previous)
+            return
+        chained = getattr(factory, "previous", None)
+        while chained is not None:
+            if isinstance(chained, _ContextRecordFactory):
+                msg = (
+                    f"uninstall_record_factory(): another record factory ({factory!r}) was "
+                    "installed after ctxlog's; restore it first."
+                )
+                raise ContextError(msg)
+            chained = getattr(chained, "previous", None)
+
+
+# --------------------------------------------------------------------------
+# configure()
+# --------------------------------------------------------------------------
+
+_CONFIGURED_MARK: Final = "_ctxlog_configured"
+
+#: The JSON line ``configure()`` writes: these record attributes, renamed.
+JSON_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
+JSON_RENAME: Final = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+
+def json_formatter() -> logging.Formatter:
+    """Return python-json-logger's ``JsonFormatter`` set up as ``configure()`` uses it.
+
+    :raises ImportError: python-json-logger is not installed; the message names
+        the extra to install.
+    """
+    try:
+        from pythonjsonlogger.json import JsonFormatter  # noqa: PLC0415 -- optional dependency
+    except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
+        msg = (
+            "ctxlog writes JSON lines through python-json-logger (>= 3.1), which is not "
+            "installed: pip install 'ctxlog[json]'"
+        )
+        raise ImportError(msg, name="pythonjsonlogger") from exc
+    return JsonFormatter(
+        JSON_FORMAT,
+        rename_fields=dict(JSON_RENAME),
+        datefmt="%Y-%m-%dT%H:%M:%S%z",
+        json_ensure_ascii=False,
+    )
+
+
+def configure(
+    level: int | str = logging.INFO,
+    *,
+    stream: IO[str] | None = None,
+    fields: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    nest_under: str | None = None,
+    on_conflict: ConflictPolicy = "rename",
+    formatter: logging.Formatter | None = None,
+) -> logging.Handler:
+    """Set up root logging in one call: JSON lines on *stream* with the context.
+
+    Installs one :class:`logging.StreamHandler` on the root logger, writing to
+    *stream* (default: ``sys.stderr``) through python-json-logger, with a
+    :class:`ContextFilter` built from *fields*, *defaults*, *nest_under* and
+    *on_conflict* attached, and sets the root level to *level*.  Calling it
+    again replaces the handler an earlier call installed (and only that one);
+    other handlers are left alone.  Pass *formatter* to write something other
+    than JSON.  Returns the handler.
+
+    :raises ImportError: python-json-logger is missing (``pip install 'ctxlog[json]'``).
+
+    .. versionadded:: 0.1.0
+    """
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(json_formatter() if formatter is None else formatter)
+    handler.addFilter(
+        ContextFilter(
+            fields=fields, defaults=defaults, nest_under=nest_under, on_conflict=on_conflict
+        )
+    )
+    setattr(handler, _CONFIGURED_MARK, True)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, _CONFIGURED_MARK, False):
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

@@ -1,0 +1,73 @@
+"""Fixtures every test gets: a clean context, and logging left as it was found."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import ctxlog
+from ctxlog import _context
+
+# Shared, noisy machines: no per-example deadline.
+settings.register_profile(
+    "ctxlog", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
+)
+settings.register_profile("ci", parent=settings.get_profile("ctxlog"), max_examples=200)
+settings.load_profile("ci" if os.environ.get("CI") else "ctxlog")
+
+
+@pytest.fixture(autouse=True)
+def _clean_context() -> Iterator[None]:
+    """Each test starts with an empty context and no registered variables."""
+    registry = _context._registry
+    token = ctxlog.clear()
+    yield
+    ctxlog.reset(token)
+    _context._registry = registry
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Root logger handlers/level and the record factory are restored after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    factory = logging.getLogRecordFactory()
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    logging.setLogRecordFactory(factory)
+
+
+class Captured:
+    """A unique logger writing through one handler into a StringIO."""
+
+    def __init__(self, logger: logging.Logger, handler: logging.Handler, stream: io.StringIO):
+        self.logger = logger
+        self.handler = handler
+        self.stream = stream
+
+    def lines(self) -> list[str]:
+        return self.stream.getvalue().splitlines()
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    """A fresh logger (not propagating) with a plain handler and no filter yet."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger(f"ctxlog.test.{uuid.uuid4().hex}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(handler)
+    yield Captured(logger, handler, stream)
+    logger.removeHandler(handler)
+    handler.close()
