@@ -1,0 +1,72 @@
+"""``python -m ctxlog``: the demo and the log checker."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ctxlog._check import CheckReport, check_files
+
+
+def _print_problems(report: CheckReport, limit: int) -> None:
+    for problem in report.problems[:limit]:
+        print(f"  line {problem.lineno}: {problem.kind}: {problem.detail}")
+    if len(report.problems) > limit:
+        print(f"  ... and {len(report.problems) - limit} more")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    output = Path(args.output) if args.output else Path(tempfile.mkdtemp()) / "demo.jsonl"
+    started = time.perf_counter()
+    from ctxlog import _demo_sim  # noqa: PLC0415 -- needs python-json-logger
+
+    report = _demo_sim.run(args.requests, output)
+    elapsed = time.perf_counter() - started
+    print(f"ctxlog demo (simulated): {args.requests} requests, log: {output}")
+    print(f"{report.summary()}  time: {elapsed:.2f}s")
+    _print_problems(report, 20)
+    mismatches = len(report.problems)
+    print("OK: every line carries the id of its request" if report.ok else f"FAIL: {mismatches}")
+    return 0 if report.ok else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    report = check_files(args.files, key=args.key, ignore_loggers=args.ignore_logger)
+    print(report.summary())
+    _print_problems(report, args.limit)
+    return 0 if report.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m ctxlog``."""
+    parser = argparse.ArgumentParser(prog="python -m ctxlog", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a service under load and check its log lines")
+    demo.add_argument("-n", "--requests", type=int, default=300, help="requests (default 300)")
+    demo.add_argument("-o", "--output", help="JSON lines file (default: a temporary file)")
+    demo.set_defaults(func=_demo)
+
+    check = sub.add_parser("check", help="check JSON log lines for missing or crossed ids")
+    check.add_argument("files", nargs="+", help="JSON lines files")
+    check.add_argument("--key", default="request_id", help="the id field (default request_id)")
+    check.add_argument(
+        "--ignore-logger",
+        action="append",
+        default=[],
+        help="skip lines of this logger (repeatable)",
+    )
+    check.add_argument("--limit", type=int, default=20, help="problems to print (default 20)")
+    check.set_defaults(func=_check)
+
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Check JSON log lines: every line carries a correlation id, and no line crosses requests.
+
+Used by ``python -m ctxlog check FILE...`` and by the demo to verify its own output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+__all__ = ["CheckReport", "Problem", "check_files", "check_lines"]
+
+ProblemKind = Literal["invalid-json", "missing", "crossed"]
+
+#: Values a line may carry when no id was bound (a filter default).
+MISSING_VALUES: Final = frozenset({"", "-", "None", "null"})
+
+_TOKEN: Final = re.compile(r"[A-Za-z0-9._:-]+")
+_MAX_DETAIL: Final = 200
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One line that failed the check."""
+
+    lineno: int
+    kind: ProblemKind
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_lines` found."""
+
+    lines: int = 0
+    ids: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no line is missing its id, crosses requests, or is not JSON."""
+        return not self.problems
+
+    def count(self, kind: ProblemKind) -> int:
+        """How many problems of *kind* were found."""
+        return sum(1 for p in self.problems if p.kind == kind)
+
+    def summary(self) -> str:
+        """A short human-readable summary."""
+        return (
+            f"lines: {self.lines}  ids: {self.ids}  "
+            f"missing id: {self.count('missing')}  crossed: {self.count('crossed')}  "
+            f"invalid JSON: {self.count('invalid-json')}"
+        )
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _short(text: str) -> str:
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
+
+
+def check_lines(
+    lines: Iterable[str],
+    *,
+    key: str = "request_id",
+    ignore_loggers: Collection[str] = (),
+    logger_key: str = "logger",
+) -> CheckReport:
+    """Check JSON log *lines*.
+
+    A line is *missing* when *key* is absent or empty (or ``"-"``, ``None``); it
+    is *crossed* when any of its other string values mentions, as a whole token
+    of ``[A-Za-z0-9._:-]+``, an id that other lines carry under *key* but that is
+    not the line's own.  Lines whose *logger_key* is in *ignore_loggers* are
+    skipped (startup lines outside any request, for example).  Blank lines are
+    ignored.
+    """
+    report = CheckReport()
+    records: list[tuple[int, dict[str, Any]]] = []
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError as exc:
+            report.problems.append(Problem(lineno, "invalid-json", f"{exc}: {_short(raw)}"))
+            continue
+        if not isinstance(record, dict):
+            report.problems.append(Problem(lineno, "invalid-json", f"not an object: {_short(raw)}"))
+            continue
+        if record.get(logger_key) in ignore_loggers:
+            continue
+        records.append((lineno, record))
+    report.lines = len(records)
+    ids = {
+        str(rec[key]) for _, rec in records if key in rec and str(rec[key]) not in MISSING_VALUES
+    }
+    report.ids = len(ids)
+    for lineno, record in records:
+        own = record.get(key)
+        if own is None or str(own) in MISSING_VALUES:
+            message = record.get("message", "")
+            report.problems.append(
+                Problem(lineno, "missing", f"no {key}: {_short(str(message))}")
+            )
+            continue
+        own = str(own)
+        for name, value in record.items():
+            if name == key:
+                continue
+            for text in _strings(value):
+                foreign = {t for t in _TOKEN.findall(text) if t in ids and t != own}
+                if foreign:
+                    report.problems.append(
+                        Problem(
+                            lineno,
+                            "crossed",
+                            f"{key}={own} but {name!s} mentions {', '.join(sorted(foreign))}",
+                        )
+                    )
+                    break
+            else:
+                continue
+            break
+    return report
+
+
+def check_files(
+    paths: Iterable[str | Path],
+    *,
+    key: str = "request_id",
+    ignore_loggers: Collection[str] = (),
+    logger_key: str = "logger",
+) -> CheckReport:
+    """:func:`check_lines` over the lines of every file in *paths*, as one stream."""
+
+    def lines() -> Iterable[str]:
+        for path in paths:
+            with Path(path).open(encoding="utf-8", errors="replace") as fh:
+                yield from fh
+
+    return check_lines(lines(), key=key, ignore_loggers=ignore_loggers, logger_key=logger_key)
