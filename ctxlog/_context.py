@@ -156,10 +156,13 @@ def _merge_registered(data: dict[str, Any]) -> dict[str, Any]:
     for var, name in _registry:
         if name in data:
             continue
-        value = var.get(_MISSING)
-        if value is not _MISSING:
-            out[name] = value
-    if not out and _HIDDEN not in data.values():
+        # No get(default) here: an explicit default would shadow the variable's own.
+        try:
+            out[name] = var.get()
+        except LookupError:
+            continue
+    # Identity checks only: a bound value's __eq__ must never run (or raise) here.
+    if not out and not any(v is _HIDDEN for v in data.values()):
         return data
     out.update(data)
     return {k: v for k, v in out.items() if v is not _HIDDEN}
@@ -183,8 +186,10 @@ def get(key: str, default: Any = None) -> Any:
         return value
     for var, name in _registry:
         if name == key:
-            value = var.get(_MISSING)
-            return default if value is _MISSING else value
+            try:
+                return var.get()
+            except LookupError:
+                return default
     return default
 
 

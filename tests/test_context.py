@@ -1,0 +1,399 @@
+"""The context store and the core API: bind, unbind, set/reset, clear, get, current, register."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import random
+import threading
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+import ctxlog
+from ctxlog import ContextError
+
+
+def snapshot() -> dict[str, Any]:
+    return dict(ctxlog.current())
+
+
+class TestBind:
+    def test_with_binds_and_restores(self) -> None:
+        assert snapshot() == {}
+        with ctxlog.bind(request_id="r1", user_id=7):
+            assert snapshot() == {"request_id": "r1", "user_id": 7}
+        assert snapshot() == {}
+
+    def test_nested_merge_inner_wins_and_restores_exactly(self) -> None:
+        with ctxlog.bind(a=1, b=2):
+            with ctxlog.bind(b=3, c=4):
+                assert snapshot() == {"a": 1, "b": 3, "c": 4}
+            assert snapshot() == {"a": 1, "b": 2}
+        assert snapshot() == {}
+
+    def test_restores_on_exception(self) -> None:
+        with ctxlog.bind(a=1):
+            with pytest.raises(KeyError), ctxlog.bind(a=2, b=2):
+                raise KeyError("boom")
+            assert snapshot() == {"a": 1}
+        assert snapshot() == {}
+
+    def test_async_with(self) -> None:
+        async def main() -> list[dict[str, Any]]:
+            seen = []
+            async with ctxlog.bind(request_id="r1"):
+                await asyncio.sleep(0)
+                seen.append(snapshot())
+            seen.append(snapshot())
+            return seen
+
+        assert asyncio.run(main()) == [{"request_id": "r1"}, {}]
+
+    def test_object_is_reusable_and_reentrant(self) -> None:
+        b = ctxlog.bind(x=1)
+        with b:
+            with ctxlog.bind(x=2), b:
+                assert ctxlog.get("x") == 1
+            assert ctxlog.get("x") == 1
+        with b:
+            assert ctxlog.get("x") == 1
+        assert ctxlog.get("x") is None
+
+    def test_repr(self) -> None:
+        assert repr(ctxlog.bind(a=1)) == "ctxlog.bind(a=1)"
+        assert repr(ctxlog.unbind("a", "b")) == "ctxlog.unbind('a', 'b')"
+
+    @pytest.mark.parametrize("key", ["", 1, None])
+    def test_keys_must_be_non_empty_strings(self, key: Any) -> None:
+        if isinstance(key, str):
+            with pytest.raises(ContextError, match="non-empty strings"):
+                ctxlog.bind(**{key: 1})
+            with pytest.raises(ContextError, match="non-empty strings"):
+                ctxlog.set(**{key: 1})
+        with pytest.raises(ContextError, match="non-empty strings"):
+            ctxlog.unbind(key)
+        assert snapshot() == {}
+
+    def test_context_error_is_runtime_error(self) -> None:
+        assert issubclass(ContextError, RuntimeError)
+
+
+class TestDecorator:
+    def test_sync_fresh_binding_per_call(self) -> None:
+        @ctxlog.bind(job="nightly")
+        def work(n: int) -> dict[str, Any]:
+            """Doc."""
+            with ctxlog.bind(n=n):
+                return snapshot()
+
+        assert work(1) == {"job": "nightly", "n": 1}
+        assert work(2) == {"job": "nightly", "n": 2}
+        assert snapshot() == {}
+        assert work.__name__ == "work"
+        assert work.__doc__ == "Doc."
+        assert str(inspect.signature(work)) == "(n: 'int') -> 'dict[str, Any]'"
+
+    def test_sync_restores_on_exception(self) -> None:
+        @ctxlog.bind(job="x")
+        def fail() -> None:
+            raise ValueError
+
+        with pytest.raises(ValueError):  # noqa: PT011 -- the function raises a bare ValueError
+            fail()
+        assert snapshot() == {}
+
+    def test_async_binds_around_the_await_not_the_call(self) -> None:
+        @ctxlog.bind(job="async")
+        async def work() -> dict[str, Any]:
+            await asyncio.sleep(0)
+            return snapshot()
+
+        assert inspect.iscoroutinefunction(work)
+        coro = work()  # creating the coroutine binds nothing
+        assert snapshot() == {}
+
+        async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+            inside = await coro
+            return inside, snapshot()
+
+        inside, after = asyncio.run(main())
+        assert inside == {"job": "async"}
+        assert after == {}
+
+    def test_async_concurrent_calls_are_isolated(self) -> None:
+        @ctxlog.bind(kind="task")
+        async def work(n: int) -> tuple[int, dict[str, Any]]:
+            with ctxlog.bind(n=n):
+                await asyncio.sleep(random.random() / 1000)
+                return n, snapshot()
+
+        async def main() -> list[tuple[int, dict[str, Any]]]:
+            return await asyncio.gather(*(work(n) for n in range(200)))
+
+        for n, seen in asyncio.run(main()):
+            assert seen == {"kind": "task", "n": n}
+
+    def test_unbind_decorator(self) -> None:
+        @ctxlog.unbind("secret")
+        def work() -> dict[str, Any]:
+            return snapshot()
+
+        @ctxlog.unbind("secret")
+        async def awork() -> dict[str, Any]:
+            return snapshot()
+
+        with ctxlog.bind(secret="s", keep=1):
+            assert work() == {"keep": 1}
+            assert asyncio.run(awork()) == {"keep": 1}
+            assert snapshot() == {"secret": "s", "keep": 1}
+
+    def test_generator_function_binds_in_a_private_context(self) -> None:
+        @ctxlog.bind(stage="gen")
+        def numbers() -> Generator[dict[str, Any], None, None]:
+            yield snapshot()
+            with ctxlog.bind(inner=1):
+                yield snapshot()
+
+        gen = numbers()
+        first = next(gen)
+        assert snapshot() == {}
+        second = next(gen)
+        assert snapshot() == {}  # the generator's binding never leaks to the consumer
+        assert first == {"stage": "gen"}
+        assert second == {"stage": "gen", "inner": 1}
+        gen.close()
+
+
+class TestUnbind:
+    def test_hides_and_restores(self) -> None:
+        with ctxlog.bind(a=1, b=2):
+            with ctxlog.unbind("a", "missing"):
+                assert snapshot() == {"b": 2}
+                assert ctxlog.get("a") is None
+            assert snapshot() == {"a": 1, "b": 2}
+
+    def test_async_with(self) -> None:
+        async def main() -> dict[str, Any]:
+            async with ctxlog.unbind("a"):
+                return snapshot()
+
+        with ctxlog.bind(a=1, b=2):
+            assert asyncio.run(main()) == {"b": 2}
+
+    def test_hides_registered_variable(self) -> None:
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("corr")
+        ctxlog.register(var)
+        var.set("c1")
+        assert ctxlog.get("corr") == "c1"
+        with ctxlog.unbind("corr"):
+            assert ctxlog.get("corr") is None
+            assert "corr" not in ctxlog.current()
+            with ctxlog.bind(corr="explicit"):
+                assert ctxlog.get("corr") == "explicit"
+        assert ctxlog.get("corr") == "c1"
+
+
+class TestSetReset:
+    def test_set_and_reset(self) -> None:
+        token = ctxlog.set(request_id="r1")
+        assert ctxlog.get("request_id") == "r1"
+        assert not token.used
+        ctxlog.reset(token)
+        assert token.used
+        assert snapshot() == {}
+        assert "used" in repr(token)
+
+    def test_reset_twice(self) -> None:
+        token = ctxlog.set(a=1)
+        ctxlog.reset(token)
+        with pytest.raises(ContextError, match="already reset"):
+            ctxlog.reset(token)
+
+    def test_reset_in_another_thread(self) -> None:
+        token = ctxlog.set(a=1)
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                ctxlog.reset(token)
+            except ContextError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert len(errors) == 1
+        assert "different context" in str(errors[0])
+        assert "task or thread that called set()" in str(errors[0])
+        ctxlog.reset(token)  # still usable where it was made
+        assert snapshot() == {}
+
+    def test_reset_in_another_task(self) -> None:
+        async def main() -> None:
+            token = ctxlog.set(a=1)
+
+            async def other() -> None:
+                ctxlog.reset(token)
+
+            with pytest.raises(ContextError, match="different context"):
+                await asyncio.create_task(other())
+            ctxlog.reset(token)
+
+        asyncio.run(main())
+
+    def test_reset_wrong_type(self) -> None:
+        with pytest.raises(ContextError, match="takes the token"):
+            ctxlog.reset("nope")  # type: ignore[arg-type] -- the misuse under test
+
+    def test_clear_and_reset(self) -> None:
+        with ctxlog.bind(a=1):
+            token = ctxlog.clear()
+            assert snapshot() == {}
+            ctxlog.reset(token)
+            assert snapshot() == {"a": 1}
+
+
+class TestGeneratorMisuse:
+    def test_bind_across_yield_resumed_elsewhere_names_the_cause(self) -> None:
+        def gen() -> Generator[int, None, None]:
+            with ctxlog.bind(inside=1):
+                yield 1
+                yield 2
+
+        g = gen()
+        ctx = contextvars.copy_context()
+        ctx.run(next, g)  # entered in one context...
+        with pytest.raises(ContextError) as info:
+            next(g)  # fine: still same block
+            next(g)  # ...left in another: the `with` exits here
+        message = str(info.value)
+        assert "different context" in message
+        assert "yield" in message
+        assert "ctxlog.isolate()" in message
+
+    def test_bind_across_yield_leaks_to_consumer(self) -> None:
+        # The plain failure isolate() exists for: documented, so pinned here.
+        def gen() -> Generator[int, None, None]:
+            with ctxlog.bind(leaked=1):
+                yield 1
+
+        g = gen()
+        next(g)
+        assert ctxlog.get("leaked") == 1
+        g.close()
+        assert ctxlog.get("leaked") is None
+
+
+class TestRead:
+    def test_get_default(self) -> None:
+        assert ctxlog.get("x") is None
+        assert ctxlog.get("x", "d") == "d"
+        with ctxlog.bind(x=0):
+            assert ctxlog.get("x", "d") == 0
+
+    def test_current_is_read_only_snapshot(self) -> None:
+        with ctxlog.bind(a=1):
+            snap = ctxlog.current()
+            with pytest.raises(TypeError):
+                snap["a"] = 2  # type: ignore[index] -- read-only on purpose
+            with ctxlog.bind(a=2, b=3):
+                assert dict(snap) == {"a": 1}
+        assert dict(snap) == {"a": 1}
+
+
+class TestRegister:
+    def test_registered_variable_is_merged(self) -> None:
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("app_request_id")
+        ctxlog.register(var, "request_id")
+        assert "request_id" not in ctxlog.current()  # unset, no default: skipped
+        token = var.set("r-9")
+        assert ctxlog.get("request_id") == "r-9"
+        assert dict(ctxlog.current()) == {"request_id": "r-9"}
+        with ctxlog.bind(request_id="bound", other=1):
+            assert dict(ctxlog.current()) == {"request_id": "bound", "other": 1}
+        var.reset(token)
+        assert ctxlog.get("request_id", "none") == "none"
+        ctxlog.unregister(var)
+        var.set("r-10")
+        assert ctxlog.get("request_id") is None
+
+    def test_default_name_and_default_value(self) -> None:
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="public")
+        ctxlog.register(var)
+        assert ctxlog.get("tenant") == "public"
+        assert dict(ctxlog.current()) == {"tenant": "public"}
+
+    def test_register_again_renames(self) -> None:
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("v", default="x")
+        ctxlog.register(var)
+        ctxlog.register(var, "w")
+        assert dict(ctxlog.current()) == {"w": "x"}
+
+    def test_errors(self) -> None:
+        a: contextvars.ContextVar[int] = contextvars.ContextVar("a")
+        b: contextvars.ContextVar[int] = contextvars.ContextVar("b")
+        ctxlog.register(a, "same")
+        with pytest.raises(ContextError, match="already used"):
+            ctxlog.register(b, "same")
+        with pytest.raises(ContextError, match="not registered"):
+            ctxlog.unregister(b)
+        with pytest.raises(ContextError, match="takes a contextvars.ContextVar"):
+            ctxlog.register("a")  # type: ignore[arg-type] -- the misuse under test
+        with pytest.raises(ContextError, match="non-empty"):
+            ctxlog.register(b, "")
+
+    def test_values_with_hostile_eq_are_never_compared(self) -> None:
+        class Hostile:
+            def __eq__(self, other: object) -> bool:
+                raise AssertionError
+
+            __hash__ = object.__hash__
+
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("reg", default="r")
+        ctxlog.register(var)
+        h = Hostile()
+        with ctxlog.bind(h=h):
+            assert ctxlog.current()["h"] is h
+            assert ctxlog.current()["reg"] == "r"
+
+
+class TestIsolation:
+    def test_thousand_concurrent_tasks(self) -> None:
+        async def one(n: int) -> list[bool]:
+            checks = []
+            with ctxlog.bind(request_id=f"r{n}"):
+                for _ in range(3):
+                    await asyncio.sleep(random.random() / 1000)
+                    checks.append(ctxlog.get("request_id") == f"r{n}")
+                    with ctxlog.bind(step=n):
+                        await asyncio.sleep(0)
+                        checks.append(snapshot() == {"request_id": f"r{n}", "step": n})
+            checks.append(snapshot() == {})
+            return checks
+
+        async def main() -> list[list[bool]]:
+            return await asyncio.gather(*(one(n) for n in range(1000)))
+
+        results = asyncio.run(main())
+        assert len(results) == 1000
+        assert all(all(checks) for checks in results)
+        assert snapshot() == {}
+
+    def test_threads_do_not_share_bindings(self) -> None:
+        barrier = threading.Barrier(8)
+        seen: dict[int, Any] = {}
+
+        def run(n: int) -> None:
+            with ctxlog.bind(n=n):
+                barrier.wait()
+                seen[n] = snapshot()
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == {n: {"n": n} for n in range(8)}
