@@ -137,6 +137,7 @@ def check_lines(
             else:
                 continue
             break
+    report.problems.sort(key=lambda problem: problem.lineno)
     return report
 
 

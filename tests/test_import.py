@@ -1,0 +1,30 @@
+"""`import ctxlog` loads the standard library only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import ctxlog
+
+
+def test_import_loads_no_third_party_module() -> None:
+    code = (
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
+        "import ctxlog\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(json.dumps(sorted(new - set(sys.stdlib_module_names) - {'ctxlog'})))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out) == []
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert ctxlog.__all__ == sorted(ctxlog.__all__)
+    for name in ctxlog.__all__:
+        assert getattr(ctxlog, name).__doc__, name
+    assert "structlog" not in ctxlog.__all__

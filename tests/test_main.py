@@ -1,0 +1,100 @@
+"""python -m ctxlog: the demo runs clean, and the checker catches wrong lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctxlog import _demo_sim
+from ctxlog.__main__ import main
+from ctxlog._check import check_lines
+
+
+def line(request_id: str | None, message: str, **extra: object) -> str:
+    record: dict[str, object] = {"logger": "app", "message": message, **extra}
+    if request_id is not None:
+        record["request_id"] = request_id
+    return json.dumps(record)
+
+
+class TestCheck:
+    def test_clean(self) -> None:
+        report = check_lines(
+            [line("r1", "start r1"), "", line("r2", "start r2"), line("r1", "end r1")]
+        )
+        assert report.ok
+        assert (report.lines, report.ids) == (3, 2)
+        assert "crossed: 0" in report.summary()
+
+    def test_detects_a_line_carrying_another_requests_id(self) -> None:
+        report = check_lines(
+            [line("r1", "start r1"), line("r2", "start r2"), line("r2", "SELECT r1 params")]
+        )
+        assert not report.ok
+        (problem,) = report.problems
+        assert (problem.lineno, problem.kind) == (3, "crossed")
+        assert "mentions r1" in problem.detail
+
+    def test_detects_crossing_in_nested_fields(self) -> None:
+        report = check_lines(
+            [line("a-1", "x"), line("b-2", "y", params={"ids": ["a-1"]})]
+        )
+        assert [p.kind for p in report.problems] == ["crossed"]
+
+    def test_detects_missing_and_invalid(self) -> None:
+        report = check_lines(
+            [line(None, "no id"), line("-", "default"), "not json", "[1]", line("r", "ok")]
+        )
+        assert [p.kind for p in report.problems] == [
+            "missing",
+            "missing",
+            "invalid-json",
+            "invalid-json",
+        ]
+        assert report.count("missing") == 2
+
+    def test_ignored_loggers(self) -> None:
+        lines = [json.dumps({"logger": "uvicorn.error", "message": "startup"}), line("r", "x")]
+        assert check_lines(lines, ignore_loggers={"uvicorn.error"}).ok
+
+    def test_command_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        good = tmp_path / "good.jsonl"
+        good.write_text(line("r1", "m r1") + "\n", encoding="utf-8")
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(line("r1", "m r1") + "\n" + line("r2", "leaked r1") + "\n", "utf-8")
+        assert main(["check", str(good)]) == 0
+        assert main(["check", str(good), str(bad)]) == 1
+        out = capsys.readouterr().out
+        assert "crossed: 1" in out
+        assert "line 3: crossed" in out
+
+
+class TestSimulatedDemo:
+    def test_every_line_carries_its_request_id(self, tmp_path: Path) -> None:
+        output = tmp_path / "demo.jsonl"
+        report = _demo_sim.run(60, output)
+        assert report.ok, report.problems
+        assert report.ids == 60
+        assert report.lines == 60 * 4
+        records = [json.loads(x) for x in output.read_text("utf-8").splitlines()]
+        assert all(r["request_id"] in r["message"] for r in records)
+
+    def test_a_deliberately_wrong_line_is_caught(self, tmp_path: Path) -> None:
+        output = tmp_path / "demo.jsonl"
+        assert _demo_sim.run(10, output).ok
+        records = output.read_text("utf-8").splitlines()
+        wrong = json.loads(records[-1])
+        wrong["request_id"] = "req-00000" if wrong["request_id"] != "req-00000" else "req-00001"
+        output.write_text("\n".join([*records[:-1], json.dumps(wrong)]) + "\n", "utf-8")
+        result = subprocess.run(
+            [sys.executable, "-m", "ctxlog", "check", str(output)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert "crossed: 1" in result.stdout
