@@ -115,9 +115,7 @@ def check_lines(
         own = record.get(key)
         if own is None or str(own) in MISSING_VALUES:
             message = record.get("message", "")
-            report.problems.append(
-                Problem(lineno, "missing", f"no {key}: {_short(str(message))}")
-            )
+            report.problems.append(Problem(lineno, "missing", f"no {key}: {_short(str(message))}"))
             continue
         own = str(own)
         for name, value in record.items():

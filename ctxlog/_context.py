@@ -506,7 +506,7 @@ class _Isolated(Generator[Y, S, R]):
     def send(self, value: S) -> Y:
         return self._ctx.run(self._gen.send, value)
 
-    def throw(self, *args: Any) -> Y:  # type: ignore[override] -- every throw() form passes through
+    def throw(self, *args: Any) -> Y:
         return self._ctx.run(self._gen.throw, *args)
 
     def close(self) -> None:
@@ -545,7 +545,7 @@ class _AsyncIsolated(AsyncGenerator[Y, S]):
     def asend(self, value: S) -> Coroutine[Any, Any, Y]:
         return _run_awaitable_in(self._ctx, self._agen.asend, value)
 
-    def athrow(self, *args: Any) -> Coroutine[Any, Any, Y]:  # type: ignore[override] -- every athrow() form passes through
+    def athrow(self, *args: Any) -> Coroutine[Any, Any, Y]:
         return _run_awaitable_in(self._ctx, self._agen.athrow, *args)
 
     def aclose(self) -> Coroutine[Any, Any, None]:
@@ -555,9 +555,7 @@ class _AsyncIsolated(AsyncGenerator[Y, S]):
         return f"ctxlog.aisolate({self._agen!r})"
 
 
-async def _run_awaitable_in(
-    ctx: Context, make: Callable[..., Awaitable[R]], *args: Any
-) -> R:
+async def _run_awaitable_in(ctx: Context, make: Callable[..., Awaitable[R]], *args: Any) -> R:
     """Await ``make(*args)``, running each of its steps inside *ctx*.
 
     Works under any event loop: it drives the awaitable's iterator itself and

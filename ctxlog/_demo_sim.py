@@ -35,7 +35,7 @@ def _in_copy(fn: Callable[..., R]) -> Callable[..., R]:
     """
     wrapped: Any = getattr(ctxlog, "wrap", None)
     if wrapped is not None:
-        return wrapped(fn)  # type: ignore[no-any-return] -- ctxlog.wrap keeps fn's type
+        return wrapped(fn)  # type: ignore[no-any-return]  # ctxlog.wrap keeps fn's type
     ctx = contextvars.copy_context()
 
     def call(*args: Any) -> R:

@@ -98,6 +98,16 @@ class ContextFilter(logging.Filter):
             raise ContextError(msg)
         self.nest_under = nest_under
         self.on_conflict: ConflictPolicy = on_conflict
+        # The defaults that apply, under the attribute names they land as.
+        self._defaults: dict[str, Any] = {}
+        for key, value in self.defaults.items():
+            if self.fields is not None and key not in self.fields:
+                continue
+            if nest_under is None and key in RESERVED_ATTRS:
+                if on_conflict == "drop":
+                    continue
+                key = _RENAME_PREFIX + key  # noqa: PLW2901 -- the renamed attribute
+            self._defaults[key] = value
         # (source mapping, prepared attributes).  The store's mappings are never
         # mutated, so identity is enough; swapping one tuple keeps it thread-safe.
         self._cache: tuple[object, dict[str, Any]] = (object(), {})
@@ -112,13 +122,12 @@ class ContextFilter(logging.Filter):
             selected: Mapping[str, Any] = data
         else:
             selected = {key: data[key] for key in self.fields if key in data}
-        if self.nest_under is not None:
-            nested = dict(selected)
-            for key, value in self.defaults.items():
-                if self.fields is None or key in self.fields:
-                    nested.setdefault(key, value)
-            return nested
         out: dict[str, Any] = {}
+        if self.nest_under is not None:
+            out.update(selected)
+            for key, value in self._defaults.items():
+                out.setdefault(key, value)
+            return out
         renamed: dict[str, Any] = {}
         for key, value in selected.items():
             if key not in RESERVED_ATTRS:
@@ -127,14 +136,7 @@ class ContextFilter(logging.Filter):
                 renamed[_RENAME_PREFIX + key] = value
         for key, value in renamed.items():
             out.setdefault(key, value)
-        # Defaults fill what is still missing, under the name the key would get.
-        for key, value in self.defaults.items():
-            if self.fields is not None and key not in self.fields:
-                continue
-            if key in RESERVED_ATTRS:
-                if self.on_conflict == "drop":
-                    continue
-                key = _RENAME_PREFIX + key  # noqa: PLW2901 -- the renamed attribute
+        for key, value in self._defaults.items():
             out.setdefault(key, value)
         return out
 
@@ -212,9 +214,7 @@ class _ContextRecordFactory:
 
     __slots__ = ("context_filter", "previous")
 
-    def __init__(
-        self, previous: Any, context_filter: ContextFilter
-    ) -> None:
+    def __init__(self, previous: Any, context_filter: ContextFilter) -> None:
         self.previous = previous
         self.context_filter = context_filter
 
@@ -316,7 +316,9 @@ def json_formatter() -> logging.Formatter:
     """
     try:
         from pythonjsonlogger.json import JsonFormatter  # noqa: PLC0415 -- optional dependency
-    except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
+    except (
+        ImportError
+    ) as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
         msg = (
             "ctxlog writes JSON lines through python-json-logger (>= 3.1), which is not "
             "installed: pip install 'ctxlog[json]'"

@@ -42,9 +42,7 @@ def run_config(path: Path) -> list[str]:
 
 def test_every_config_file_is_tested() -> None:
     names = sorted(p.name for p in CONFIG.iterdir() if p.suffix in {".json", ".yaml"})
-    tested = sorted(
-        {*JSON_LINES, *TEXT, *(p for p in names if p.startswith("structlog"))}
-    )
+    tested = sorted({*JSON_LINES, *TEXT, *(p for p in names if p.startswith("structlog"))})
     assert names == tested
 
 

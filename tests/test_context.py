@@ -246,7 +246,7 @@ class TestSetReset:
 
     def test_reset_wrong_type(self) -> None:
         with pytest.raises(ContextError, match="takes the token"):
-            ctxlog.reset("nope")  # type: ignore[arg-type] -- the misuse under test
+            ctxlog.reset("nope")  # type: ignore[arg-type]  # the misuse under test
 
     def test_clear_and_reset(self) -> None:
         with ctxlog.bind(a=1):
@@ -298,7 +298,7 @@ class TestRead:
         with ctxlog.bind(a=1):
             snap = ctxlog.current()
             with pytest.raises(TypeError):
-                snap["a"] = 2  # type: ignore[index] -- read-only on purpose
+                snap["a"] = 2  # type: ignore[index]  # read-only on purpose
             with ctxlog.bind(a=2, b=3):
                 assert dict(snap) == {"a": 1}
         assert dict(snap) == {"a": 1}
@@ -340,8 +340,8 @@ class TestRegister:
             ctxlog.register(b, "same")
         with pytest.raises(ContextError, match="not registered"):
             ctxlog.unregister(b)
-        with pytest.raises(ContextError, match="takes a contextvars.ContextVar"):
-            ctxlog.register("a")  # type: ignore[arg-type] -- the misuse under test
+        with pytest.raises(ContextError, match=r"takes a contextvars\.ContextVar"):
+            ctxlog.register("a")  # type: ignore[arg-type]  # the misuse under test
         with pytest.raises(ContextError, match="non-empty"):
             ctxlog.register(b, "")
 

@@ -40,9 +40,7 @@ class TestCheck:
         assert "mentions r1" in problem.detail
 
     def test_detects_crossing_in_nested_fields(self) -> None:
-        report = check_lines(
-            [line("a-1", "x"), line("b-2", "y", params={"ids": ["a-1"]})]
-        )
+        report = check_lines([line("a-1", "x"), line("b-2", "y", params={"ids": ["a-1"]})])
         assert [p.kind for p in report.problems] == ["crossed"]
 
     def test_detects_missing_and_invalid(self) -> None:

@@ -48,11 +48,16 @@ class TestContextFilter:
         filt = ContextFilter(fields=["request_id", "tenant"], defaults={"tenant": "t0"})
         captured.handler.addFilter(filt)
         records: list[logging.LogRecord] = []
-        captured.handler.addFilter(lambda r: records.append(r) or True)
+
+        def keep(record: logging.LogRecord) -> bool:
+            records.append(record)
+            return True
+
+        captured.handler.addFilter(keep)
         with ctxlog.bind(request_id="r1", secret="s"):
             captured.logger.info("m")
-        assert records[0].request_id == "r1"  # type: ignore[attr-defined] -- added by the filter
-        assert records[0].tenant == "t0"  # type: ignore[attr-defined] -- a default
+        assert records[0].request_id == "r1"  # type: ignore[attr-defined]  # added by the filter
+        assert records[0].tenant == "t0"  # type: ignore[attr-defined]  # a default
         assert not hasattr(records[0], "secret")
 
     def test_nest_under(self, captured: Captured) -> None:
@@ -173,15 +178,13 @@ class TestContextFilter:
     def test_repr(self) -> None:
         assert "ContextFilter(fields=None" in repr(ContextFilter())
 
-    def test_dict_config(self, captured: Captured) -> None:
+    def test_dict_config(self) -> None:
         stream = io.StringIO()
         logging.config.dictConfig(
             {
                 "version": 1,
                 "disable_existing_loggers": False,
-                "filters": {
-                    "ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}
-                },
+                "filters": {"ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}},
                 "formatters": {"f": {"format": "%(request_id)s %(message)s"}},
                 "handlers": {
                     "h": {
@@ -322,7 +325,7 @@ class TestRecordFactory:
         ctxlog.install_record_factory(nest_under="context")
         with ctxlog.bind(request_id="r1"):
             record = logging.getLogger("x").makeRecord("x", logging.INFO, "f", 1, "m", (), None)
-        assert record.context == {"request_id": "r1"}  # type: ignore[attr-defined] -- added
+        assert record.context == {"request_id": "r1"}  # type: ignore[attr-defined]  # added
         clone = pickle.loads(pickle.dumps(record))  # noqa: S301 -- our own record
         assert type(clone.__dict__) is dict
         assert clone.context == {"request_id": "r1"}
