@@ -22,6 +22,7 @@ from ctxlog._context import (
     unbind,
     unregister,
 )
+from ctxlog.headers import outgoing_headers
 from ctxlog.stdlib import (
     ContextFilter,
     configure,
@@ -43,6 +44,7 @@ __all__ = [
     "get",
     "install_record_factory",
     "isolate",
+    "outgoing_headers",
     "register",
     "reset",
     "set",

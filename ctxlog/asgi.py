@@ -1,0 +1,192 @@
+"""Pure ASGI request-context middleware: Starlette, FastAPI, any ASGI app.
+
+No framework is imported: the middleware speaks the ASGI protocol directly,
+so it costs one dict copy and one header scan per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Final, TypeAlias
+
+from ctxlog._context import _STORE
+from ctxlog.headers import (
+    _TRACE_FLAGS,
+    MAX_REQUEST_ID_LENGTH,
+    REQUEST_ID_HEADER,
+    _Policy,
+    _rejection_message,
+    is_valid_request_id,
+    new_request_id,
+)
+
+__all__ = ["ASGIApp", "Message", "Receive", "RequestContextMiddleware", "Scope", "Send"]
+
+#: An ASGI connection scope.
+Scope: TypeAlias = MutableMapping[str, Any]
+#: An ASGI event message.
+Message: TypeAlias = MutableMapping[str, Any]
+#: The ASGI ``receive`` callable.
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+#: The ASGI ``send`` callable.
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+#: An ASGI 3 application.
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_logger: Final = logging.getLogger("ctxlog.asgi")
+
+# Messages that open a response, and so carry its headers.
+_START_TYPES: Final = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.http.response.start"}
+)
+_ERROR_BODY: Final = b"Internal Server Error"
+
+
+class RequestContextMiddleware:
+    """Bind a request id (and trace id) for the whole of every HTTP and websocket request.
+
+    For each ``http`` and ``websocket`` scope (``lifespan`` and other scopes
+    pass through untouched) the middleware:
+
+    * takes the request id from the *header* when exactly one such header is
+      sent and its value passes *validator*; otherwise it uses a new id from
+      *generator* and, when a value was rejected (invalid, empty, too long,
+      repeated), logs **one** warning on the ``ctxlog.asgi`` logger with the
+      value escaped and truncated (:func:`ctxlog.headers.escape_rejected`) —
+      the raw value never reaches a log line or a response header;
+    * binds it under *key*, plus the trace id of a valid W3C ``traceparent``
+      under *trace_key* (when *traceparent* is on) and the *request_fields*
+      asked for (``"method"``, ``"path"``, ``"client"``);
+    * opens a :func:`ctxlog.cache_scope` for the request;
+    * echoes the id in the response (and websocket accept) headers, unless
+      *echo* is off or the application set that header itself;
+    * keeps all of it bound until the application returns: streamed bodies,
+      background tasks and tasks the request starts carry the id.
+
+    Every key it manages is set (or removed) at the start of each request,
+    never assumed absent, so a context leaked by the server from an earlier
+    request (CPython gh-140947) cannot show through.  When the application
+    raises before it started a response, the middleware sends a plain ``500``
+    carrying the header (if *error_response* is on), then re-raises so the
+    server still logs the error.  Wrap the whole application
+    (``app = RequestContextMiddleware(app)``) rather than using Starlette's
+    ``add_middleware`` when you install a custom 500 handler: Starlette runs
+    that handler outside the middlewares it adds.
+
+    Values passed to the validator are Latin-1 decoded header bytes; whatever
+    the validator says, a value with a space, a control or a non-ASCII
+    character is refused, and values longer than *max_length* are refused
+    before the validator runs.
+
+    :raises ctxlog.ContextError: an option is invalid (at construction), or
+        the *generator* returns something that cannot be sent in a header.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_policy", "app", "error_response")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        header: str = REQUEST_ID_HEADER,
+        key: str = "request_id",
+        validator: Callable[[str], bool] = is_valid_request_id,
+        generator: Callable[[], str] = new_request_id,
+        echo: bool = True,
+        request_fields: Iterable[str] = (),
+        traceparent: bool = True,
+        trace_key: str = "trace_id",
+        max_length: int = MAX_REQUEST_ID_LENGTH,
+        error_response: bool = True,
+    ) -> None:
+        self.app = app
+        self.error_response = error_response
+        self._policy = _Policy(
+            header=header,
+            key=key,
+            validator=validator,
+            generator=generator,
+            echo=echo,
+            request_fields=request_fields,
+            traceparent=traceparent,
+            trace_key=trace_key,
+            max_length=max_length,
+            where="RequestContextMiddleware",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":  # noqa: PLR1714 -- two compares beat a set lookup here
+            await self.app(scope, receive, send)
+            return
+        policy = self._policy
+        wanted = policy.header_bytes
+        ids: list[bytes] = []
+        traceparents: list[bytes] = []
+        for name, value in scope.get("headers", ()):
+            # ASGI servers lowercase header names; the spec only says "should".
+            lname = name if name.islower() else name.lower()
+            if lname == wanted:
+                ids.append(value)
+            elif lname == b"traceparent":
+                traceparents.append(value)
+        client = None
+        if "client" in policy.request_fields and scope.get("client"):
+            host, port = scope["client"][:2]
+            client = f"{host}:{port}"
+        incoming = policy.incoming(
+            ids, traceparents, scope.get("method"), scope.get("path"), client
+        )
+        token = _STORE.set(policy.bound(incoming))
+        flags_token = _TRACE_FLAGS.set(incoming.flags)
+        try:
+            if incoming.rejection is not None:
+                _logger.warning(*_rejection_message(policy, incoming.rejection, incoming.request_id))
+            await self._serve(scope, receive, send, incoming.request_id)
+        finally:
+            _TRACE_FLAGS.reset(flags_token)
+            _STORE.reset(token)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        policy = self._policy
+        pair = (policy.header_bytes, request_id.encode("latin-1"))
+        echo = policy.echo
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] in _START_TYPES:
+                started = True
+                if echo:
+                    headers = message.get("headers") or ()
+                    wanted = pair[0]
+                    if not any(name.lower() == wanted for name, _ in headers):
+                        message = {**message, "headers": [*headers, pair]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if not started and self.error_response and scope["type"] == "http":
+                await _send_error(send, pair if echo else None)
+            raise
+
+    def __repr__(self) -> str:
+        return f"ctxlog.asgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"
+
+
+async def _send_error(send: Send, pair: tuple[bytes, bytes] | None) -> None:
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(_ERROR_BODY)).encode("ascii")),
+    ]
+    if pair is not None:
+        headers.append(pair)
+    try:
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": _ERROR_BODY})
+    except Exception:  # noqa: BLE001, S110 -- the client may be gone; the original error is what matters
+        pass

@@ -1,0 +1,209 @@
+"""WSGI request-context middleware: Flask, Django's WSGI handler, any WSGI app.
+
+WSGI servers may call the application, iterate its response and call
+``close()`` from different contexts (and some from different threads), so the
+middleware does not pair ``set``/``reset`` tokens across those calls.  It owns
+one :class:`contextvars.Context` per request and runs the application call
+and every step of the response inside it: the binding holds while the body is
+produced, and the server's own context (the worker thread's) is never touched,
+so the next request on that thread starts clean.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import Context, copy_context
+from types import TracebackType
+from typing import Any, Final, TypeAlias
+
+from ctxlog._context import _STORE
+from ctxlog.headers import (
+    _TRACE_FLAGS,
+    MAX_REQUEST_ID_LENGTH,
+    REQUEST_ID_HEADER,
+    _Incoming,
+    _Policy,
+    _rejection_message,
+    is_valid_request_id,
+    new_request_id,
+)
+
+__all__ = ["RequestContextMiddleware", "StartResponse", "WSGIApp", "WSGIEnvironment"]
+
+#: The WSGI ``environ``.
+WSGIEnvironment: TypeAlias = dict[str, Any]
+#: The WSGI ``start_response`` callable: ``(status, headers, exc_info=None) -> write``.
+StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
+#: A WSGI application.
+WSGIApp: TypeAlias = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
+
+_ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType]
+
+_logger: Final = logging.getLogger("ctxlog.wsgi")
+
+
+class RequestContextMiddleware:
+    """Bind a request id (and trace id) for the whole of every WSGI request.
+
+    The WSGI twin of :class:`ctxlog.asgi.RequestContextMiddleware`, with the
+    same options and the same rules for the header (exactly one value that
+    passes *validator*, else a generated id and at most one escaped warning on
+    the ``ctxlog.wsgi`` logger), the ``traceparent`` trace id, the
+    *request_fields* and the echoed response header.  A ``cache_scope()`` is
+    open for each request.
+
+    The application call and every step of the response iterable (``next`` and
+    ``close``) run in one :class:`contextvars.Context` the middleware owns for
+    the request, so the binding holds while a streamed body is produced, and
+    ends with ``close()``: nothing is set in the server's worker thread, and
+    the next request it serves starts clean.  Threads a view starts with
+    :class:`ctxlog.Thread` inherit the binding.
+
+    With Flask::
+
+        app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
+
+    Repeated headers reach a WSGI application joined by commas, which the
+    default validator refuses: they are replaced like any invalid value.
+
+    :raises ctxlog.ContextError: an option is invalid (at construction), or
+        the *generator* returns something that cannot be sent in a header.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_environ_key", "_policy", "app")
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        header: str = REQUEST_ID_HEADER,
+        key: str = "request_id",
+        validator: Callable[[str], bool] = is_valid_request_id,
+        generator: Callable[[], str] = new_request_id,
+        echo: bool = True,
+        request_fields: Iterable[str] = (),
+        traceparent: bool = True,
+        trace_key: str = "trace_id",
+        max_length: int = MAX_REQUEST_ID_LENGTH,
+    ) -> None:
+        self.app = app
+        self._policy = _Policy(
+            header=header,
+            key=key,
+            validator=validator,
+            generator=generator,
+            echo=echo,
+            request_fields=request_fields,
+            traceparent=traceparent,
+            trace_key=trace_key,
+            max_length=max_length,
+            where="RequestContextMiddleware",
+        )
+        self._environ_key = "HTTP_" + header.upper().replace("-", "_")
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        policy = self._policy
+        raw = environ.get(self._environ_key)
+        traceparent = environ.get("HTTP_TRACEPARENT")
+        path = None
+        client = None
+        if policy.request_fields:
+            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            if "REMOTE_ADDR" in environ:
+                client = f"{environ['REMOTE_ADDR']}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
+        ctx = copy_context()
+        incoming = ctx.run(
+            policy.incoming,
+            () if raw is None else (raw,),
+            () if traceparent is None else (traceparent,),
+            environ.get("REQUEST_METHOD"),
+            path,
+            client,
+        )
+        scope = ctx.run(_enter, policy, incoming)
+
+        if policy.echo:
+            pair = (policy.header, incoming.request_id)
+            wanted = policy.header_lower
+
+            def start_with_id(
+                status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
+            ) -> Callable[[bytes], object]:
+                if not any(name.lower() == wanted for name, _ in headers):
+                    headers = [*headers, pair]
+                return start_response(status, headers, exc_info)
+
+            app_start: StartResponse = start_with_id
+        else:
+            app_start = start_response
+        try:
+            result = ctx.run(self.app, environ, app_start)
+        except BaseException:
+            ctx.run(_leave, scope)
+            raise
+        return _ContextIterable(result, ctx, scope)
+
+    def __repr__(self) -> str:
+        return f"ctxlog.wsgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"
+
+
+class _Scope:
+    """What :func:`_enter` opened for one request, for :func:`_leave` to close."""
+
+    __slots__ = ("cache", "open")
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.open = True
+
+
+def _enter(policy: _Policy, incoming: _Incoming) -> _Scope:
+    """Runs inside the request's own Context: bind, open the cache scope, warn."""
+    _STORE.set(policy.bound(incoming))
+    _TRACE_FLAGS.set(incoming.flags)
+    scope = _Scope(None)
+    if incoming.rejection is not None:
+        _logger.warning(*_rejection_message(policy, incoming.rejection, incoming.request_id))
+    return scope
+
+
+def _leave(scope: _Scope) -> None:
+    """Runs inside the request's own Context: close what :func:`_enter` opened, once."""
+    if not scope.open:
+        return
+    scope.open = False
+
+
+class _ContextIterable(Iterator[bytes]):
+    """The application's response, each step run in the request's Context."""
+
+    __slots__ = ("_ctx", "_iter", "_result", "_scope")
+
+    def __init__(self, result: Iterable[bytes], ctx: Context, scope: _Scope) -> None:
+        self._result = result
+        self._ctx = ctx
+        self._scope = scope
+        self._iter: Iterator[bytes] | None = None
+
+    def __iter__(self) -> _ContextIterable:
+        return self
+
+    def __next__(self) -> bytes:
+        it = self._iter
+        if it is None:
+            it = self._iter = self._ctx.run(iter, self._result)
+        return self._ctx.run(next, it)
+
+    def close(self) -> None:
+        """Close the application's response, then end the request's binding."""
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                self._ctx.run(close)
+        finally:
+            self._ctx.run(_leave, self._scope)
