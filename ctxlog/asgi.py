@@ -144,7 +144,9 @@ class RequestContextMiddleware:
         flags_token = _TRACE_FLAGS.set(incoming.flags)
         try:
             if incoming.rejection is not None:
-                _logger.warning(*_rejection_message(policy, incoming.rejection, incoming.request_id))
+                _logger.warning(
+                    *_rejection_message(policy, incoming.rejection, incoming.request_id)
+                )
             await self._serve(scope, receive, send, incoming.request_id)
         finally:
             _TRACE_FLAGS.reset(flags_token)

@@ -329,29 +329,32 @@ class _Policy:
 
     def accept(self, values: Sequence[str | bytes]) -> tuple[str, str | None]:
         """Pick the request id from the header *values*; say why when one was rejected."""
+        value, rejection = self._check(values)
+        if value is None:
+            return self._generate(), rejection
+        return value, None
+
+    def _check(self, values: Sequence[str | bytes]) -> tuple[str | None, str | None]:
         if not values:
-            return self._generate(), None
+            return None, None
         if len(values) > 1:
-            return self._generate(), f"sent {len(values)} times"
+            return None, f"sent {len(values)} times"
         raw = values[0]
         size = len(raw)
         if size == 0:
-            return self._generate(), "empty value"
+            return None, "empty value"
         if size > self.max_length:
-            return (
-                self._generate(),
+            return None, (
                 f"{size} characters, over the {self.max_length} limit, "
-                f"starting {escape_rejected(raw)}",
+                f"starting {escape_rejected(raw)}"
             )
         value = raw.decode("latin-1") if isinstance(raw, bytes) else raw
         try:
             ok = value.isascii() and value.isprintable() and " " not in value
             ok = ok and bool(self.validator(value))
         except Exception as exc:  # noqa: BLE001 -- a broken validator must not break the request
-            return self._generate(), f"the validator raised {type(exc).__name__}"
-        if not ok:
-            return self._generate(), f"invalid value {escape_rejected(value)}"
-        return value, None
+            return None, f"the validator raised {type(exc).__name__}"
+        return (value, None) if ok else (None, f"invalid value {escape_rejected(value)}")
 
     def _generate(self) -> str:
         request_id = self.generator()

@@ -104,9 +104,7 @@ class RequestContextMiddleware:
         )
         self._environ_key = "HTTP_" + header.upper().replace("-", "_")
 
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         policy = self._policy
         raw = environ.get(self._environ_key)
         traceparent = environ.get("HTTP_TRACEPARENT")

@@ -1,0 +1,413 @@
+"""ctxlog.asgi.RequestContextMiddleware driven with raw ASGI messages (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import ctxlog
+from ctxlog.asgi import Message, Receive, RequestContextMiddleware, Scope, Send
+from ctxlog.headers import is_valid_request_id
+from tests.conftest import Captured
+
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+
+def http_scope(*headers: tuple[bytes, bytes], **extra: Any) -> Scope:
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/items/1",
+        "headers": list(headers),
+        "client": ("127.0.0.1", 5000),
+    }
+    scope.update(extra)
+    return scope
+
+
+class Seen:
+    """What the inner application saw, and what reached the server."""
+
+    def __init__(self) -> None:
+        self.context: dict[str, Any] = {}
+        self.outgoing: dict[str, str] = {}
+        self.sent: list[Message] = []
+
+    def header(self, name: bytes) -> list[bytes]:
+        start = self.sent[0]
+        return [value for key, value in start.get("headers", []) if key == name]
+
+
+def make_app(seen: Seen, *, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.context = dict(ctxlog.current())
+        seen.outgoing = ctxlog.outgoing_headers()
+        start: Message = {"type": "http.response.start", "status": 200}
+        if headers is not None:
+            start["headers"] = headers
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+def run(app: Any, scope: Scope, seen: Seen) -> None:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        seen.sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+
+
+@pytest.fixture
+def warnings(captured: Captured) -> Iterator[Captured]:
+    """The ctxlog.asgi logger's lines, plain, with the request id."""
+    logger = logging.getLogger("ctxlog.asgi")
+    captured.handler.setFormatter(logging.Formatter("%(request_id)s %(message)s"))
+    captured.handler.addFilter(ctxlog.ContextFilter(defaults={"request_id": "-"}))
+    logger.addHandler(captured.handler)
+    yield captured
+    logger.removeHandler(captured.handler)
+
+
+def test_valid_header_is_bound_and_echoed() -> None:
+    seen = Seen()
+    run(RequestContextMiddleware(make_app(seen)), http_scope((b"x-request-id", b"abc-1")), seen)
+    assert seen.context == {"request_id": "abc-1"}
+    assert seen.header(b"x-request-id") == [b"abc-1"]
+    assert seen.outgoing == {"X-Request-ID": "abc-1"}
+    assert ctxlog.current() == {}
+
+
+def test_missing_header_generates_silently(warnings: Captured) -> None:
+    seen = Seen()
+    run(RequestContextMiddleware(make_app(seen)), http_scope(), seen)
+    request_id = seen.context["request_id"]
+    assert is_valid_request_id(request_id)
+    assert seen.header(b"x-request-id") == [request_id.encode()]
+    assert warnings.lines() == []
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ([b"a b"], "invalid value a:20b"),
+        ([b"a\r\nb"], "invalid value a:0d:0ab"),
+        ([b"caf\xe9"], "invalid value caf:e9"),
+        ([b""], "empty value"),
+        ([b"x" * 129], "129 characters, over the 128 limit, starting " + "x" * 32 + "...len:129"),
+        ([b"one", b"two"], "sent 2 times"),
+    ],
+)
+def test_rejected_values_are_replaced_and_logged_once(
+    values: list[bytes], reason: str, warnings: Captured
+) -> None:
+    seen = Seen()
+    scope = http_scope(*((b"x-request-id", value) for value in values))
+    run(RequestContextMiddleware(make_app(seen)), scope, seen)
+    request_id = seen.context["request_id"]
+    assert is_valid_request_id(request_id)
+    assert seen.header(b"x-request-id") == [request_id.encode()]
+    assert warnings.lines() == [
+        (
+            f"{request_id} Rejected the X-Request-ID request header ({reason}); "
+            f"using the generated request id {request_id}"
+        )
+    ]
+
+
+def test_megabyte_header_is_refused_by_length(warnings: Captured) -> None:
+    seen = Seen()
+    huge = b"a" * 1_000_000
+    run(RequestContextMiddleware(make_app(seen)), http_scope((b"x-request-id", huge)), seen)
+    (line,) = warnings.lines()
+    assert "1000000 characters" in line
+    assert len(line) < 300
+
+
+def test_header_names_are_matched_case_insensitively() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), header="X-Correlation-ID")
+    run(app, http_scope((b"X-Correlation-ID", b"c-1")), seen)
+    assert seen.context == {"request_id": "c-1"}
+    assert seen.header(b"x-correlation-id") == [b"c-1"]
+
+
+def test_leaked_context_is_overwritten_not_assumed_absent() -> None:
+    """A context leaked from an earlier request (CPython gh-140947) cannot show through."""
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), request_fields=["method"])
+    with ctxlog.bind(request_id="leaked", trace_id="f" * 32, method="PUT", user="kept"):
+        run(app, http_scope((b"x-request-id", b"fresh")), seen)
+        assert ctxlog.get("request_id") == "leaked"
+    assert seen.context == {"request_id": "fresh", "method": "GET", "user": "kept"}
+
+
+def test_traceparent_binds_the_trace_id_and_keeps_the_flags() -> None:
+    seen = Seen()
+    scope = http_scope((b"x-request-id", b"r"), (b"traceparent", TRACEPARENT))
+    run(RequestContextMiddleware(make_app(seen)), scope, seen)
+    assert seen.context == {"request_id": "r", "trace_id": "0af7651916cd43dd8448eb211c80319c"}
+    parent = seen.outgoing["traceparent"]
+    assert parent.startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert parent.endswith("-00")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"traceparent", b"00-nope")],
+        [(b"traceparent", TRACEPARENT), (b"traceparent", TRACEPARENT)],
+    ],
+)
+def test_invalid_or_repeated_traceparent_is_ignored(headers: list[tuple[bytes, bytes]]) -> None:
+    seen = Seen()
+    run(RequestContextMiddleware(make_app(seen)), http_scope(*headers), seen)
+    assert "trace_id" not in seen.context
+
+
+def test_traceparent_off() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), traceparent=False, trace_key="t")
+    with ctxlog.bind(trace_id="outer"):
+        run(app, http_scope((b"traceparent", TRACEPARENT)), seen)
+    assert seen.context["trace_id"] == "outer"
+
+
+def test_request_fields() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), request_fields=["method", "path", "client"])
+    run(app, http_scope(path="/a/b\n\u00e9:c"), seen)
+    assert seen.context["method"] == "GET"
+    assert seen.context["path"] == "/a/b:0a:e9:3ac"
+    assert seen.context["client"] == "127.0.0.1:5000"
+    run(app, http_scope(path="/plain/path-1.json", method="GE T", client=None), seen)
+    assert seen.context["path"] == "/plain/path-1.json"
+    assert seen.context["method"] == "GE:20T"
+    assert "client" not in seen.context
+
+
+def test_echo_off() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), echo=False)
+    run(app, http_scope((b"x-request-id", b"abc")), seen)
+    assert seen.header(b"x-request-id") == []
+    assert seen.context["request_id"] == "abc"
+
+
+def test_a_header_the_application_set_wins() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen, headers=[(b"X-Request-ID", b"mine")]))
+    run(app, http_scope((b"x-request-id", b"abc")), seen)
+    assert seen.sent[0]["headers"] == [(b"X-Request-ID", b"mine")]
+
+
+def test_response_headers_given_as_a_tuple_are_kept() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen, headers=[(b"content-type", b"text/plain")]))
+    run(app, http_scope((b"x-request-id", b"abc")), seen)
+    assert seen.sent[0]["headers"] == [(b"content-type", b"text/plain"), (b"x-request-id", b"abc")]
+
+
+def test_custom_validator_and_generator(warnings: Captured) -> None:
+    counter = iter(range(100))
+
+    def generator() -> str:
+        return f"gen-{next(counter)}"
+
+    def validator(value: str) -> bool:
+        return value.startswith("ok")
+
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), validator=validator, generator=generator)
+    run(app, http_scope((b"x-request-id", b"ok/with/slashes")), seen)
+    assert seen.context["request_id"] == "ok/with/slashes"
+    # The validator may only narrow: spaces and controls are refused whatever it says.
+    for value in (b"ok with space", b"ok\x01", b"nope"):
+        run(app, http_scope((b"x-request-id", value)), seen)
+        assert seen.context["request_id"].startswith("gen-")
+    assert len(warnings.lines()) == 3
+
+
+def test_a_raising_validator_is_a_rejection(warnings: Captured) -> None:
+    def validator(value: str) -> bool:
+        raise ValueError(value)
+
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), validator=validator)
+    run(app, http_scope((b"x-request-id", b"abc")), seen)
+    (line,) = warnings.lines()
+    assert "the validator raised ValueError" in line
+
+
+def test_max_length() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), max_length=4)
+    run(app, http_scope((b"x-request-id", b"abcde")), seen)
+    assert seen.context["request_id"] != "abcde"
+
+
+def test_a_bad_generator_is_reported() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), generator=lambda: "has space")
+    with pytest.raises(ctxlog.ContextError, match="generator"):
+        run(app, http_scope(), seen)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"header": "bad header"}, "header"),
+        ({"header": ""}, "header"),
+        ({"key": ""}, "key"),
+        ({"trace_key": ""}, "trace_key"),
+        ({"request_fields": "method"}, "collection"),
+        ({"request_fields": ["method", "user"]}, "unknown"),
+        ({"max_length": 0}, "max_length"),
+    ],
+)
+def test_invalid_options(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ctxlog.ContextError, match=match):
+        RequestContextMiddleware(make_app(Seen()), **options)
+
+
+def test_lifespan_and_other_scopes_pass_through() -> None:
+    calls: list[tuple[Scope, dict[str, Any]]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        calls.append((scope, dict(ctxlog.current())))
+
+    async def receive() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Message) -> None:
+        return None
+
+    middleware = RequestContextMiddleware(app)
+    scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    asyncio.run(middleware(scope, receive, send))
+    assert calls == [(scope, {})]
+    assert "RequestContextMiddleware" in repr(middleware)
+
+
+def raising_app(*, before_start: bool) -> Callable[[Scope, Receive, Send], Any]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if not before_start:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        msg = "boom"
+        raise RuntimeError(msg)
+
+    return app
+
+
+def test_exception_before_the_response_sends_a_500_with_the_header() -> None:
+    seen = Seen()
+    with pytest.raises(RuntimeError, match="boom"):
+        run(
+            RequestContextMiddleware(raising_app(before_start=True)),
+            http_scope((b"x-request-id", b"e")),
+            seen,
+        )
+    assert seen.sent[0]["status"] == 500
+    assert seen.header(b"x-request-id") == [b"e"]
+    assert seen.sent[1]["body"] == b"Internal Server Error"
+    assert ctxlog.current() == {}
+
+
+def test_exception_after_the_response_started_only_propagates() -> None:
+    seen = Seen()
+    with pytest.raises(RuntimeError, match="boom"):
+        run(RequestContextMiddleware(raising_app(before_start=False)), http_scope(), seen)
+    assert len(seen.sent) == 1
+    assert seen.sent[0]["status"] == 200
+
+
+def test_error_response_off() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(raising_app(before_start=True), error_response=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(app, http_scope(), seen)
+    assert seen.sent == []
+
+
+def test_error_response_without_echo_and_with_a_gone_client() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(raising_app(before_start=True), echo=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(app, http_scope(), seen)
+    assert seen.header(b"x-request-id") == []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def gone(message: Message) -> None:
+        raise OSError
+
+    # The client went away: the original error is what propagates.
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(
+            RequestContextMiddleware(raising_app(before_start=True))(http_scope(), receive, gone)
+        )
+
+
+def test_websocket_accept_carries_the_header() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": ctxlog.get("request_id")})
+        await send({"type": "websocket.close"})
+
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = http_scope((b"x-request-id", b"ws-1"), type="websocket", method=None)
+    asyncio.run(RequestContextMiddleware(app)(scope, receive, send))
+    assert sent[0] == {"type": "websocket.accept", "headers": [(b"x-request-id", b"ws-1")]}
+    assert sent[1]["text"] == "ws-1"
+
+
+def test_concurrent_tasks_in_one_loop_keep_their_ids() -> None:
+    seen_ids: dict[int, list[str]] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        n = int(scope["path"].rsplit("/", 1)[1])
+        for _ in range(5):
+            seen_ids.setdefault(n, []).append(ctxlog.get("request_id"))
+            await asyncio.sleep(0)
+        await send({"type": "http.response.start", "status": 204})
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        await asyncio.sleep(0)
+
+    middleware = RequestContextMiddleware(app)
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(
+                middleware(
+                    http_scope((b"x-request-id", f"id-{n}".encode()), path=f"/n/{n}"),
+                    receive,
+                    send,
+                )
+                for n in range(50)
+            )
+        )
+
+    asyncio.run(main())
+    assert seen_ids == {n: [f"id-{n}"] * 5 for n in range(50)}
