@@ -1,0 +1,178 @@
+"""Hostile X-Request-ID values sent over a raw socket to real servers (Hypothesis corpus).
+
+None of them may reach a log line or a response header: each is replaced by a
+generated id, and at most one warning line mentions it, escaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+import ctxlog
+from ctxlog.asgi import RequestContextMiddleware as AsgiMiddleware
+from ctxlog.headers import is_valid_request_id
+from ctxlog.wsgi import RequestContextMiddleware as WsgiMiddleware
+from ctxlog.wsgi import StartResponse, WSGIEnvironment
+from tests.integration.conftest import (
+    UvicornServer,
+    WerkzeugServer,
+    capture_lines,
+    raw_request,
+    response_headers,
+)
+
+log = logging.getLogger("tests.hostile")
+ALLOWED = (string.ascii_letters + string.digits + "._:-").encode()
+# Characters whose presence makes a value hostile.
+DANGEROUS = bytes(range(0x20)) + b" \x7f\"'\\=%,;/<>{}" + bytes(range(0x80, 0x100))
+MARKER = b"zq"  # never produced by anything else in the captured lines (hex ids, fixed text)
+
+
+async def hostile_endpoint(request: Request) -> Response:
+    log.info("handled")
+    return PlainTextResponse(str(ctxlog.get("request_id")))
+
+
+def hostile_wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    log.info("handled")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(ctxlog.get("request_id")).encode()]
+
+
+@pytest.fixture(scope="module")
+def uvicorn_server() -> Iterator[UvicornServer]:
+    app = AsgiMiddleware(Starlette(routes=[Route("/hostile", hostile_endpoint)]))
+    with UvicornServer(app) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def werkzeug_server() -> Iterator[WerkzeugServer]:
+    with WerkzeugServer(WsgiMiddleware(hostile_wsgi)) as running:
+        yield running
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """One hostile request: the X-Request-ID header values it carries."""
+
+    values: tuple[bytes, ...]
+
+    def request(self) -> bytes:
+        lines = [b"GET /hostile HTTP/1.1", b"Host: 127.0.0.1"]
+        lines += [b"X-Request-ID: " + value for value in self.values]
+        lines += [b"Connection: close", b"", b""]
+        return b"\r\n".join(lines)
+
+
+def marked(body: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    return st.builds(lambda tail, mid: MARKER + tail + mid, st.binary(max_size=4), body)
+
+
+hostile_values = st.one_of(
+    # a dangerous character somewhere after the marker
+    marked(
+        st.builds(
+            lambda a, c, b: a + c + b,
+            st.binary(max_size=8).map(lambda b: bytes(x for x in b if x in ALLOWED)),
+            st.binary(min_size=1, max_size=6).map(
+                lambda b: bytes(DANGEROUS[x % len(DANGEROUS)] for x in b)
+            ),
+            st.binary(max_size=8),
+        )
+    ),
+    # over the length cap, up to well past it
+    st.integers(129, 20_000).map(lambda n: MARKER + b"a" * (n - 2)),
+    # non-ASCII text, UTF-8 encoded
+    marked(st.text(min_size=1, max_size=8).filter(lambda t: not t.isascii()).map(str.encode)),
+)
+
+hostile_requests = st.one_of(
+    hostile_values.map(lambda value: Hostile((value,))),
+    st.just(Hostile((b"",))),
+    # repeated headers, each value valid on its own
+    st.lists(
+        st.binary(min_size=1, max_size=10).map(
+            lambda b: MARKER + bytes(ALLOWED[x % len(ALLOWED)] for x in b)
+        ),
+        min_size=2,
+        max_size=4,
+        unique=True,
+    ).map(lambda values: Hostile(tuple(values))),
+)
+
+
+def effective(hostile: Hostile, *, joined: bool) -> list[bytes]:
+    """The values the server hands the application, after HTTP's own trimming."""
+    values = [value.strip(b" \t") for value in hostile.values]
+    return [b",".join(values)] if joined and len(values) > 1 else values
+
+
+def check(hostile: Hostile, port: int, *, joined: bool) -> None:
+    with capture_lines() as captured:
+        raw = raw_request(port, hostile.request())
+    status, headers = response_headers(raw)
+    values = effective(hostile, joined=joined)
+    accepted = len(values) == 1 and is_valid_request_id(values[0].decode("latin-1"))
+    if status == 200:
+        ids = [value for name, value in headers if name == "x-request-id"]
+        assert len(ids) == 1
+        assert is_valid_request_id(ids[0])
+        if accepted:
+            assert ids[0].encode() == values[0]
+        else:
+            assert ids[0].encode() not in hostile.values
+    else:
+        # The HTTP layer refused the request before the application saw it.
+        assert status in (0, 400, 431), raw[:200]
+    if accepted:
+        return
+    lines = captured.snapshot()
+    rejected = [line for line in lines if line.logger.startswith("ctxlog.")]
+    assert len(rejected) <= 1
+    for line in lines:
+        assert line.text.isascii(), line
+        assert line.text.isprintable(), line
+        if line.logger.startswith(("ctxlog.", "tests.")):
+            assert is_valid_request_id(line.request_id), line
+    texts = [line.text.encode("latin-1") for line in lines]
+    texts += [f"{name}: {value}".encode("latin-1", "replace") for name, value in headers]
+    for value in filter(None, values):  # an empty value is "in" every string
+        for text in texts:
+            assert value not in text, (value, text)
+
+
+@given(hostile_requests)
+@example(Hostile((b"zq\r\nX-Injected: yes",)))
+@example(Hostile((b"zq\x1b[31mred",)))
+@example(Hostile((b"zqa\tb",)))
+@example(Hostile((b"zq  b",)))
+@example(Hostile((b"zq\xc3\xa9",)))
+@example(Hostile((b"",)))
+@example(Hostile((b"zq-1", b"zq-2")))
+@example(Hostile((MARKER + b"x" * 1_000_000,)))
+def test_uvicorn(uvicorn_server: UvicornServer, hostile: Hostile) -> None:
+    check(hostile, uvicorn_server.port, joined=False)
+
+
+@given(hostile_requests)
+@example(Hostile((b"zq\r\nX-Injected: yes",)))
+@example(Hostile((b"zq\x1b[31mred",)))
+@example(Hostile((b"zqa\tb",)))
+@example(Hostile((b"zq\xc3\xa9",)))
+@example(Hostile((b"",)))
+@example(Hostile((b"zq-1", b"zq-2")))
+@example(Hostile((MARKER + b"x" * 60_000,)))
+def test_werkzeug(werkzeug_server: WerkzeugServer, hostile: Hostile) -> None:
+    check(hostile, werkzeug_server.port, joined=True)
