@@ -1,0 +1,670 @@
+"""structlog integration: the processor, and a drop-in for :mod:`structlog.contextvars`.
+
+``merge_context`` is a structlog processor that adds ctxlog's context to every
+event dict with one ``ContextVar.get()``.  structlog's own ``merge_contextvars``
+walks every ContextVar in the context on each call, so its cost grows with
+everything else the application keeps in contextvars; this one does not.
+
+The module also mirrors :mod:`structlog.contextvars` function for function
+(``bind_contextvars``, ``bound_contextvars``, ``merge_contextvars``, ...),
+backed by ctxlog's store: existing code switches with one import line, and a
+value bound either way is seen by the structlog processor *and* by
+:class:`ctxlog.ContextFilter` on stdlib records::
+
+    from ctxlog.structlog import bind_contextvars, bound_contextvars, merge_contextvars
+
+Importing this module imports structlog; ``import ctxlog`` never does.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from contextvars import ContextVar, copy_context
+from contextvars import Token as _VarToken
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
+
+try:
+    import structlog
+    import structlog.contextvars as _structlog_contextvars
+    import structlog.processors
+    import structlog.stdlib
+except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
+    msg = (
+        "ctxlog.structlog needs structlog (>= 23.1), which is not installed: "
+        "pip install 'ctxlog[structlog]'"
+    )
+    raise ImportError(msg, name="structlog") from exc
+
+from ctxlog import _context as _core
+from ctxlog._context import (
+    _EMPTY,
+    _STORE,
+    ContextError,
+    _AsyncIsolated,
+    _bound_with,
+    _bound_without,
+    _check_key,
+    _Isolated,
+    _merge_registered,
+    _merged,
+)
+
+if TYPE_CHECKING:
+    from structlog.typing import BindableLogger, EventDict, Processor, WrappedLogger
+
+__all__ = [
+    "JSON_RENDERING",
+    "SHARED_PROCESSORS",
+    "ContextVarsToken",
+    "bind_contextvars",
+    "bound_contextvars",
+    "clear_contextvars",
+    "get_contextvars",
+    "get_merged_contextvars",
+    "merge_context",
+    "merge_contextvars",
+    "reset_contextvars",
+    "unbind_contextvars",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_MISSING: Final = object()
+
+
+# --------------------------------------------------------------------------
+# values bound with the real structlog.contextvars (opt-in interop)
+# --------------------------------------------------------------------------
+
+_STRUCTLOG_PREFIX: Final[str] = getattr(
+    _structlog_contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_"
+)
+
+
+def _structlog_values_from_registry(registry: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``structlog.contextvars.get_contextvars()`` returns, read from its registry.
+
+    structlog keeps one ContextVar per key it ever bound in a private dict;
+    reading those few variables costs O(keys structlog bound), not O(every
+    ContextVar in the context) as its public scan does.
+    """
+    out: dict[str, Any] = {}
+    cut = len(_STRUCTLOG_PREFIX)
+    # tuple(): a snapshot, so a bind on another thread cannot resize the dict
+    # while we iterate it.
+    for name, var in tuple(registry.items()):
+        if isinstance(var, ContextVar) and name.startswith(_STRUCTLOG_PREFIX):
+            value = var.get(...)
+            if value is not ...:
+                out[name[cut:]] = value
+    return out
+
+
+def _structlog_values_by_scan() -> dict[str, Any]:
+    """structlog's own public reader; walks every ContextVar in the context."""
+    return _structlog_contextvars.get_contextvars()
+
+
+def _pick_structlog_reader() -> Callable[[], dict[str, Any]]:
+    registry = getattr(_structlog_contextvars, "_CONTEXT_VARS", None)
+    if isinstance(registry, dict):
+        return functools.partial(_structlog_values_from_registry, registry)
+    # A structlog without the private registry: fall back to its public API.
+    return _structlog_values_by_scan
+
+
+_structlog_values: Final = _pick_structlog_reader()
+
+
+# --------------------------------------------------------------------------
+# the processor
+# --------------------------------------------------------------------------
+
+
+class _ContextMerger:
+    """The processor :func:`merge_context` returns when given options."""
+
+    __slots__ = ("_cache", "defaults", "fields", "structlog_contextvars")
+
+    def __init__(
+        self,
+        fields: tuple[str, ...] | None,
+        defaults: dict[str, Any],
+        structlog_contextvars: bool,
+    ) -> None:
+        self.fields = fields
+        self.defaults = defaults
+        self.structlog_contextvars = structlog_contextvars
+        # (source mapping, prepared mapping): store mappings are never mutated,
+        # so identity is enough; one tuple swap keeps it thread-safe.
+        self._cache: tuple[object, dict[str, Any]] = (object(), {})
+
+    def _prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        if self.fields is None:
+            out = dict(data)
+        else:
+            out = {key: data[key] for key in self.fields if key in data}
+        for key, value in self.defaults.items():
+            out.setdefault(key, value)
+        return out
+
+    def __call__(
+        self,
+        logger: WrappedLogger,  # noqa: ARG002 -- the structlog processor signature
+        method_name: str,  # noqa: ARG002 -- same
+        event_dict: EventDict,
+    ) -> EventDict:
+        data = _STORE.get()
+        if _core._registry:  # read the module attribute: register() rebinds it
+            data = _merge_registered(data)
+        if self.structlog_contextvars:
+            legacy = _structlog_values()
+            if legacy:
+                data = {**legacy, **data}
+        cache = self._cache
+        if cache[0] is data:
+            prepared = cache[1]
+        else:
+            prepared = self._prepare(data)
+            self._cache = (data, prepared)
+        if prepared:
+            before = {**event_dict}
+            event_dict.update(prepared)
+            if len(event_dict) != len(before) + len(prepared):
+                event_dict.update(before)
+        return event_dict
+
+    def __repr__(self) -> str:
+        return (
+            f"ctxlog.structlog.merge_context(fields={self.fields!r}, "
+            f"defaults={self.defaults!r}, "
+            f"structlog_contextvars={self.structlog_contextvars!r})"
+        )
+
+
+@overload
+def merge_context(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict, /
+) -> EventDict: ...
+@overload
+def merge_context(
+    *,
+    fields: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    structlog_contextvars: bool = False,
+) -> Processor: ...
+def merge_context(
+    logger: WrappedLogger = None,  # noqa: ARG001 -- the structlog processor signature
+    method_name: str | None = None,  # noqa: ARG001 -- same
+    event_dict: EventDict | None = None,
+    /,
+    *,
+    fields: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    structlog_contextvars: bool = False,
+) -> EventDict | Processor:
+    """A structlog processor that adds the current context to the event dict.
+
+    Put it where ``structlog.contextvars.merge_contextvars`` stands, first in
+    the chain::
+
+        structlog.configure(processors=[merge_context, ..., JSONRenderer()])
+
+    It adds everything bound with :func:`ctxlog.bind` (or this module's
+    ``bind_contextvars``) plus registered ContextVars, with one
+    ``ContextVar.get()``: its cost does not depend on how many other
+    ContextVars are alive.  A key already in the event dict (a keyword of the
+    log call, a value bound on the logger) wins.  The event dict is updated in
+    place and keeps structlog's key order: the event's keys, then the context.
+
+    Called with keywords only, it returns a processor with options instead:
+
+    :param fields: only these keys are added (an allow-list); default: all.
+    :param defaults: values for keys that are not bound, so a field is always
+        present.
+    :param structlog_contextvars: also merge values bound with the *real*
+        ``structlog.contextvars.bind_contextvars`` (for code that migrates
+        gradually); ctxlog's value wins when both bind a key.  Costs one
+        ``ContextVar.get()`` per key structlog has ever bound.
+
+    :raises ContextError: an option is invalid (when the processor is built).
+
+    .. versionadded:: 0.1.0
+    """
+    if event_dict is None:
+        return _configured(fields, defaults, structlog_contextvars)
+    data = _STORE.get()
+    if _core._registry:  # read the module attribute: register() rebinds it
+        data = _merge_registered(data)
+    if data:
+        # Update in place, then put back the event's own values if a key
+        # collided: cheaper than checking each key first, and exact.
+        before = {**event_dict}
+        event_dict.update(data)
+        if len(event_dict) != len(before) + len(data):
+            event_dict.update(before)
+    return event_dict
+
+
+def _configured(
+    fields: Iterable[str] | None,
+    defaults: Mapping[str, Any] | None,
+    structlog_contextvars: bool,
+) -> Processor:
+    if fields is None and not defaults and not structlog_contextvars:
+        return merge_context
+    if isinstance(fields, str):
+        msg = (
+            f"merge_context(fields={fields!r}): pass a list of keys, "
+            f"e.g. fields=[{fields!r}], not a string."
+        )
+        raise ContextError(msg)
+    field_tuple = None if fields is None else tuple(fields)
+    default_map = dict(defaults or {})
+    for key in (*(field_tuple or ()), *default_map):
+        if not isinstance(key, str) or not key:
+            msg = f"merge_context: keys must be non-empty strings, got {key!r}."
+            raise ContextError(msg)
+    if field_tuple is not None:
+        default_map = {k: v for k, v in default_map.items() if k in field_tuple}
+    return _ContextMerger(field_tuple, default_map, bool(structlog_contextvars))
+
+
+#: Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
+#:
+#: .. versionadded:: 0.1.0
+merge_contextvars: Final = merge_context
+
+
+# --------------------------------------------------------------------------
+# the drop-in API of structlog.contextvars
+# --------------------------------------------------------------------------
+
+
+class _TokenContextError(ContextError, ValueError):
+    """A token used in another context or for another key.
+
+    Also a ``ValueError``: that is what ``ContextVar.reset`` raises for both,
+    and what code written for structlog's tokens catches.
+    """
+
+
+class ContextVarsToken:
+    """What :func:`bind_contextvars` maps each key to; pass it to :func:`reset_contextvars`.
+
+    Plays the part of the ``contextvars.Token`` that structlog returns: one
+    object stands for all the keys of one ``bind_contextvars`` call, and each
+    key can be reset once, in the context it was bound in.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_before", "_keys", "_set", "_token", "_used")
+
+    def __init__(
+        self,
+        token: _VarToken[dict[str, Any]],
+        before: dict[str, Any],
+        bound: dict[str, Any],
+        keys: Mapping[str, Any],
+    ) -> None:
+        self._token = token  # the store token; proves the context on reset
+        self._before = before  # the store mapping before the bind (never mutated)
+        self._set = bound  # the store mapping the bind set
+        self._keys = keys
+        self._used: set[str] | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys the :func:`bind_contextvars` call bound."""
+        return tuple(self._keys)
+
+    def __repr__(self) -> str:
+        used = self._used or set()
+        state = ", ".join(f"{k}{' (reset)' if k in used else ''}" for k in self._keys)
+        return f"<ctxlog.structlog.ContextVarsToken {state}>"
+
+
+def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
+    """Bind *kw* in the current context (ctxlog's store): the drop-in for
+    ``structlog.contextvars.bind_contextvars``.
+
+    Later binds of the same key win; other keys are kept.  The values are seen
+    by :func:`merge_context` and by :class:`ctxlog.ContextFilter` alike.
+    Returns a mapping of each key to a token for :func:`reset_contextvars`.
+
+    :raises ContextError: a key is empty.
+
+    .. versionadded:: 0.1.0
+    """
+    if not kw:
+        return {}
+    if "" in kw:
+        _check_key("", "bind_contextvars")
+    before = _STORE.get()
+    if before:
+        bound = before.copy()
+        bound.update(kw)
+    else:
+        bound = kw  # a fresh dict that only this call holds: safe to store as is
+    token = ContextVarsToken(_STORE.set(bound), before, bound, kw)
+    return dict.fromkeys(kw, token)
+
+
+def reset_contextvars(**kw: ContextVarsToken) -> None:
+    """Restore each key of *kw* to what it was before the :func:`bind_contextvars`
+    call that returned its token: the drop-in for
+    ``structlog.contextvars.reset_contextvars``.
+
+    Only the given keys change; whatever else was bound since stays.
+
+    :raises ContextError: a token is not from :func:`bind_contextvars`, is
+        passed under a key it did not bind, or was already used for that key.
+        A token used in another context (another asyncio task, thread or
+        ``contextvars.Context``) raises a ``ContextError`` that is also a
+        ``ValueError``, as ``ContextVar.reset`` does.
+
+    .. versionadded:: 0.1.0
+    """
+    if not kw:
+        return
+    tokens = _checked_tokens(kw)
+    current = _STORE.get()
+    if len(tokens) == 1:
+        (token,) = tokens
+        if token._used is None and current is token._set and len(kw) == len(token._keys):
+            # Nothing changed since the bind and every key goes back: restoring
+            # the whole mapping is the same as restoring each key.
+            _reset_store(token._token)
+            token._used = set(kw)
+            return
+    _reset_each(kw, tokens, current)
+
+
+def _reset_each(
+    kw: Mapping[str, ContextVarsToken], tokens: list[ContextVarsToken], current: dict[str, Any]
+) -> None:
+    """Restore each key of *kw* on top of *current*, the store's mapping now."""
+    proved: list[ContextVarsToken] = []
+    for token in tokens:
+        try:
+            _reset_store(token._token)
+        except _TokenContextError:
+            if proved:  # undo the resets that proved the other tokens
+                for done in proved:
+                    done._token = _STORE.set(current)
+            raise
+        proved.append(token)
+    new = dict(current)
+    for key, token in kw.items():
+        old = token._before.get(key, _MISSING)
+        if old is _MISSING:
+            new.pop(key, None)
+        else:
+            new[key] = old
+        if token._used is None:
+            token._used = set()
+        token._used.add(key)
+    last: _VarToken[dict[str, Any]] | None = None
+    for token in tokens:
+        if len(token._used or ()) < len(token._keys):
+            # Keys still to reset need a store token of this context to prove it.
+            token._token = last = _STORE.set(new)
+    if last is None:
+        _STORE.set(new)
+
+
+def _checked_tokens(kw: Mapping[str, ContextVarsToken]) -> list[ContextVarsToken]:
+    """The distinct tokens of a :func:`reset_contextvars` call, each checked."""
+    tokens: list[ContextVarsToken] = []
+    for key, token in kw.items():
+        if not isinstance(token, ContextVarsToken):
+            msg = (
+                f"reset_contextvars({key}=...) takes the tokens bind_contextvars() "
+                f"returned, not {type(token).__name__}."
+            )
+            raise ContextError(msg)
+        if key not in token._keys:
+            msg = (
+                f"reset_contextvars({key}=...): this token was returned for the keys "
+                f"{token.keys!r}, not for {key!r}. Pass each key the token it got."
+            )
+            raise _TokenContextError(msg)
+        if token._used is not None and key in token._used:
+            msg = (
+                f"reset_contextvars({key}=...): this token was already used for {key!r}; "
+                "a token restores a key once. Keep one reset per bind."
+            )
+            raise ContextError(msg)
+        if all(token is not t for t in tokens):
+            tokens.append(token)
+    return tokens
+
+
+def _reset_store(token: _VarToken[dict[str, Any]]) -> None:
+    try:
+        _STORE.reset(token)
+    except ValueError:
+        msg = (
+            "reset_contextvars(): this token was created in a different context "
+            "(another asyncio task, thread or contextvars.Context) and cannot be reset "
+            "here. Reset it where bind_contextvars() was called, or use "
+            "bound_contextvars() so that bind and reset always pair up."
+        )
+        raise _TokenContextError(msg) from None
+
+
+def unbind_contextvars(*keys: str) -> None:
+    """Remove *keys* from the current context if they are there: the drop-in for
+    ``structlog.contextvars.unbind_contextvars``.
+
+    A registered ContextVar of that name is hidden too (see :func:`ctxlog.unbind`).
+
+    :raises ContextError: a key is not a non-empty string.
+
+    .. versionadded:: 0.1.0
+    """
+    if not keys:
+        return
+    data = _STORE.get()
+    if not _core._registry and not any(key in data for key in keys):
+        for key in keys:  # nothing to remove, but a bad key is still an error
+            _check_key(key, "unbind_contextvars")
+        return
+    _STORE.set(_bound_without(keys))
+
+
+def clear_contextvars() -> None:
+    """Empty the current context: the drop-in for ``structlog.contextvars.clear_contextvars``.
+
+    This clears everything bound in ctxlog's store, whichever API bound it
+    (``ctxlog.bind`` blocks restore their values when they exit).  Registered
+    ContextVars belong to their owners and are left alone.
+
+    .. versionadded:: 0.1.0
+    """
+    _STORE.set(_EMPTY)
+
+
+def get_contextvars() -> dict[str, Any]:
+    """Return a copy of the current context: the drop-in for
+    ``structlog.contextvars.get_contextvars``.
+
+    The copy holds what :func:`merge_context` would add: the bound values and
+    registered ContextVars.
+
+    .. versionadded:: 0.1.0
+    """
+    return dict(_merged())
+
+
+def get_merged_contextvars(bound_logger: BindableLogger) -> dict[str, Any]:
+    """Return a copy of the current context merged with the context bound on
+    *bound_logger* (which wins): the drop-in for
+    ``structlog.contextvars.get_merged_contextvars``.
+
+    .. versionadded:: 0.1.0
+    """
+    out = get_contextvars()
+    out.update(structlog.get_context(bound_logger))
+    return out
+
+
+_State = tuple[_VarToken[dict[str, Any]], dict[str, Any], dict[str, Any]]
+
+
+def _enter(values: Mapping[str, Any]) -> _State:
+    before = _STORE.get()
+    bound = _bound_with(values)
+    return _STORE.set(bound), before, bound
+
+
+def _leave(values: Mapping[str, Any], state: _State) -> None:
+    token, before, bound = state
+    current = _STORE.get()
+    if current is bound:
+        # Nothing was bound inside the block: going back to the mapping from
+        # before is exactly "restore each of these keys".
+        try:
+            _STORE.reset(token)
+        except ValueError:  # left in another context: restore per key below
+            pass
+        else:
+            return
+    restored = {k: v for k, v in current.items() if k not in values}
+    for key in values:
+        if key in before:
+            restored[key] = before[key]
+    _STORE.set(restored)
+
+
+class bound_contextvars:  # noqa: N801 -- the name of the structlog function it replaces
+    """Bind *kw* for a block or for each call of a function, then restore those
+    keys: the drop-in for ``structlog.contextvars.bound_contextvars``.
+
+    On exit each key of *kw* goes back to the value it had before (or is
+    removed), and nothing else changes: a key bound inside the block with
+    :func:`bind_contextvars` stays bound, as with structlog.  Works as
+    ``with``, as ``async with``, and as a decorator on sync functions, on
+    ``async def`` functions (bound around the awaited body, fresh per call) and
+    on generator functions (bound for the whole iteration, in a private
+    context; see :func:`ctxlog.isolate`).  The decorator keeps the name,
+    signature and docstring.
+
+    :raises ContextError: a key is empty.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_stack", "_values")
+
+    def __init__(self, **kw: Any) -> None:
+        if "" in kw:
+            _check_key("", "bound_contextvars")
+        self._values = kw
+        self._stack: list[_State] = []
+
+    def __enter__(self) -> None:
+        self._stack.append(_enter(self._values))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _leave(self._values, self._stack.pop())
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate *fn* so that every call runs with these keys bound."""
+        values = self._values
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            gen_fn = fn
+            is_async = inspect.isasyncgenfunction(fn)
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                ctx = copy_context()
+                ctx.run(_enter, values)
+                gen = ctx.run(gen_fn, *args, **kwargs)
+                return _AsyncIsolated(gen, ctx) if is_async else _Isolated(gen, ctx)
+
+            return gen_wrapper
+        if inspect.iscoroutinefunction(fn):
+            coro_fn = fn
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                state = _enter(values)
+                try:
+                    return await coro_fn(*args, **kwargs)
+                finally:
+                    _leave(values, state)
+
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            state = _enter(values)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _leave(values, state)
+
+        return wrapper
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
+        return f"ctxlog.structlog.bound_contextvars({args})"
+
+
+# --------------------------------------------------------------------------
+# ready-made chains for stdlib + structlog in one JSON stream
+# --------------------------------------------------------------------------
+
+#: The processors structlog events and stdlib records share: the context, the
+#: level, the logger name and an ISO-8601 UTC timestamp.  Use it in
+#: ``structlog.configure(processors=[*SHARED_PROCESSORS, ...])`` and as the
+#: ``foreign_pre_chain`` of ``structlog.stdlib.ProcessorFormatter`` (from a
+#: dictConfig file: ``"foreign_pre_chain": "ext://ctxlog.structlog.SHARED_PROCESSORS"``).
+#:
+#: .. versionadded:: 0.1.0
+SHARED_PROCESSORS: Final[tuple[Processor, ...]] = (
+    merge_context,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+)
+
+#: The ``processors`` of a ``structlog.stdlib.ProcessorFormatter`` that writes
+#: one JSON object per line: drops the formatter's private keys, renders an
+#: exception into ``exception``, then JSON (from a dictConfig file:
+#: ``"processors": "ext://ctxlog.structlog.JSON_RENDERING"``).
+#:
+#: .. versionadded:: 0.1.0
+JSON_RENDERING: Final[tuple[Processor, ...]] = (
+    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+    structlog.processors.format_exc_info,
+    structlog.processors.JSONRenderer(),
+)
