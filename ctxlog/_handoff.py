@@ -1,0 +1,689 @@
+"""Handing the context over: snapshots, ``wrap``, threads, executors, queue handlers.
+
+Everything here follows one rule, the one :func:`asyncio.to_thread` follows:
+copy the context in the caller, run the work inside the copy (``ctx.run``) in
+the worker, one fresh copy per hand-over.  A :class:`contextvars.Context` is
+never entered by two threads at once ("cannot enter context") and a worker
+never keeps one task's context for the next.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import inspect
+import json
+import math
+import pickle
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import Context, copy_context
+from typing import Any, Final, Literal, ParamSpec, Protocol, TypeAlias, TypeVar, cast
+
+from ctxlog._context import (
+    _EMPTY,
+    _HIDDEN,
+    _STORE,
+    ContextError,
+    _AsyncIsolated,
+    _Binding,
+    _check_key,
+    _Isolated,
+    _merged,
+    _run_awaitable_in,
+)
+
+__all__ = [
+    "CONTEXT_HEADER",
+    "MAX_HEADER_DEPTH",
+    "MAX_HEADER_SIZE",
+    "Snapshot",
+    "Thread",
+    "ThreadPoolExecutor",
+    "snapshot",
+    "wrap",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The header :meth:`Snapshot.to_headers` writes and :meth:`Snapshot.from_headers`
+#: reads: a JSON object of the bound values, ASCII only.
+CONTEXT_HEADER: Final = "X-Ctxlog-Context"
+#: The longest header value :meth:`Snapshot.from_headers` accepts (and
+#: :meth:`Snapshot.to_headers` writes); most servers refuse a header line over 8 KiB.
+MAX_HEADER_SIZE: Final = 8192
+#: The deepest nesting of JSON objects/arrays in the header, the outer object included.
+MAX_HEADER_DEPTH: Final = 8
+
+# C0 and C1 control characters (a newline in a value forges a line in a plain-text
+# log) and lone surrogates (no encoder can write them).
+_UNSAFE_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+_PICKLE_PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
+
+UnpicklablePolicy = Literal["raise", "str"]
+
+
+class _HasItems(Protocol):
+    """Headers with ``.items()``: a dict, ``email.message.Message``, framework headers."""
+
+    def items(self) -> Iterable[tuple[Any, Any]]: ...
+
+
+HeadersLike: TypeAlias = _HasItems | Iterable[tuple[Any, Any]]
+
+
+# --------------------------------------------------------------------------
+# Snapshot
+# --------------------------------------------------------------------------
+
+
+def _visible(data: Mapping[str, Any]) -> dict[str, Any]:
+    """*data* without the markers :func:`ctxlog.unbind` leaves for registered names."""
+    for value in data.values():
+        if value is _HIDDEN:
+            return {k: v for k, v in data.items() if v is not _HIDDEN}
+    return cast("dict[str, Any]", data)
+
+
+class _Applied(_Binding):
+    """``with snap.apply():``: the snapshot's values replace the bound context."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._tokens = []
+
+    def _new_mapping(self) -> dict[str, Any]:
+        return self._data
+
+
+class Snapshot(Mapping[str, Any]):
+    """An immutable, picklable copy of the context, to carry it to other work.
+
+    Made by :func:`snapshot` (or ``Snapshot({"request_id": "r-1"})``).  It is a
+    read-only mapping of the values that were bound (plus registered variables,
+    under their names), so a log line written under it shows the same fields.
+
+    - :meth:`run` calls a function with the snapshot bound;
+    - ``with snap.apply():`` / ``async with snap.apply():`` binds it for a block;
+    - pickling it (``multiprocessing``, :class:`ProcessPoolExecutor`) carries
+      the values to another process;
+    - :meth:`to_headers` / :meth:`from_headers` carry it over the network in one
+      header, :data:`CONTEXT_HEADER` (``X-Ctxlog-Context``).
+
+    :raises ContextError: a key is not a non-empty string.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_data", "_payload")
+
+    _data: dict[str, Any]
+    _payload: bytes | None
+
+    #: The header name used by :meth:`to_headers` and :meth:`from_headers`.
+    HEADER: Final = CONTEXT_HEADER
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        data = dict(values) if values else {}
+        for key in data:
+            _check_key(key, "Snapshot")
+        object.__setattr__(self, "_data", _visible(data))
+        object.__setattr__(self, "_payload", None)
+
+    @classmethod
+    def _of(cls, data: dict[str, Any]) -> Snapshot:
+        """Wrap *data* without copying; the caller guarantees nobody mutates it."""
+        snap = cls.__new__(cls)
+        object.__setattr__(snap, "_data", data)
+        object.__setattr__(snap, "_payload", None)
+        return snap
+
+    # -- the mapping -------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __repr__(self) -> str:
+        return f"ctxlog.Snapshot({self._data!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        msg = "ctxlog.Snapshot is immutable; take a new snapshot() instead."
+        raise AttributeError(msg)
+
+    def __delattr__(self, name: str) -> None:
+        msg = "ctxlog.Snapshot is immutable."
+        raise AttributeError(msg)
+
+    # -- using it ----------------------------------------------------------
+
+    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``fn(*args, **kwargs)`` with this snapshot as the bound context.
+
+        The call runs in a private copy of the current context whose bound
+        values are replaced by the snapshot's (not merged with them), so
+        nothing *fn* binds, sets or clears is visible after it returns.  For an
+        ``async def`` function use ``async with snap.apply():`` around the
+        ``await`` instead (a coroutine runs where it is awaited).
+
+        .. versionadded:: 0.1.0
+        """
+        return copy_context().run(_call_bound, self._data, fn, args, kwargs)
+
+    def apply(self) -> _Binding:
+        """Bind this snapshot for a ``with`` / ``async with`` block (or as a decorator).
+
+        Inside the block the bound values are exactly the snapshot's: what was
+        bound before is hidden, not merged; leaving the block restores it.
+        Registered variables keep being read (a snapshot value of the same name
+        wins).
+
+        :raises ContextError: the block is left in another context than it was
+            entered in (see :func:`ctxlog.isolate`).
+
+        .. versionadded:: 0.1.0
+        """
+        return _Applied(self._data)
+
+    # -- pickling ----------------------------------------------------------
+
+    def _pickled(self, on_unpicklable: UnpicklablePolicy = "raise") -> bytes:
+        payload = self._payload
+        if payload is None:
+            payload = _dumps(self._data, on_unpicklable)
+            if on_unpicklable == "raise":
+                object.__setattr__(self, "_payload", payload)
+        return payload
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The values travel as one pickled blob, so that a value that cannot be
+        # pickled is named in a ContextError here, and one that cannot be
+        # unpickled on the other side fails there with a ContextError instead
+        # of breaking whatever carries the snapshot (a pool's call queue).
+        return (_snapshot_from_payload, (self._pickled(),))
+
+    # -- headers -----------------------------------------------------------
+
+    def to_headers(self) -> dict[str, str]:
+        """Return the headers that carry this snapshot to another service.
+
+        One header, :data:`CONTEXT_HEADER`, holding a compact JSON object with
+        only ASCII characters; an empty snapshot gives ``{}`` (no header).
+        Values JSON cannot represent are written as ``str(value)``; tuples
+        become lists, non-string mapping keys become strings, non-finite floats
+        become strings (``"nan"``), and nesting deeper than
+        :data:`MAX_HEADER_DEPTH` is written as ``str()`` of the deeper value.
+
+        :raises ContextError: the JSON is longer than :data:`MAX_HEADER_SIZE`
+            characters, or a key or string contains a control character (the
+            receiving side would refuse it; bind something shorter or cleaner).
+
+        .. versionadded:: 0.1.0
+        """
+        if not self._data:
+            return {}
+        data = {key: _jsonable(value, MAX_HEADER_DEPTH - 1) for key, value in self._data.items()}
+        bad = _find_unsafe(data, MAX_HEADER_DEPTH)
+        if bad is not None:
+            msg = (
+                f"Snapshot.to_headers(): {bad} contains a control character or a lone "
+                "surrogate, which Snapshot.from_headers() refuses (it could forge log "
+                "lines). Bind a cleaned value instead."
+            )
+            raise ContextError(msg)
+        try:
+            text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+        except ValueError as exc:  # an int too long to print (sys.set_int_max_str_digits)
+            msg = f"Snapshot.to_headers(): a value cannot be written as JSON: {exc}"
+            raise ContextError(msg) from None
+        if len(text) > MAX_HEADER_SIZE:
+            msg = (
+                f"Snapshot.to_headers(): the context is {len(text)} characters as JSON, over "
+                f"the {MAX_HEADER_SIZE} that Snapshot.from_headers() accepts. Carry large "
+                "values some other way and bind an id that refers to them."
+            )
+            raise ContextError(msg)
+        return {CONTEXT_HEADER: text}
+
+    @classmethod
+    def from_headers(cls, headers: HeadersLike) -> Snapshot:
+        """Read a snapshot from headers written by :meth:`to_headers`.
+
+        *headers* is anything with ``.items()`` (``dict``, ``http.server``'s
+        ``self.headers``, Starlette, requests and werkzeug headers) or an
+        iterable of ``(name, value)`` pairs (ASGI ``scope["headers"]``); names
+        and values may be
+        ``str`` or ``bytes``, names match case-insensitively.  No
+        :data:`CONTEXT_HEADER` header gives an empty snapshot.
+
+        Hostile input never hangs or crashes: the length is checked first, the
+        nesting depth before parsing, and anything that is not what
+        :meth:`to_headers` writes raises.
+
+        :raises ContextError: the header appears more than once, is longer than
+            :data:`MAX_HEADER_SIZE`, is not ASCII, is not a JSON object, nests
+            deeper than :data:`MAX_HEADER_DEPTH`, has an empty key, or holds a
+            control character or lone surrogate in a key or string.
+
+        .. versionadded:: 0.1.0
+        """
+        text = _find_header(headers)
+        if text is None:
+            return cls._of(_EMPTY)
+        data = _parse_header(text)
+        return cls._of(data)
+
+
+def snapshot() -> Snapshot:
+    """Return an immutable, picklable :class:`Snapshot` of the current context.
+
+    It holds what :func:`ctxlog.current` shows: the bound values plus the
+    registered variables, under their names.  Taking it costs one
+    ``ContextVar.get()`` (no copy: the store's mappings are never mutated) when
+    no variable is registered.
+
+    .. versionadded:: 0.1.0
+    """
+    data = _merged()
+    return Snapshot._of(_visible(data))
+
+
+def _call_bound(data: dict[str, Any], fn: Callable[..., R], args: Any, kwargs: Any) -> R:
+    _STORE.set(data)
+    return fn(*args, **kwargs)
+
+
+def _snapshot_from_payload(payload: bytes) -> Snapshot:
+    return Snapshot._of(_loads(payload))
+
+
+# -- pickling --------------------------------------------------------------
+
+# (mapping, its pickle): the store's mappings are never mutated, so a pool that
+# submits many tasks from one context pickles its values once.
+_last_payload: tuple[object, bytes] = (object(), b"")
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value, protocol=_PICKLE_PROTOCOL)
+    except Exception:  # noqa: BLE001 -- whatever pickling raises means "no"
+        return False
+    return True
+
+
+def _dumps(data: dict[str, Any], on_unpicklable: UnpicklablePolicy) -> bytes:
+    """Pickle the context values; ``b""`` stands for an empty context."""
+    global _last_payload  # noqa: PLW0603 -- a one-entry cache, swapped atomically
+    if not data:
+        return b""
+    last = _last_payload
+    if last[0] is data:
+        return last[1]
+    try:
+        payload = pickle.dumps(data, protocol=_PICKLE_PROTOCOL)
+    except Exception as exc:
+        bad = {key: value for key, value in data.items() if not _picklable(value)}
+        if on_unpicklable == "str" and bad:
+            return pickle.dumps(
+                {k: _safe_str(v) if k in bad else v for k, v in data.items()},
+                protocol=_PICKLE_PROTOCOL,
+            )
+        names = ", ".join(f"{key!r} ({type(value).__name__})" for key, value in bad.items())
+        msg = (
+            f"The bound value(s) {names or '(a nested value)'} cannot be pickled, so the "
+            f"context cannot reach another process ({type(exc).__name__}: {exc}). Bind a "
+            "picklable value (an id or a str) instead, unbind it around the hand-over, or "
+            "use ProcessPoolExecutor(on_unpicklable='str') to send str(value)."
+        )
+        raise ContextError(msg) from exc
+    _last_payload = (data, payload)
+    return payload
+
+
+def _loads(payload: bytes) -> dict[str, Any]:
+    if not payload:
+        return _EMPTY
+    try:
+        data = pickle.loads(payload)  # noqa: S301 -- our own pickle, made by the submitting process
+    except Exception as exc:
+        msg = (
+            f"The context sent to this process could not be unpickled "
+            f"({type(exc).__name__}: {exc}). Bound values must be importable here too: "
+            "bind plain values (str, int) rather than objects of classes defined in "
+            "__main__ or in modules the worker cannot import."
+        )
+        raise ContextError(msg) from exc
+    return cast("dict[str, Any]", data)
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 -- a broken __str__ must not break the hand-over
+        return f"<unprintable {type(value).__name__}>"
+
+
+# -- JSON headers ----------------------------------------------------------
+
+
+def _jsonable(value: Any, depth: int) -> Any:
+    """Convert *value* to what JSON holds; *depth* containers may still nest."""
+    if isinstance(value, str | bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth > 0:
+        if isinstance(value, Mapping):
+            return {
+                key if isinstance(key, str) else _safe_str(key): _jsonable(item, depth - 1)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [_jsonable(item, depth - 1) for item in value]
+    return _safe_str(value)
+
+
+def _find_unsafe(value: Any, depth: int, where: str = "") -> str | None:
+    """Name the first key or string in *value* with an unsafe character, if any."""
+    if isinstance(value, str):
+        return where or "a value" if _UNSAFE_CHARS.search(value) else None
+    if depth <= 0:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            label = f"{where}[{key!r}]" if where else f"the value of {key!r}"
+            if _UNSAFE_CHARS.search(key):
+                return f"the key {key!r}"
+            found = _find_unsafe(item, depth - 1, label)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_unsafe(item, depth - 1, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _header_text(name: Any, value: Any) -> str | None:
+    """*value* as text if *name* is the context header, else ``None``."""
+    if isinstance(name, bytes):
+        name = name.decode("latin-1")
+    if not isinstance(name, str) or name.lower() != "x-ctxlog-context":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        msg = f"Snapshot.from_headers(): the {CONTEXT_HEADER} value must be str or bytes."
+        raise ContextError(msg)
+    return value
+
+
+def _find_header(headers: HeadersLike) -> str | None:
+    # Anything with .items() (dict, email.message.Message, werkzeug and Starlette
+    # headers) gives pairs; otherwise *headers* is an iterable of pairs.
+    items = getattr(headers, "items", None)
+    pairs: Iterable[Any] = items() if callable(items) else cast("Iterable[Any]", headers)
+    found: str | None = None
+    for pair in pairs:
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            msg = "Snapshot.from_headers() takes a mapping or (name, value) pairs."
+            raise ContextError(msg)
+        text = _header_text(*pair)
+        if text is None:
+            continue
+        if found is not None:
+            msg = (
+                f"Snapshot.from_headers(): the {CONTEXT_HEADER} header appears more than "
+                "once; refusing to guess which one is genuine."
+            )
+            raise ContextError(msg)
+        found = text
+    return found
+
+
+def _too_deep(text: str) -> bool:
+    """True if *text* nests JSON containers deeper than :data:`MAX_HEADER_DEPTH`.
+
+    Scans before parsing, so a megabyte of ``[`` never reaches the parser's
+    recursion.  Quick exit when there are not even that many opening brackets.
+    """
+    if text.count("[") + text.count("{") <= MAX_HEADER_DEPTH:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_HEADER_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _parse_header(text: str) -> dict[str, Any]:
+    def refuse(why: str) -> ContextError:
+        return ContextError(f"Snapshot.from_headers(): the {CONTEXT_HEADER} header {why}.")
+
+    if len(text) > MAX_HEADER_SIZE:
+        raise refuse(f"is longer than {MAX_HEADER_SIZE} characters")
+    if not text.isascii():
+        raise refuse("is not ASCII (Snapshot.to_headers() writes ASCII JSON)")
+    if _too_deep(text):
+        raise refuse(f"nests deeper than {MAX_HEADER_DEPTH} levels")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise refuse(f"is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise refuse(f"is not a JSON object (got {type(data).__name__})")
+    if "" in data:
+        raise refuse("has an empty key")
+    bad = _find_unsafe(data, MAX_HEADER_DEPTH)
+    if bad is not None:
+        raise refuse(f"has a control character or lone surrogate in {bad}")
+    return data
+
+
+# --------------------------------------------------------------------------
+# wrap
+# --------------------------------------------------------------------------
+
+
+def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+    """Return *fn* bound to a copy of the current context, as it is now.
+
+    Every call of the result runs in its own fresh copy of that context, so it
+    can be called from many threads at once (never "cannot enter context"),
+    and what one call binds never reaches the next.  ``async def`` functions
+    run each step of the awaited body in the copy; generator functions (sync
+    and async) run each step of the iteration in the copy (as
+    :func:`ctxlog.isolate` does).  ``functools.wraps`` keeps the name and
+    signature.
+
+    .. versionadded:: 0.1.0
+    """
+    ctx = copy_context()
+    if inspect.isasyncgenfunction(fn):
+        agen_fn = fn
+
+        @functools.wraps(fn)
+        def agen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            own = ctx.copy()
+            return _AsyncIsolated(own.run(agen_fn, *args, **kwargs), own)
+
+        return cast("Callable[P, R]", agen_wrapper)
+    if inspect.isgeneratorfunction(fn):
+        gen_fn = fn
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            own = ctx.copy()
+            return _Isolated(own.run(gen_fn, *args, **kwargs), own)
+
+        return cast("Callable[P, R]", gen_wrapper)
+    if inspect.iscoroutinefunction(fn):
+        coro_fn = fn
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return await _run_awaitable_in(ctx.copy(), functools.partial(coro_fn, *args, **kwargs))
+
+        return cast("Callable[P, R]", async_wrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        return ctx.copy().run(fn, *args, **kwargs)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------
+# Thread
+# --------------------------------------------------------------------------
+
+
+class _RunIn:
+    """Stands in for ``thread.run`` until it is called, then runs it in *ctx*."""
+
+    __slots__ = ("_ctx", "_run", "_thread")
+
+    def __init__(self, thread: Thread, ctx: Context, run: Callable[[], object]) -> None:
+        self._thread: Thread | None = thread
+        self._ctx: Context | None = ctx
+        self._run: Callable[[], object] | None = run
+
+    def __call__(self) -> None:
+        thread, ctx, run = self._thread, self._ctx, self._run
+        # Let go of everything at once: a finished thread keeps no reference to
+        # the context (or the values) of the work it ran.
+        self._thread = self._ctx = self._run = None
+        if thread is None or ctx is None or run is None:
+            msg = "ctxlog.Thread: run() was already handed over to the started thread."
+            raise RuntimeError(msg)
+        vars(thread).pop("run", None)
+        ctx.run(run)
+
+
+class Thread(threading.Thread):
+    """A :class:`threading.Thread` that runs in a copy of the caller's context.
+
+    The copy is taken when :meth:`start` is called, in the thread that calls
+    it: the Python 3.14 semantics (``sys.flags.thread_inherit_context``), on
+    every supported version and whatever that flag says.  ``run()`` overridden
+    in a subclass runs in the copy too.  Pass ``context=`` to run in a given
+    :class:`contextvars.Context` instead (as on 3.14; it must not be entered
+    elsewhere at the same time).
+
+    :raises RuntimeError: :meth:`start` is called twice (as for any thread).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        group: None = None,
+        target: Callable[..., object] | None = None,
+        name: str | None = None,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+        context: Context | None = None,
+    ) -> None:
+        if sys.version_info >= (3, 14):  # pragma: no cover -- 3.14+; the suite runs 3.10-3.13
+            # An explicit, empty base context: what the thread runs is decided by
+            # start() below, never by sys.flags.thread_inherit_context.
+            super().__init__(group, target, name, args, kwargs, daemon=daemon, context=Context())
+        else:
+            super().__init__(group, target, name, args, kwargs, daemon=daemon)
+        self._ctxlog_context = context
+        self._ctxlog_started = False
+
+    def start(self) -> None:
+        """Start the thread in a copy of the calling thread's current context.
+
+        :raises RuntimeError: the thread was already started.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._ctxlog_started:
+            msg = "threads can only be started once"
+            raise RuntimeError(msg)
+        self._ctxlog_started = True
+        ctx = self._ctxlog_context
+        self._ctxlog_context = None
+        if ctx is None:
+            ctx = copy_context()
+        # Stand in for run() on the instance, so that a subclass's run() is
+        # covered as well as a target.
+        vars(self)["run"] = _RunIn(self, ctx, self.run)
+        try:
+            super().start()
+        except BaseException:
+            vars(self).pop("run", None)
+            raise
+
+
+# --------------------------------------------------------------------------
+# executors
+# --------------------------------------------------------------------------
+
+
+class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A drop-in :class:`concurrent.futures.ThreadPoolExecutor` that carries context.
+
+    :meth:`submit` (and so :meth:`map`) copies the submitter's context and runs
+    the call inside that copy in the worker: one fresh copy per submission,
+    dropped when the call returns, so a worker never keeps one task's context
+    for the next.  Worker threads themselves start in an empty context (the
+    ``initializer`` runs there).
+
+    As the event loop's default executor it makes
+    ``loop.run_in_executor(None, fn)`` carry the context, which plain asyncio
+    does not::
+
+        loop.set_default_executor(ctxlog.ThreadPoolExecutor())
+
+    .. versionadded:: 0.1.0
+    """
+
+    def submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[R]:
+        """Schedule ``fn(*args, **kwargs)`` in a copy of the caller's context.
+
+        :raises RuntimeError: the executor is shut down.
+
+        .. versionadded:: 0.1.0
+        """
+        # A worker thread started during this call must not inherit the caller's
+        # context (Python 3.14+ threads can): hand it an empty one.
+        submit = super().submit
+        work = functools.partial(copy_context().run, fn, *args, **kwargs)
+        return Context().run(submit, work)
