@@ -35,6 +35,9 @@ RESERVED_ATTRS: Final[frozenset[str]] = frozenset(
 
 _RENAME_PREFIX: Final = "ctx_"
 
+#: How many attributes ``LogRecord()`` sets on this Python version (see ContextFilter.filter).
+_PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+
 
 class ContextFilter(logging.Filter):
     """Adds the current context to every record that passes, as attributes.
@@ -155,8 +158,21 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the context to *record*; always returns ``True``."""
         try:
-            out = self.attributes()
             attrs = record.__dict__
+            source, prepared = self._cache
+            # The common path, for every record: attributes() answers from its cache,
+            # and the record holds just the attributes LogRecord() sets, none of which
+            # can be a context attribute (those are never reserved names).  extra=,
+            # another filter or a record factory make it longer: the key check below.
+            if (
+                source is _STORE.get()
+                and len(attrs) == _PLAIN_RECORD_LEN
+                and self.nest_under is None
+                and not _core._registry
+            ):
+                attrs.update(prepared)
+                return True
+            out = self.attributes()
             if self.nest_under is not None:
                 if self.nest_under not in attrs:
                     attrs[self.nest_under] = dict(out)

@@ -1,0 +1,382 @@
+"""Core benchmark: the filter, ``bind``, a whole JSON log line, and ``import ctxlog``.
+
+Everything is measured in one process beside the anchors, with 0, 100 and
+1,000 unrelated ContextVars set in the current context (structlog's
+``merge_contextvars`` and ``bound_contextvars`` walk all of them; ctxlog reads
+one):
+
+* the filter's cost per record: ``ctxlog.ContextFilter().filter(record)`` with
+  5 keys bound, against the bare ``record.__dict__.update(ctx)`` floor and
+  asgi-correlation-id's ``CorrelationIdFilter`` (1 key), net of creating the
+  record;
+* ``with ctxlog.bind(2 keys)`` enter + exit, against structlog's
+  ``bound_contextvars`` and loguru's ``logger.contextualize``;
+* a whole JSON line (python-json-logger's ``JsonFormatter``, a handler writing
+  into memory) with 5 context keys through the filter, against the same fields
+  passed with ``extra=``.
+
+Figures are net nanoseconds per operation: the median over several runs
+(``timeit``), each run measured round-robin with its baseline so that a burst
+of load elsewhere hits both.  Run it with ``python benchmarks/run.py core``
+(``--quick`` for a rough pass) or alone.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import timeit
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgi_correlation_id import CorrelationIdFilter, correlation_id
+from loguru import logger as loguru_logger
+from structlog.contextvars import bound_contextvars
+
+import ctxlog
+from ctxlog.stdlib import json_formatter
+
+__all__ = ["main"]
+
+UNRELATED = (0, 100, 1_000)
+REQUEST_ID = "6f1c2a9e-3d41-4b8f-9a57-0c2e8d7b1f34"
+CONTEXT: dict[str, Any] = {
+    "request_id": REQUEST_ID,
+    "user_id": 4217,
+    "tenant": "acme",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    "route": "/orders/{id}",
+}
+BIND_STMT = "with {}(request_id='r-1', user_id=42):\n    pass"
+
+#: Records per timed batch: few enough that a fresh batch stays in cache, as a
+#: record being logged is.
+BATCH = 16
+
+TARGET_FLAT = 1.10
+TARGET_FLOOR = 1.50
+TARGET_BIND = 0.20
+TARGET_JSON = 1.00
+
+
+def _quick() -> bool:
+    return os.environ.get("CTXLOG_BENCH_QUICK", "") not in ("", "0")
+
+
+# --------------------------------------------------------------------------
+# measuring
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Op:
+    """One statement to time; ``run()`` returns ns per operation for one run."""
+
+    label: str
+    run: Callable[[], float]
+    samples: list[float] = field(default_factory=list)
+
+
+def _timed(stmt: str, namespace: dict[str, Any], seconds: float) -> Callable[[], float]:
+    """A run of *stmt*: enough loops to last about *seconds*."""
+    timer = timeit.Timer(stmt, globals=namespace)
+    once = min(timer.repeat(repeat=3, number=1))
+    number = max(1, int(seconds / max(once, 1e-7)))
+    return lambda: timer.timeit(number) / number * 1e9
+
+
+def _timed_records(stmt: str, namespace: dict[str, Any], batches: int) -> Callable[[], float]:
+    """A run of *stmt* on *batches* batches of fresh records (bound as ``record``).
+
+    Creating the records happens in ``timeit``'s untimed setup.
+    """
+    timer = timeit.Timer(
+        f"record = next_record()\n{stmt}",
+        setup=f"next_record = iter([make_record() for _ in range({BATCH})]).__next__",
+        globals=namespace,
+    )
+    return lambda: sum(timer.repeat(repeat=batches, number=BATCH)) / (batches * BATCH) * 1e9
+
+
+def _race(ops: list[_Op], runs: int) -> None:
+    """Run every op *runs* times, round-robin, keeping each run's figure."""
+    for _ in range(runs):
+        for op in ops:
+            op.samples.append(op.run())
+
+
+def _net(op: _Op, baseline: _Op) -> float:
+    """Median over runs of (op - baseline), each pair measured side by side."""
+    return statistics.median(a - b for a, b in zip(op.samples, baseline.samples, strict=True))
+
+
+# --------------------------------------------------------------------------
+# the scenarios
+# --------------------------------------------------------------------------
+
+
+def _make_record() -> logging.LogRecord:
+    return logging.LogRecord("bench", logging.INFO, __file__, 1, "request handled", (), None)
+
+
+class _UpdateFilter(logging.Filter):
+    """The least any filter can do: one call and the update (no context read)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.update(CONTEXT)
+        return True
+
+
+class _MinimalBind:
+    """The least a bind can do over one ContextVar: no key check, not reentrant."""
+
+    __slots__ = ("_token", "_values")
+
+    _store: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("bench_minimal")
+
+    def __init__(self, **values: Any) -> None:
+        self._values = values
+
+    def __enter__(self) -> None:
+        self._token = self._store.set({**self._store.get({}), **self._values})
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._store.reset(self._token)
+
+
+def _filters(runs: int, batches: int) -> dict[str, float]:
+    """Net ns per record: the floor, ctxlog's filter, asgi-correlation-id's filter."""
+    ctxlog.set(**CONTEXT)
+    correlation_id.set(REQUEST_ID)
+    namespace: dict[str, Any] = {
+        "make_record": _make_record,
+        "ctx": dict(CONTEXT),
+        "ctxlog_filter": ctxlog.ContextFilter(),
+        "asgi_filter": CorrelationIdFilter(),
+        "update_filter": _UpdateFilter(),
+    }
+    statements = {
+        "baseline": "pass",
+        "floor": "record.__dict__.update(ctx)",
+        "update_filter": "update_filter.filter(record)",
+        "ctxlog": "ctxlog_filter.filter(record)",
+        "asgi": "asgi_filter.filter(record)",
+    }
+    ops = [_Op(k, _timed_records(s, namespace, batches)) for k, s in statements.items()]
+    _race(ops, runs)
+    baseline, *measured = ops
+    return {op.label: _net(op, baseline) for op in measured}
+
+
+def _binds(runs: int, seconds: float) -> dict[str, float]:
+    """Net ns per ``with`` block binding 2 keys (enter + exit)."""
+    namespace: dict[str, Any] = {
+        "bind": ctxlog.bind,
+        "bound_contextvars": bound_contextvars,
+        "contextualize": loguru_logger.contextualize,
+        "minimal": _MinimalBind,
+    }
+    statements = {
+        "baseline": "pass",
+        "structlog": BIND_STMT.format("bound_contextvars"),
+        "ctxlog": BIND_STMT.format("bind"),
+        "loguru": BIND_STMT.format("contextualize"),
+        "minimal": BIND_STMT.format("minimal"),
+    }
+    ops = [_Op(k, _timed(s, namespace, seconds)) for k, s in statements.items()]
+    _race(ops, runs)
+    baseline, *measured = ops
+    return {op.label: _net(op, baseline) for op in measured}
+
+
+def _json_lines(runs: int, seconds: float) -> dict[str, float]:
+    """ns per JSON line written to memory: 5 keys via extra=, via the filter, none."""
+    ctxlog.set(**CONTEXT)
+    variants = ("extra", "ctxlog", "none")
+    streams = {variant: io.StringIO() for variant in variants}
+    namespace: dict[str, Any] = {"ctx": dict(CONTEXT)}
+    handlers: list[tuple[logging.Logger, logging.Handler]] = []
+    for variant in variants:
+        log = logging.getLogger(f"ctxlog.bench.{variant}.{uuid.uuid4().hex}")
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        handler = logging.StreamHandler(streams[variant])
+        handler.setFormatter(json_formatter())
+        if variant == "ctxlog":
+            handler.addFilter(ctxlog.ContextFilter())
+        log.addHandler(handler)
+        handlers.append((log, handler))
+        namespace[f"{variant}_log"] = log
+    statements = {
+        "baseline": "pass",
+        "extra": "extra_log.info('request handled', extra=ctx)",
+        "ctxlog": "ctxlog_log.info('request handled')",
+        "none": "none_log.info('request handled')",
+    }
+    ops = [_Op(k, _timed(s, namespace, seconds)) for k, s in statements.items()]
+    try:
+        _race(ops, runs)
+    finally:
+        for owner, attached in handlers:
+            owner.removeHandler(attached)
+            attached.close()
+    last = {v: json.loads(stream.getvalue().splitlines()[-1]) for v, stream in streams.items()}
+    for line in last.values():
+        del line["time"], line["logger"]
+    # The two ways wrote the same line: the comparison is fair.
+    assert last["extra"] == last["ctxlog"] != last["none"], last
+    baseline, *measured = ops
+    return {op.label: _net(op, baseline) for op in measured}
+
+
+def _with_unrelated(n: int, fn: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """Run *fn* in a fresh context holding *n* unrelated, set ContextVars."""
+
+    def inner() -> dict[str, float]:
+        for i in range(n):
+            contextvars.ContextVar[int](f"unrelated_{n}_{i}").set(i)
+        return fn()
+
+    return contextvars.Context().run(inner)
+
+
+# --------------------------------------------------------------------------
+# import time
+# --------------------------------------------------------------------------
+
+
+def _import_us(module: str) -> float:
+    """Cumulative ``-X importtime`` microseconds of *module* in a fresh interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in proc.stderr.splitlines():
+        # "import time:      self [us] | cumulative | imported package"
+        parts = line.split("|")
+        if len(parts) == 3 and parts[2].strip() == module:
+            return float(parts[1])
+    msg = f"no -X importtime line for {module!r}"
+    raise RuntimeError(msg)
+
+
+def _import_times(runs: int) -> dict[str, float]:
+    modules = ("ctxlog", "logging", "structlog", "loguru", "asgi_correlation_id")
+    samples: dict[str, list[float]] = {m: [] for m in modules}
+    for _ in range(runs):
+        for module in modules:
+            samples[module].append(_import_us(module))
+    return {m: statistics.median(s) for m, s in samples.items()}
+
+
+# --------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------
+
+
+def _cells(values: list[float], references: list[float]) -> str:
+    return "".join(
+        f"{value:>10,.0f} {value / ref:>6.2f}x"
+        for value, ref in zip(values, references, strict=True)
+    )
+
+
+def _rows(
+    title: str, rows: list[tuple[str, str]], results: dict[int, dict[str, float]], ref: str
+) -> Iterator[str]:
+    yield title
+    references = [results[n][ref] for n in UNRELATED]
+    for key, label in rows:
+        yield f"  {label:<50}{_cells([results[n][key] for n in UNRELATED], references)}"
+
+
+def _verdict(value: float, limit: float) -> str:
+    return f"{value:>6.2f}x  (target <= {limit:.2f}x)  {'met' if value <= limit else 'MISSED'}"
+
+
+def main() -> None:
+    """Measure, then print the table and whether each target is met."""
+    quick = _quick()
+    runs = 3 if quick else 7
+    batches = 100 if quick else 400
+    seconds = 0.01 if quick else 0.03
+
+    filters: dict[int, dict[str, float]] = {}
+    binds: dict[int, dict[str, float]] = {}
+    lines: dict[int, dict[str, float]] = {}
+    for n in UNRELATED:
+        binds[n] = _with_unrelated(n, lambda: _binds(runs, seconds))
+        filters[n] = _with_unrelated(n, lambda: _filters(runs, batches))
+        lines[n] = _with_unrelated(n, lambda: _json_lines(runs, seconds))
+    imports = _import_times(runs)
+
+    head = "".join(f"{f'N = {n:,}':>18}" for n in UNRELATED)
+    print(
+        f"net ns per operation, median of {runs} runs; ratio against the block's first row\n"
+        f"{'unrelated ContextVars set in the context:':<52}{head}"
+    )
+    out = [
+        *_rows(
+            "filter cost per record, 5 keys bound (net of creating the LogRecord)",
+            [
+                ("floor", "record.__dict__.update(ctx)  [the floor]"),
+                ("update_filter", "a Filter doing only that (+ the call)"),
+                ("ctxlog", "ctxlog.ContextFilter().filter(record)"),
+                ("asgi", "asgi-correlation-id CorrelationIdFilter, 1 key"),
+            ],
+            filters,
+            "floor",
+        ),
+        *_rows(
+            "with ... (2 keys): enter + exit",
+            [
+                ("structlog", "structlog bound_contextvars"),
+                ("ctxlog", "ctxlog.bind"),
+                ("loguru", "loguru logger.contextualize"),
+                ("minimal", "bare __slots__ class, one ContextVar, no checks"),
+            ],
+            binds,
+            "structlog",
+        ),
+        *_rows(
+            "one JSON line (python-json-logger JsonFormatter, in-memory stream)",
+            [
+                ("extra", "5 keys passed with extra="),
+                ("ctxlog", "5 keys bound, via ctxlog.ContextFilter"),
+                ("none", "no context keys"),
+            ],
+            lines,
+            "extra",
+        ),
+    ]
+    print("\n".join(out))
+
+    print(f"\nimport time (-X importtime cumulative, median of {runs} fresh interpreters)")
+    for module, us in imports.items():
+        print(f"  import {module:<44}{us / 1000:>10.1f} ms {us / imports['ctxlog']:>6.2f}x")
+
+    worst_floor = max(filters[n]["ctxlog"] / filters[n]["floor"] for n in UNRELATED)
+    worst_bind = max(binds[n]["ctxlog"] / binds[n]["structlog"] for n in UNRELATED)
+    worst_json = max(lines[n]["ctxlog"] / lines[n]["extra"] for n in UNRELATED)
+    flat = filters[UNRELATED[-1]]["ctxlog"] / filters[UNRELATED[0]]["ctxlog"]
+    print("\ntargets")
+    print(f"  {'filter, N = 1,000 against N = 0':<50}{_verdict(flat, TARGET_FLAT)}")
+    print(f"  {'filter against the floor (worst N)':<50}{_verdict(worst_floor, TARGET_FLOOR)}")
+    print(f"  {'bind against bound_contextvars (worst N)':<50}{_verdict(worst_bind, TARGET_BIND)}")
+    print(
+        f"  {'JSON line: filter against extra= (worst N)':<50}{_verdict(worst_json, TARGET_JSON)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
