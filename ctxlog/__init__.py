@@ -7,6 +7,8 @@ import their library only there.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ctxlog._context import (
     ContextError,
     Token,
@@ -22,6 +24,8 @@ from ctxlog._context import (
     unbind,
     unregister,
 )
+from ctxlog._handoff import Snapshot, Thread, ThreadPoolExecutor, snapshot, wrap
+from ctxlog._memo import cache_scope, memoize
 from ctxlog.headers import outgoing_headers
 from ctxlog.stdlib import (
     ContextFilter,
@@ -30,25 +34,54 @@ from ctxlog.stdlib import (
     uninstall_record_factory,
 )
 
+if TYPE_CHECKING:
+    from ctxlog._process import ProcessPoolExecutor
+    from ctxlog._queue import QueueHandler
+
 __version__ = "0.1.0.dev0"
+
+# Loaded on first use: they import multiprocessing / logging.handlers.
+_LAZY = {"ProcessPoolExecutor": "ctxlog._process", "QueueHandler": "ctxlog._queue"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'ctxlog' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib  # noqa: PLC0415 -- only on the first use of a lazy name
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ContextError",
     "ContextFilter",
+    "ProcessPoolExecutor",
+    "QueueHandler",
+    "Snapshot",
+    "Thread",
+    "ThreadPoolExecutor",
     "Token",
     "aisolate",
     "bind",
+    "cache_scope",
     "clear",
     "configure",
     "current",
     "get",
     "install_record_factory",
     "isolate",
+    "memoize",
     "outgoing_headers",
     "register",
     "reset",
     "set",
+    "snapshot",
     "unbind",
     "uninstall_record_factory",
     "unregister",
+    "wrap",
 ]
