@@ -201,12 +201,11 @@ class Snapshot(Mapping[str, Any]):
 
     # -- pickling ----------------------------------------------------------
 
-    def _pickled(self, on_unpicklable: UnpicklablePolicy = "raise") -> bytes:
+    def _pickled(self) -> bytes:
         payload = self._payload
         if payload is None:
-            payload = _dumps(self._data, on_unpicklable)
-            if on_unpicklable == "raise":
-                object.__setattr__(self, "_payload", payload)
+            payload = _dumps(self._data, "raise")
+            object.__setattr__(self, "_payload", payload)
         return payload
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -237,7 +236,7 @@ class Snapshot(Mapping[str, Any]):
         if not self._data:
             return {}
         data = {key: _jsonable(value, MAX_HEADER_DEPTH - 1) for key, value in self._data.items()}
-        bad = _find_unsafe(data, MAX_HEADER_DEPTH)
+        bad = _find_unsafe(data)
         if bad is not None:
             msg = (
                 f"Snapshot.to_headers(): {bad} contains a control character or a lone "
@@ -398,23 +397,24 @@ def _jsonable(value: Any, depth: int) -> Any:
     return _safe_str(value)
 
 
-def _find_unsafe(value: Any, depth: int, where: str = "") -> str | None:
-    """Name the first key or string in *value* with an unsafe character, if any."""
+def _find_unsafe(value: Any, where: str = "") -> str | None:
+    """Name the first key or string in *value* with an unsafe character, if any.
+
+    The recursion is as deep as *value*, which the callers have capped at
+    :data:`MAX_HEADER_DEPTH`.
+    """
     if isinstance(value, str):
-        return where or "a value" if _UNSAFE_CHARS.search(value) else None
-    if depth <= 0:
-        return None
+        return (where or "a value") if _UNSAFE_CHARS.search(value) else None
     if isinstance(value, dict):
         for key, item in value.items():
-            label = f"{where}[{key!r}]" if where else f"the value of {key!r}"
             if _UNSAFE_CHARS.search(key):
                 return f"the key {key!r}"
-            found = _find_unsafe(item, depth - 1, label)
+            found = _find_unsafe(item, f"{where}[{key!r}]" if where else f"the value of {key!r}")
             if found is not None:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = _find_unsafe(item, depth - 1, f"{where}[{index}]")
+            found = _find_unsafe(item, f"{where}[{index}]")
             if found is not None:
                 return found
     return None
@@ -504,7 +504,7 @@ def _parse_header(text: str) -> dict[str, Any]:
         raise refuse(f"is not a JSON object (got {type(data).__name__})")
     if "" in data:
         raise refuse("has an empty key")
-    bad = _find_unsafe(data, MAX_HEADER_DEPTH)
+    bad = _find_unsafe(data)
     if bad is not None:
         raise refuse(f"has a control character or lone surrogate in {bad}")
     return data

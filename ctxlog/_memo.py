@@ -33,16 +33,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _KwMark:
-    """Separates positional from keyword arguments in a cache key."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<kwargs>"
-
-
-_KWMARK: Final = _KwMark()
+# Separates positional from keyword arguments in a cache key.
+_KWMARK: Final = object()
 
 
 class _Flight:
@@ -86,13 +78,11 @@ class _FnCache:
         if lru is not None and self.maxsize is not None and len(lru) > self.maxsize:
             lru.popitem(last=False)
 
-    def touch(self, key: Any) -> None:
-        """Mark *key* as just used (bounded caches only)."""
-        lru = self.lru
-        if lru is not None:
-            with self.lock:
-                if key in lru:
-                    lru.move_to_end(key)
+    def touch(self, lru: OrderedDict[Any, Any], key: Any) -> None:
+        """Mark *key* as just used in the bounded cache *lru* (``self.lru``)."""
+        with self.lock:
+            if key in lru:  # unless another thread evicted it meanwhile
+                lru.move_to_end(key)
 
 
 class _Scope:
@@ -244,12 +234,6 @@ def _unhashable(fn: Callable[..., Any], exc: TypeError) -> TypeError:
     )
 
 
-def _make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not kwargs:
-        return args
-    return (*args, _KWMARK, *kwargs.items())
-
-
 def _sync_miss(fn: Callable[..., R], cache: _FnCache, key: Any, args: Any, kwargs: Any) -> R:
     """Call, or join the call in progress for *key*, and cache the result."""
     value: R
@@ -304,7 +288,7 @@ def _memoize_sync(fn: Callable[P, R], maxsize: int | None) -> Callable[P, R]:
                 raise _unhashable(fn, exc) from None
             else:
                 if cache.lru is not None:
-                    cache.touch(key)
+                    cache.touch(cache.lru, key)
                 return value
         cache = scope.cache_for(owner, maxsize)
         if cache is None:  # the scope ended while this thread still runs in it
@@ -392,7 +376,7 @@ def _memoize_async(
                 raise _unhashable(fn, exc) from None
             else:
                 if cache.lru is not None:
-                    cache.touch(key)
+                    cache.touch(cache.lru, key)
                 return value
         cache = scope.cache_for(owner, maxsize)
         if cache is None:
