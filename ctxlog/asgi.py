@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, TypeAlias
 
 from ctxlog._context import _STORE
+from ctxlog._memo import cache_scope
 from ctxlog.headers import (
     _TRACE_FLAGS,
     MAX_REQUEST_ID_LENGTH,
@@ -124,37 +125,34 @@ class RequestContextMiddleware:
             return
         policy = self._policy
         wanted = policy.header_bytes
-        ids: list[bytes] = []
-        traceparents: list[bytes] = []
+        raw_id: bytes | None = None
+        id_count = 0
+        raw_traceparent: bytes | None = None
+        traceparent_count = 0
+        # ASGI servers give header names lowercased (the spec requires it).
         for name, value in scope.get("headers", ()):
-            # ASGI servers lowercase header names; the spec only says "should".
-            lname = name if name.islower() else name.lower()
-            if lname == wanted:
-                ids.append(value)
-            elif lname == b"traceparent":
-                traceparents.append(value)
-        client = None
-        if "client" in policy.request_fields and scope.get("client"):
-            host, port = scope["client"][:2]
-            client = f"{host}:{port}"
-        incoming = policy.incoming(
-            ids, traceparents, scope.get("method"), scope.get("path"), client
-        )
-        token = _STORE.set(policy.bound(incoming))
-        flags_token = _TRACE_FLAGS.set(incoming.flags)
-        try:
-            if incoming.rejection is not None:
-                _logger.warning(
-                    *_rejection_message(policy, incoming.rejection, incoming.request_id)
-                )
-            await self._serve(scope, receive, send, incoming.request_id)
-        finally:
-            _TRACE_FLAGS.reset(flags_token)
-            _STORE.reset(token)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
-        policy = self._policy
-        pair = (policy.header_bytes, request_id.encode("latin-1"))
+            if name == wanted:
+                raw_id = value
+                id_count += 1
+            elif name == b"traceparent":
+                raw_traceparent = value
+                traceparent_count += 1
+        if policy.request_fields:
+            client = scope.get("client")
+            values, request_id, flags, rejection = policy.incoming(
+                raw_id,
+                id_count,
+                raw_traceparent,
+                traceparent_count,
+                method=scope.get("method"),
+                path=scope.get("path"),
+                client=f"{client[0]}:{client[1]}" if client else None,
+            )
+        else:
+            values, request_id, flags, rejection = policy.incoming(
+                raw_id, id_count, raw_traceparent, traceparent_count
+            )
+        pair = (wanted, request_id.encode("ascii"))
         echo = policy.echo
         started = False
 
@@ -164,17 +162,31 @@ class RequestContextMiddleware:
                 started = True
                 if echo:
                     headers = message.get("headers") or ()
-                    wanted = pair[0]
-                    if not any(name.lower() == wanted for name, _ in headers):
-                        message = {**message, "headers": [*headers, pair]}
+                    for name, _ in headers:
+                        # The spec wants lowercase names here too; not every app obeys.
+                        if name.lower() == wanted:
+                            break
+                    else:
+                        # A new list: the app's own may be reused (a module-level response).
+                        message["headers"] = [*headers, pair]
             await send(message)
 
+        token = _STORE.set(policy.bound(values))
+        # Set whenever it differs, never assumed: a leaked context may hold old flags.
+        flags_token = _TRACE_FLAGS.set(flags) if _TRACE_FLAGS.get() != flags else None
         try:
-            await self.app(scope, receive, send_with_id)
+            if rejection is not None:
+                _logger.warning(*_rejection_message(policy, rejection, request_id))
+            with cache_scope():
+                await self.app(scope, receive, send_with_id)
         except Exception:
-            if not started and self.error_response and scope["type"] == "http":
+            if not started and self.error_response and kind == "http":
                 await _send_error(send, pair if echo else None)
             raise
+        finally:
+            if flags_token is not None:
+                _TRACE_FLAGS.reset(flags_token)
+            _STORE.reset(token)
 
     def __repr__(self) -> str:
         return f"ctxlog.asgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Final, TypeAlias
 
 from ctxlog._context import _STORE
+from ctxlog._memo import cache_scope
 from ctxlog.headers import (
     _TRACE_FLAGS,
     MAX_REQUEST_ID_LENGTH,
@@ -115,18 +116,19 @@ class RequestContextMiddleware:
             if "REMOTE_ADDR" in environ:
                 client = f"{environ['REMOTE_ADDR']}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
         ctx = copy_context()
-        incoming = ctx.run(
-            policy.incoming,
-            () if raw is None else (raw,),
-            () if traceparent is None else (traceparent,),
-            environ.get("REQUEST_METHOD"),
-            path,
-            client,
+        incoming = policy.incoming(
+            raw,
+            0 if raw is None else 1,
+            traceparent,
+            0 if traceparent is None else 1,
+            method=environ.get("REQUEST_METHOD"),
+            path=path,
+            client=client,
         )
         scope = ctx.run(_enter, policy, incoming)
 
         if policy.echo:
-            pair = (policy.header, incoming.request_id)
+            pair = (policy.header, incoming[1])
             wanted = policy.header_lower
 
             def start_with_id(
@@ -155,18 +157,20 @@ class _Scope:
 
     __slots__ = ("cache", "open")
 
-    def __init__(self, cache: Any) -> None:
+    def __init__(self, cache: cache_scope) -> None:
         self.cache = cache
         self.open = True
 
 
 def _enter(policy: _Policy, incoming: _Incoming) -> _Scope:
     """Runs inside the request's own Context: bind, open the cache scope, warn."""
-    _STORE.set(policy.bound(incoming))
-    _TRACE_FLAGS.set(incoming.flags)
-    scope = _Scope(None)
-    if incoming.rejection is not None:
-        _logger.warning(*_rejection_message(policy, incoming.rejection, incoming.request_id))
+    values, request_id, flags, rejection = incoming
+    _STORE.set(policy.bound(values))
+    _TRACE_FLAGS.set(flags)
+    scope = _Scope(cache_scope())
+    scope.cache.__enter__()
+    if rejection is not None:
+        _logger.warning(*_rejection_message(policy, rejection, request_id))
     return scope
 
 
@@ -175,6 +179,7 @@ def _leave(scope: _Scope) -> None:
     if not scope.open:
         return
     scope.open = False
+    scope.cache.__exit__(None, None, None)
 
 
 class _ContextIterable(Iterator[bytes]):

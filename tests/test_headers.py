@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+import uuid
 
 import pytest
 from hypothesis import example, given
@@ -118,6 +119,10 @@ def test_new_request_id_is_valid_unique_hex() -> None:
     for request_id in ids:
         assert re.fullmatch(r"[0-9a-f]{32}", request_id)
         assert is_valid_request_id(request_id)
+        parsed = uuid.UUID(request_id)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert parsed.hex == request_id
 
 
 # --------------------------------------------------------------------------

@@ -133,10 +133,10 @@ def test_megabyte_header_is_refused_by_length(warnings: Captured) -> None:
     assert len(line) < 300
 
 
-def test_header_names_are_matched_case_insensitively() -> None:
+def test_the_header_option_is_matched_case_insensitively() -> None:
     seen = Seen()
     app = RequestContextMiddleware(make_app(seen), header="X-Correlation-ID")
-    run(app, http_scope((b"X-Correlation-ID", b"c-1")), seen)
+    run(app, http_scope((b"x-correlation-id", b"c-1")), seen)
     assert seen.context == {"request_id": "c-1"}
     assert seen.header(b"x-correlation-id") == [b"c-1"]
 

@@ -1,0 +1,261 @@
+"""ctxlog.wsgi.RequestContextMiddleware called as a WSGI server calls it (no server)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import copy_context
+from typing import Any
+
+import pytest
+
+import ctxlog
+from ctxlog.headers import is_valid_request_id
+from ctxlog.wsgi import RequestContextMiddleware, StartResponse, WSGIEnvironment
+from tests.conftest import Captured
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def environ(**extra: Any) -> WSGIEnvironment:
+    env: WSGIEnvironment = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/items/1",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "5000",
+        "wsgi.url_scheme": "http",
+    }
+    env.update(extra)
+    return env
+
+
+class Started:
+    """A start_response that records its call."""
+
+    def __init__(self) -> None:
+        self.status = ""
+        self.headers: list[tuple[str, str]] = []
+        self.exc_info: Any = None
+
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], object]:
+        self.status = status
+        self.headers = headers
+        self.exc_info = exc_info
+        return lambda _data: None
+
+    def header(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+
+def context_app(seen: list[dict[str, Any]]) -> Any:
+    def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        seen.append(dict(ctxlog.current()))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    return app
+
+
+def call(app: Any, env: WSGIEnvironment) -> tuple[Started, list[bytes]]:
+    started = Started()
+    result = app(env, started)
+    try:
+        body = list(result)
+    finally:
+        result.close()
+    return started, body
+
+
+@pytest.fixture
+def warnings(captured: Captured) -> Iterator[Captured]:
+    logger = logging.getLogger("ctxlog.wsgi")
+    captured.handler.setFormatter(logging.Formatter("%(request_id)s %(message)s"))
+    captured.handler.addFilter(ctxlog.ContextFilter(defaults={"request_id": "-"}))
+    logger.addHandler(captured.handler)
+    yield captured
+    logger.removeHandler(captured.handler)
+
+
+def test_valid_header_is_bound_and_echoed() -> None:
+    seen: list[dict[str, Any]] = []
+    started, body = call(
+        RequestContextMiddleware(context_app(seen)), environ(HTTP_X_REQUEST_ID="abc-1")
+    )
+    assert body == [b"ok"]
+    assert seen == [{"request_id": "abc-1"}]
+    assert started.header("X-Request-ID") == ["abc-1"]
+    assert started.status == "200 OK"
+    assert ctxlog.current() == {}
+
+
+def test_repeated_headers_arrive_joined_and_are_rejected(warnings: Captured) -> None:
+    seen: list[dict[str, Any]] = []
+    started, _ = call(
+        RequestContextMiddleware(context_app(seen)), environ(HTTP_X_REQUEST_ID="one,two")
+    )
+    request_id = seen[0]["request_id"]
+    assert is_valid_request_id(request_id)
+    assert started.header("X-Request-ID") == [request_id]
+    assert warnings.lines() == [
+        (
+            f"{request_id} Rejected the X-Request-ID request header (invalid value one:2ctwo); "
+            f"using the generated request id {request_id}"
+        )
+    ]
+
+
+def test_options_traceparent_and_request_fields() -> None:
+    seen: list[dict[str, Any]] = []
+    app = RequestContextMiddleware(
+        context_app(seen),
+        header="X-Correlation-ID",
+        key="correlation_id",
+        request_fields=["method", "path", "client"],
+    )
+    started, _ = call(
+        app,
+        environ(HTTP_X_CORRELATION_ID="c-1", HTTP_TRACEPARENT=TRACEPARENT, SCRIPT_NAME="/api"),
+    )
+    assert seen == [
+        {
+            "correlation_id": "c-1",
+            "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "method": "GET",
+            "path": "/api/items/1",
+            "client": "127.0.0.1:5000",
+        }
+    ]
+    assert started.header("X-Correlation-ID") == ["c-1"]
+    del seen[:]
+    env = environ()
+    del env["REMOTE_PORT"]
+    call(app, env)
+    assert seen[0]["client"] == "127.0.0.1"
+    del seen[:]
+    env = environ()
+    del env["REMOTE_ADDR"]
+    call(app, env)
+    assert "client" not in seen[0]
+
+
+def test_echo_off_and_application_header_wins() -> None:
+    seen: list[dict[str, Any]] = []
+    started, _ = call(
+        RequestContextMiddleware(context_app(seen), echo=False), environ(HTTP_X_REQUEST_ID="a")
+    )
+    assert started.header("X-Request-ID") == []
+
+    def own_header(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("x-request-id", "mine")])
+        return []
+
+    started, _ = call(RequestContextMiddleware(own_header), environ(HTTP_X_REQUEST_ID="a"))
+    assert started.headers == [("x-request-id", "mine")]
+
+
+def test_leaked_context_is_overwritten_and_the_caller_is_untouched() -> None:
+    seen: list[dict[str, Any]] = []
+    app = RequestContextMiddleware(context_app(seen))
+    with ctxlog.bind(request_id="leaked", trace_id="f" * 32, user="kept"):
+        call(app, environ(HTTP_X_REQUEST_ID="fresh"))
+        assert ctxlog.get("request_id") == "leaked"
+    assert seen == [{"request_id": "fresh", "user": "kept"}]
+
+
+def streaming_app(log: list[tuple[str, Any]]) -> Any:
+    def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        ctxlog.set(user="set-in-view")  # never reset: must not outlive the request
+
+        def body() -> Iterator[bytes]:
+            try:
+                for i in range(3):
+                    log.append((f"chunk {i}", ctxlog.get("request_id")))
+                    yield str(i).encode()
+            finally:
+                log.append(("finally", ctxlog.get("request_id")))
+
+        return body()
+
+    return app
+
+
+def test_body_iterated_and_closed_in_other_threads_keeps_the_binding() -> None:
+    """Servers may iterate and close() from another thread or context."""
+    log: list[tuple[str, Any]] = []
+    result = RequestContextMiddleware(streaming_app(log))(
+        environ(HTTP_X_REQUEST_ID="s-1"), Started()
+    )
+    assert ctxlog.current() == {}
+    it = iter(result)
+    chunks: list[bytes] = []
+    worker = threading.Thread(target=lambda: chunks.append(next(it)))
+    worker.start()
+    worker.join(10)
+    chunks.append(copy_context().run(next, it))
+    closer = threading.Thread(target=getattr(result, "close"))  # noqa: B009 -- the WSGI close() of the wrapper
+    closer.start()
+    closer.join(10)
+    assert chunks == [b"0", b"1"]
+    assert log == [("chunk 0", "s-1"), ("chunk 1", "s-1"), ("finally", "s-1")]
+    assert ctxlog.current() == {}
+
+
+def test_close_is_idempotent_and_ends_the_cache_scope() -> None:
+    calls: list[str] = []
+
+    @ctxlog.memoize
+    def load(name: str) -> str:
+        calls.append(name)
+        return name.upper()
+
+    def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return [load("x").encode(), load("x").encode()]
+
+    middleware = RequestContextMiddleware(app)
+    for _ in range(3):
+        _, body = call(middleware, environ())
+        assert body == [b"X", b"X"]
+    # one call per request: cached within it, never shared between requests
+    assert calls == ["x", "x", "x"]
+    result = middleware(environ(), Started())
+    getattr(result, "close")()  # noqa: B009 -- the WSGI close() of the wrapper
+    getattr(result, "close")()  # noqa: B009 -- twice is allowed
+
+
+def test_an_application_that_raises() -> None:
+    def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        ctxlog.set(user="u")
+        msg = "boom"
+        raise RuntimeError(msg)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        RequestContextMiddleware(app)(environ(), Started())
+    assert ctxlog.current() == {}
+
+
+def test_exc_info_passes_through() -> None:
+    def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            msg = "late"
+            raise ValueError(msg)
+        except ValueError as exc:
+            start_response("500 Internal Server Error", [], (type(exc), exc, exc.__traceback__))
+        return [b"error"]
+
+    started, body = call(RequestContextMiddleware(app), environ(HTTP_X_REQUEST_ID="e-1"))
+    assert started.status.startswith("500")
+    assert started.exc_info[0] is ValueError
+    assert started.header("X-Request-ID") == ["e-1"]
+    assert body == [b"error"]
+
+
+def test_repr() -> None:
+    assert "RequestContextMiddleware" in repr(RequestContextMiddleware(context_app([])))
