@@ -109,15 +109,16 @@ def _structlog_values_by_scan() -> dict[str, Any]:
     return _structlog_contextvars.get_contextvars()
 
 
-def _pick_structlog_reader() -> Callable[[], dict[str, Any]]:
-    registry = getattr(_structlog_contextvars, "_CONTEXT_VARS", None)
+def _pick_structlog_reader(registry: object) -> Callable[[], dict[str, Any]]:
     if isinstance(registry, dict):
         return functools.partial(_structlog_values_from_registry, registry)
     # A structlog without the private registry: fall back to its public API.
     return _structlog_values_by_scan
 
 
-_structlog_values: Final = _pick_structlog_reader()
+_structlog_values: Final = _pick_structlog_reader(
+    getattr(_structlog_contextvars, "_CONTEXT_VARS", None)
+)
 
 
 # --------------------------------------------------------------------------
