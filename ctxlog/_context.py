@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
 from collections.abc import (
     AsyncGenerator,
@@ -521,6 +522,12 @@ class _Isolated(Generator[Y, S, R]):
     def close(self) -> None:
         self._ctx.run(self._gen.close)
 
+    def __del__(self) -> None:
+        # Finalize the generator in its own context: left to the garbage
+        # collector, it would be closed in whatever context is current, where a
+        # bind() held across a yield cannot be undone (ContextError).
+        self.close()
+
     def __repr__(self) -> str:
         return f"ctxlog.isolate({self._gen!r})"
 
@@ -545,23 +552,57 @@ def isolate(gen: Generator[Y, S, R]) -> Generator[Y, S, R]:
 class _AsyncIsolated(AsyncGenerator[Y, S]):
     """An async generator whose every step runs in one private :class:`Context`."""
 
-    __slots__ = ("_agen", "_ctx")
+    __slots__ = ("__weakref__", "_agen", "_ctx", "_hooked")
 
-    def __init__(self, agen: AsyncGenerator[Y, S], ctx: Context) -> None:
+    def __init__(self, agen: AsyncGenerator[Y, S], ctx: Context, *, hooked: bool = False) -> None:
         self._agen = agen
         self._ctx = ctx
+        self._hooked = hooked
+
+    def _step(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Awaitable[Any]:
+        """Make the awaitable of one step; the first step also hooks finalization.
+
+        The event loop closes async generators it finds abandoned (garbage, or
+        still open at ``shutdown_asyncgens()``) in a task of its own, outside the
+        private context, where a bind() held across a yield fails.  So the loop
+        is given this wrapper instead, and the inner generator a finalizer that
+        hands the loop a wrapper: either way it is closed in its context.
+        """
+        if self._hooked:
+            return method(*args)
+        self._hooked = True
+        hooks = sys.get_asyncgen_hooks()
+        if hooks.finalizer is None:
+            return method(*args)
+        finalizer = functools.partial(_finalize_isolated, self._ctx, hooks.finalizer)
+        sys.set_asyncgen_hooks(firstiter=None, finalizer=finalizer)
+        try:
+            step = method(*args)  # the inner generator's hooks are set up here
+        finally:
+            sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=hooks.finalizer)
+        if hooks.firstiter is not None:
+            hooks.firstiter(self)
+        return step
 
     def asend(self, value: S) -> Coroutine[Any, Any, Y]:
-        return _run_awaitable_in(self._ctx, self._agen.asend, value)
+        return _run_awaitable_in(self._ctx, self._step, self._agen.asend, value)
 
     def athrow(self, *args: Any) -> Coroutine[Any, Any, Y]:
-        return _run_awaitable_in(self._ctx, self._agen.athrow, *args)
+        return _run_awaitable_in(self._ctx, self._step, self._agen.athrow, *args)
 
     def aclose(self) -> Coroutine[Any, Any, None]:
-        return _run_awaitable_in(self._ctx, self._agen.aclose)
+        return _run_awaitable_in(self._ctx, self._step, self._agen.aclose)
 
     def __repr__(self) -> str:
         return f"ctxlog.aisolate({self._agen!r})"
+
+
+def _finalize_isolated(
+    ctx: Context, loop_finalizer: Callable[[Any], object], agen: AsyncGenerator[Any, Any]
+) -> None:
+    """The inner generator of an abandoned :func:`aisolate` wrapper is being
+    collected: let the event loop close it, in its private context."""
+    loop_finalizer(_AsyncIsolated(agen, ctx, hooked=True))
 
 
 async def _run_awaitable_in(ctx: Context, make: Callable[..., Awaitable[R]], *args: Any) -> R:
