@@ -38,6 +38,9 @@ _RENAME_PREFIX: Final = "ctx_"
 #: How many attributes ``LogRecord()`` sets on this Python version (see ContextFilter.filter).
 _PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 
+#: ``_STORE.get`` bound once: the filter's common path calls it for every record.
+_read_store: Final = _STORE.get
+
 
 class ContextFilter(logging.Filter):
     """Adds the current context to every record that passes, as attributes.
@@ -114,6 +117,9 @@ class ContextFilter(logging.Filter):
         # (source mapping, prepared attributes).  The store's mappings are never
         # mutated, so identity is enough; swapping one tuple keeps it thread-safe.
         self._cache: tuple[object, dict[str, Any]] = (object(), {})
+        # filter()'s copy of _cache, set only without nest_under: its common path
+        # then needs no nest_under test.
+        self._flat_cache: tuple[object, dict[str, Any]] = self._cache
 
     def prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Return the attributes this filter adds for the context *data*.
@@ -159,24 +165,21 @@ class ContextFilter(logging.Filter):
         """Add the context to *record*; always returns ``True``."""
         try:
             attrs = record.__dict__
-            source, prepared = self._cache
-            # The common path, for every record: attributes() answers from its cache,
-            # and the record holds just the attributes LogRecord() sets, none of which
-            # can be a context attribute (those are never reserved names).  extra=,
-            # another filter or a record factory make it longer: the key check below.
-            if (
-                source is _STORE.get()
-                and len(attrs) == _PLAIN_RECORD_LEN
-                and self.nest_under is None
-                and not _core._registry
-            ):
+            source, prepared = self._flat_cache
+            # The common path, for every record: attributes() would answer from its
+            # cache, and the record holds just the attributes LogRecord() sets, none of
+            # which can be a context attribute (those are never reserved names).
+            # extra=, another filter or a record factory make it longer: the key check.
+            if source is _read_store() and len(attrs) == _PLAIN_RECORD_LEN and not _core._registry:
                 attrs.update(prepared)
                 return True
             out = self.attributes()
             if self.nest_under is not None:
                 if self.nest_under not in attrs:
                     attrs[self.nest_under] = dict(out)
-            elif attrs.keys().isdisjoint(out):
+                return True
+            self._flat_cache = self._cache
+            if attrs.keys().isdisjoint(out):
                 attrs.update(out)
             else:
                 # Something (extra=, another filter) set some keys already: it wins.
