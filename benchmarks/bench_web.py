@@ -7,15 +7,18 @@ all in this process and driven by the same client:
 * **in process**: an ASGI driver calls the application directly (no sockets),
   for a bare ASGI app and for a one-route Starlette app, so the middleware's
   own cost shows;
-* **over loopback**: each variant served by uvicorn on 127.0.0.1, loaded by
-  one httpx ``AsyncClient`` with 16 requests in flight.
+* **over loopback**: each variant served by uvicorn on 127.0.0.1 (in a
+  thread), loaded by one asyncio HTTP/1.1 client with 16 keep-alive
+  connections (a minimal client, so that the server's side is what is timed:
+  httpx's own cost per request is several times uvicorn's).
 
 Each request either sends a valid ``X-Request-ID`` (a UUID4 in hex, which both
 middlewares accept) or none (both generate one).  Variants are measured
-round-robin and the median of the rounds is kept, so that a burst of load
-elsewhere hits all of them.  Target: ctxlog >= 1.0x asgi-correlation-id.
-Run it with ``python benchmarks/run.py web`` (``--quick`` for a rough pass)
-or alone.
+side by side in many short rounds (the order rotating); the figures are
+medians over the rounds, and each ratio is the median of the ratios measured
+within a round, so that a burst of load elsewhere hits both sides of it.
+Target: ctxlog >= 1.0x asgi-correlation-id.  Run it with
+``python benchmarks/run.py web`` (``--quick`` for a rough pass) or alone.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import time
 import uuid
 from collections.abc import Callable
 
-import httpx
 import uvicorn
 from asgi_correlation_id import CorrelationIdMiddleware
 from starlette.applications import Starlette
@@ -120,23 +122,29 @@ async def _drive(app: ASGIApp, count: int, headers: list[tuple[bytes, bytes]]) -
     return count / (time.perf_counter() - started)
 
 
-def in_process(apps: dict[str, ASGIApp], rounds: int, count: int) -> dict[tuple[str, bool], float]:
-    """Median requests/s per (variant, header sent)."""
-    samples: dict[tuple[str, bool], list[float]] = {}
+Samples = dict[tuple[str, bool], list[float]]
+
+
+def in_process(apps: dict[str, ASGIApp], rounds: int, count: int) -> Samples:
+    """Requests/s per (variant, header sent), one sample per round."""
+    samples: Samples = {}
     base = [(b"host", b"127.0.0.1"), (b"user-agent", b"bench"), (b"accept", b"*/*")]
     with_id = [*base, (b"x-request-id", REQUEST_ID.encode())]
 
     async def run_all() -> None:
         for app in apps.values():  # warm-up
             await _drive(app, count // 10, with_id)
-        for _ in range(rounds):
-            for name, app in apps.items():
-                for sent in (True, False):
-                    rps = await _drive(app, count, with_id if sent else base)
+        names = list(apps)
+        for round_ in range(rounds):
+            # Rotate the order so no variant always runs right after another.
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            for sent in (True, False):
+                for name in order:
+                    rps = await _drive(apps[name], count, with_id if sent else base)
                     samples.setdefault((name, sent), []).append(rps)
 
     asyncio.run(run_all())
-    return {key: statistics.median(values) for key, values in samples.items()}
+    return samples
 
 
 # --------------------------------------------------------------------------
@@ -148,10 +156,10 @@ class _Server:
     """uvicorn serving one variant on 127.0.0.1, in a thread."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(
             app, log_config=None, access_log=False, http="h11", lifespan="off", log_level="error"
         )
@@ -175,46 +183,55 @@ class _Server:
         self.sock.close()
 
 
-async def _load(url: str, count: int, in_flight: int, sent: bool) -> float:
-    headers = {"X-Request-ID": REQUEST_ID} if sent else {}
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    async with httpx.AsyncClient(base_url=url, limits=limits) as client:
-        remaining = count
+async def _client(port: int, count: int, request: bytes) -> None:
+    """One keep-alive HTTP/1.1 connection sending *count* requests, one at a time."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(count):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200 "):  # pragma: no cover -- a broken variant
+                msg = f"port {port}: {head[:40]!r}"
+                raise RuntimeError(msg)
+            length = 0
+            for line in head.lower().split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                response = await client.get("/", headers=headers)
-                if response.status_code != 200:  # pragma: no cover -- a broken variant
-                    msg = f"{url}: HTTP {response.status_code}"
-                    raise RuntimeError(msg)
 
-        await client.get("/")  # connect before the clock starts
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
-        return count / (time.perf_counter() - started)
+async def _load(port: int, count: int, in_flight: int, sent: bool) -> float:
+    """Requests/s of *in_flight* connections sharing *count* requests."""
+    header = b"X-Request-ID: " + REQUEST_ID.encode() + b"\r\n" if sent else b""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n" + header + b"\r\n"
+    per_client = count // in_flight
+    started = time.perf_counter()
+    await asyncio.gather(*(_client(port, per_client, request) for _ in range(in_flight)))
+    return per_client * in_flight / (time.perf_counter() - started)
 
 
-def over_loopback(
-    apps: dict[str, ASGIApp], rounds: int, count: int
-) -> dict[tuple[str, bool], float]:
+def over_loopback(apps: dict[str, ASGIApp], rounds: int, count: int) -> Samples:
     servers = {name: _Server(app) for name, app in apps.items()}
     for server in servers.values():
         server.start()
-    samples: dict[tuple[str, bool], list[float]] = {}
+    samples: Samples = {}
     try:
         for server in servers.values():  # warm-up
-            asyncio.run(_load(server.url, count // 5, 16, sent=True))
-        for _ in range(rounds):
-            for name, server in servers.items():
-                for sent in (True, False):
-                    rps = asyncio.run(_load(server.url, count, 16, sent=sent))
+            asyncio.run(_load(server.port, count // 5, 16, sent=True))
+        names = list(servers)
+        for round_ in range(rounds):
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            for sent in (True, False):
+                for name in order:
+                    rps = asyncio.run(_load(servers[name].port, count, 16, sent=sent))
                     samples.setdefault((name, sent), []).append(rps)
     finally:
         for server in servers.values():
             server.stop()
-    return {key: statistics.median(values) for key, values in samples.items()}
+    return samples
 
 
 # --------------------------------------------------------------------------
@@ -222,17 +239,22 @@ def over_loopback(
 # --------------------------------------------------------------------------
 
 
-def _table(title: str, figures: dict[tuple[str, bool], float]) -> tuple[list[str], float]:
+def _ratio(samples: Samples, name: str, other: str, sent: bool) -> float:
+    """Median over rounds of the ratio measured side by side in each round."""
+    pairs = zip(samples[name, sent], samples[other, sent], strict=True)
+    return statistics.median(a / b for a, b in pairs)
+
+
+def _table(title: str, samples: Samples) -> tuple[list[str], float]:
     out = [title, f"  {'variant':<28}{'X-Request-ID sent':>20}{'no header':>14}"]
-    names = list(dict.fromkeys(name for name, _ in figures))
+    names = list(dict.fromkeys(name for name, _ in samples))
+    medians = {key: statistics.median(values) for key, values in samples.items()}
     out.extend(
-        f"  {name:<28}{figures[name, True]:>16,.0f} r/s{figures[name, False]:>10,.0f} r/s"
+        f"  {name:<28}{medians[name, True]:>16,.0f} r/s{medians[name, False]:>10,.0f} r/s"
         for name in names
     )
-    ratios = [
-        figures["ctxlog", sent] / figures["asgi-correlation-id", sent] for sent in (True, False)
-    ]
-    bare = [figures["ctxlog", sent] / figures["no middleware", sent] for sent in (True, False)]
+    ratios = [_ratio(samples, "ctxlog", "asgi-correlation-id", sent) for sent in (True, False)]
+    bare = [_ratio(samples, "ctxlog", "no middleware", sent) for sent in (True, False)]
     out.append(f"  {'ctxlog / asgi-correlation-id':<28}{ratios[0]:>18.2f}x{ratios[1]:>12.2f}x")
     out.append(f"  {'ctxlog / no middleware':<28}{bare[0]:>18.2f}x{bare[1]:>12.2f}x")
     return out, min(ratios)
@@ -248,10 +270,10 @@ def main() -> None:
     quick = _quick()
     # Keep uvicorn and the anchor quiet: logging is not what is measured here.
     logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
-    rounds = 3 if quick else 7
-    count = 3_000 if quick else 20_000
-    http_rounds = 2 if quick else 5
-    http_count = 300 if quick else 1_500
+    rounds = 9 if quick else 41
+    count = 1_000 if quick else 2_000
+    http_rounds = 3 if quick else 9
+    http_count = 320 if quick else 800
 
     results: list[tuple[str, float]] = []
     lines: list[str] = []
@@ -262,14 +284,14 @@ def main() -> None:
     for label, make in cases:
         figures = in_process(variants(make()), rounds, count)
         table, worst = _table(
-            f"in process, {label}: requests/s, median of {rounds} rounds x {count:,}", figures
+            f"in process, {label}: requests/s, medians of {rounds} rounds x {count:,}", figures
         )
         lines += [*table, ""]
         results.append((f"in process, {label}", worst))
     figures = over_loopback(variants(starlette_app()), http_rounds, http_count)
     table, worst = _table(
-        f"uvicorn on 127.0.0.1 + httpx (16 in flight), Starlette app: requests/s, "
-        f"median of {http_rounds} rounds x {http_count:,}",
+        f"uvicorn on 127.0.0.1, 16 keep-alive connections, Starlette app: requests/s, "
+        f"medians of {http_rounds} rounds x {http_count:,}",
         figures,
     )
     lines += table

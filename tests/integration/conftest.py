@@ -105,7 +105,7 @@ def lines() -> Iterator[LineCapture]:
 
 def loopback_socket() -> socket.socket:
     """A listening-ready socket on 127.0.0.1 with a free port (bound to port 0)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
