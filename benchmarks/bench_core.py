@@ -15,10 +15,13 @@ one):
   into memory) with 5 context keys through the filter, against the same fields
   passed with ``extra=``.
 
-Figures are net nanoseconds per operation: the median over several runs
-(``timeit``), each run measured round-robin with its baseline so that a burst
-of load elsewhere hits both.  Run it with ``python benchmarks/run.py core``
-(``--quick`` for a rough pass) or alone.
+plus ``import ctxlog`` (``-X importtime``, fresh interpreters) beside the anchors.
+
+Figures are net nanoseconds per operation: the median over many short
+``timeit`` runs, taken round-robin with a baseline and the block's reference,
+so that a burst of load elsewhere hits an op and its reference alike; a ratio
+is the median of the per-run ratios.  Run it with
+``python benchmarks/run.py core`` (``--quick`` for a rough pass) or alone.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Usage::
 Each benchmark is a module with a ``main()`` that prints its own table of
 medians and ratios against the anchors measured in the same process.
 ``--quick`` is passed to them as the environment variable
-``CTXLOG_BENCH_QUICK=1`` (read it with :func:`quick_requested`), so that every
+``CTXLOG_BENCH_QUICK=1`` (:func:`quick_requested` reads it), so that every
 ``main()`` keeps the same signature and also runs alone
 (``python benchmarks/bench_core.py``).
 """
