@@ -21,6 +21,10 @@ def _print_problems(report: CheckReport, limit: int) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path(tempfile.mkdtemp()) / "demo.jsonl"
+    if not args.simulated:
+        from ctxlog import _demo  # noqa: PLC0415 -- needs the demo extra
+
+        return _demo.main(args.requests, output)
     started = time.perf_counter()
     from ctxlog import _demo_sim  # noqa: PLC0415 -- needs python-json-logger
 
@@ -49,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run a service under load and check its log lines")
     demo.add_argument("-n", "--requests", type=int, default=300, help="requests (default 300)")
     demo.add_argument("-o", "--output", help="JSON lines file (default: a temporary file)")
+    demo.add_argument(
+        "--simulated",
+        action="store_true",
+        help="asyncio tasks and threads only, no server (needs python-json-logger only)",
+    )
     demo.set_defaults(func=_demo)
 
     check = sub.add_parser("check", help="check JSON log lines for missing or crossed ids")
