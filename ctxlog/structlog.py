@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
 from contextvars import ContextVar, copy_context
 from contextvars import Token as _VarToken
 from types import TracebackType
@@ -299,25 +299,23 @@ class ContextVarsToken:
 
     Plays the part of the ``contextvars.Token`` that structlog returns: one
     object stands for all the keys of one ``bind_contextvars`` call, and each
-    key can be reset once, in the context it was bound in.
+    key can be reset once, in the context it was bound in.  Only
+    :func:`bind_contextvars` makes them.
 
     .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_before", "_keys", "_set", "_token", "_used")
 
-    def __init__(
-        self,
-        token: _VarToken[dict[str, Any]],
-        before: dict[str, Any],
-        bound: dict[str, Any],
-        keys: Mapping[str, Any],
-    ) -> None:
-        self._token = token  # the store token; proves the context on reset
-        self._before = before  # the store mapping before the bind (never mutated)
-        self._set = bound  # the store mapping the bind set
-        self._keys = keys
-        self._used: set[str] | None = None
+    _token: _VarToken[dict[str, Any]]  # the store token; proves the context on reset
+    _before: dict[str, Any]  # the store mapping before the bind (never mutated)
+    _set: dict[str, Any]  # the store mapping the bind set
+    _keys: Mapping[str, Any]  # the keys the bind bound
+    _used: Collection[str] | None  # the keys already reset
+
+    def __init__(self) -> None:
+        msg = "ContextVarsToken objects come from bind_contextvars(); they are not made directly."
+        raise TypeError(msg)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -325,9 +323,13 @@ class ContextVarsToken:
         return tuple(self._keys)
 
     def __repr__(self) -> str:
-        used = self._used or set()
+        used = self._used or ()
         state = ", ".join(f"{k}{' (reset)' if k in used else ''}" for k in self._keys)
         return f"<ctxlog.structlog.ContextVarsToken {state}>"
+
+
+# Tokens are made without calling __init__ (which refuses outside callers).
+_new_token: Final = object.__new__
 
 
 def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
@@ -352,7 +354,12 @@ def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
         bound.update(kw)
     else:
         bound = kw  # a fresh dict that only this call holds: safe to store as is
-    token = ContextVarsToken(_STORE.set(bound), before, bound, kw)
+    token: ContextVarsToken = _new_token(ContextVarsToken)
+    token._token = _STORE.set(bound)
+    token._before = before
+    token._set = bound
+    token._keys = kw
+    token._used = None
     return dict.fromkeys(kw, token)
 
 
@@ -371,45 +378,85 @@ def reset_contextvars(**kw: ContextVarsToken) -> None:
 
     .. versionadded:: 0.1.0
     """
-    if not kw:
+    first: ContextVarsToken | None = None
+    single = True
+    for i, (key, token) in enumerate(kw.items()):
+        if (
+            type(token) is not ContextVarsToken
+            or key not in token._keys
+            or (token._used is not None and key in token._used)
+        ):
+            # As structlog does, key by key: the keys before this one are reset.
+            _reset_each(dict(list(kw.items())[:i]))
+            raise _misused(key, token)
+        if first is None:
+            first = token
+        elif token is not first:
+            single = False
+    if first is None:
         return
-    tokens = _checked_tokens(kw)
-    current = _STORE.get()
-    if len(tokens) == 1:
-        (token,) = tokens
-        if token._used is None and current is token._set and len(kw) == len(token._keys):
-            # Nothing changed since the bind and every key goes back: restoring
-            # the whole mapping is the same as restoring each key.
-            _reset_store(token._token)
-            token._used = set(kw)
-            return
-    _reset_each(kw, tokens, current)
-
-
-def _reset_each(
-    kw: Mapping[str, ContextVarsToken], tokens: list[ContextVarsToken], current: dict[str, Any]
-) -> None:
-    """Restore each key of *kw* on top of *current*, the store's mapping now."""
-    proved: list[ContextVarsToken] = []
-    for token in tokens:
+    if (
+        single
+        and first._used is None
+        and len(kw) == len(first._keys)
+        and _STORE.get() is first._set
+    ):
+        # Nothing changed since the bind and every key goes back: restoring
+        # the whole mapping is the same as restoring each key.
         try:
-            _reset_store(token._token)
-        except _TokenContextError:
-            if proved:  # undo the resets that proved the other tokens
-                for done in proved:
-                    done._token = _STORE.set(current)
-            raise
-        proved.append(token)
-    new = dict(current)
+            _STORE.reset(first._token)
+        except ValueError:
+            raise _other_context() from None
+        first._used = first._keys
+        return
+    _reset_each(kw)
+
+
+def _reset_each(kw: Mapping[str, ContextVarsToken]) -> None:
+    """Restore each key of *kw*, in order, on top of what the store holds now.
+
+    Each token must prove it belongs to this context (its store token resets);
+    at the first that does not, the keys before it stay restored, as with
+    structlog's one ContextVar per key, and the error is raised.
+    """
+    current = _STORE.get()
+    proved: list[ContextVarsToken] = []
+    done: dict[str, ContextVarsToken] = {}
     for key, token in kw.items():
+        if token not in proved:
+            if not _proves_context(token):
+                _restore_keys(current, done, proved)
+                raise _other_context()
+            proved.append(token)
+        done[key] = token
+    _restore_keys(current, done, proved)
+
+
+def _proves_context(token: ContextVarsToken) -> bool:
+    try:
+        _STORE.reset(token._token)
+    except ValueError:
+        return False
+    return True
+
+
+def _restore_keys(
+    current: dict[str, Any], done: Mapping[str, ContextVarsToken], tokens: list[ContextVarsToken]
+) -> None:
+    """Set the store to *current* with each key of *done* restored; mark them used."""
+    if not tokens:
+        return
+    new = dict(current)
+    for key, token in done.items():
         old = token._before.get(key, _MISSING)
         if old is _MISSING:
             new.pop(key, None)
         else:
             new[key] = old
-        if token._used is None:
-            token._used = set()
-        token._used.add(key)
+        used = token._used
+        if not isinstance(used, set):
+            used = token._used = set(used or ())
+        used.add(key)
     last: _VarToken[dict[str, Any]] | None = None
     for token in tokens:
         if len(token._used or ()) < len(token._keys):
@@ -419,44 +466,35 @@ def _reset_each(
         _STORE.set(new)
 
 
-def _checked_tokens(kw: Mapping[str, ContextVarsToken]) -> list[ContextVarsToken]:
-    """The distinct tokens of a :func:`reset_contextvars` call, each checked."""
-    tokens: list[ContextVarsToken] = []
-    for key, token in kw.items():
-        if not isinstance(token, ContextVarsToken):
-            msg = (
-                f"reset_contextvars({key}=...) takes the tokens bind_contextvars() "
-                f"returned, not {type(token).__name__}."
-            )
-            raise ContextError(msg)
-        if key not in token._keys:
-            msg = (
-                f"reset_contextvars({key}=...): this token was returned for the keys "
-                f"{token.keys!r}, not for {key!r}. Pass each key the token it got."
-            )
-            raise _TokenContextError(msg)
-        if token._used is not None and key in token._used:
-            msg = (
-                f"reset_contextvars({key}=...): this token was already used for {key!r}; "
-                "a token restores a key once. Keep one reset per bind."
-            )
-            raise ContextError(msg)
-        if all(token is not t for t in tokens):
-            tokens.append(token)
-    return tokens
-
-
-def _reset_store(token: _VarToken[dict[str, Any]]) -> None:
-    try:
-        _STORE.reset(token)
-    except ValueError:
+def _misused(key: str, token: object) -> ContextError:
+    """The error for a token that :func:`reset_contextvars` cannot use for *key*."""
+    if not isinstance(token, ContextVarsToken):
         msg = (
-            "reset_contextvars(): this token was created in a different context "
-            "(another asyncio task, thread or contextvars.Context) and cannot be reset "
-            "here. Reset it where bind_contextvars() was called, or use "
-            "bound_contextvars() so that bind and reset always pair up."
+            f"reset_contextvars({key}=...) takes the tokens bind_contextvars() "
+            f"returned, not {type(token).__name__}."
         )
-        raise _TokenContextError(msg) from None
+        return ContextError(msg)
+    if key not in token._keys:
+        msg = (
+            f"reset_contextvars({key}=...): this token was returned for the keys "
+            f"{token.keys!r}, not for {key!r}. Pass each key the token it got."
+        )
+        return _TokenContextError(msg)
+    msg = (
+        f"reset_contextvars({key}=...): this token was already used for {key!r}; "
+        "a token restores a key once. Keep one reset per bind."
+    )
+    return ContextError(msg)
+
+
+def _other_context() -> _TokenContextError:
+    msg = (
+        "reset_contextvars(): this token was created in a different context "
+        "(another asyncio task, thread or contextvars.Context) and cannot be reset "
+        "here. Reset it where bind_contextvars() was called, or use "
+        "bound_contextvars() so that bind and reset always pair up."
+    )
+    return _TokenContextError(msg)
 
 
 def unbind_contextvars(*keys: str) -> None:

@@ -301,18 +301,35 @@ def test_reset_with_the_token_of_another_key_raises() -> None:
     assert "ContextVarsToken a>" in repr(tokens["a"])
 
 
-def test_reset_in_another_context_raises_and_changes_nothing() -> None:
+def test_reset_in_another_context_raises() -> None:
     mine = cs.bind_contextvars(a=1)
     foreign = contextvars.copy_context().run(cs.bind_contextvars, b=2)
     with pytest.raises(ValueError, match="different context") as info:
         cs.reset_contextvars(**foreign)
     assert isinstance(info.value, ctxlog.ContextError)
-    # One good token and one foreign: nothing is reset, the good one still works.
+    assert cs.get_contextvars() == {"a": 1}
+    # Key by key, as structlog: a foreign token first changes nothing ...
+    with pytest.raises(ValueError, match="different context"):
+        cs.reset_contextvars(b=foreign["b"], a=mine["a"])
+    assert cs.get_contextvars() == {"a": 1}
+    # ... and after a good one, the good one is reset (once).
     with pytest.raises(ValueError, match="different context"):
         cs.reset_contextvars(a=mine["a"], b=foreign["b"])
-    assert cs.get_contextvars() == {"a": 1}
-    cs.reset_contextvars(**mine)
     assert cs.get_contextvars() == {}
+    with pytest.raises(RuntimeError, match="already used"):
+        cs.reset_contextvars(**mine)
+
+
+def test_a_bad_token_stops_the_reset_where_it_is() -> None:
+    first = cs.bind_contextvars(a=1, b=1)
+    second = cs.bind_contextvars(c=2)
+    with pytest.raises(ctxlog.ContextError):
+        cs.reset_contextvars(a=first["a"], c=second["c"], b="nope")  # type: ignore[arg-type]  # the misuse under test
+    assert cs.get_contextvars() == {"b": 1}
+    cs.reset_contextvars(b=first["b"])
+    assert cs.get_contextvars() == {}
+    with pytest.raises(TypeError, match="come from bind_contextvars"):
+        cs.ContextVarsToken()
 
 
 def test_reset_in_another_task_raises() -> None:
@@ -476,7 +493,8 @@ def test_bound_contextvars_on_generators() -> None:
 KEYS = st.sampled_from(["a", "b", "c"])
 OPS = st.one_of(
     st.tuples(st.just("bind"), st.dictionaries(KEYS, st.integers(0, 9), max_size=3)),
-    st.tuples(st.just("reset"), st.integers(0, 20), st.lists(KEYS, max_size=3)),
+    # Each key reset with the token of one of the earlier binds (maybe several).
+    st.tuples(st.just("reset"), st.lists(st.tuples(st.integers(0, 20), KEYS), max_size=4)),
     st.tuples(st.just("unbind"), st.lists(KEYS, max_size=3)),
     st.tuples(st.just("clear")),
     st.tuples(st.just("enter"), st.dictionaries(KEYS, st.integers(0, 9), max_size=3)),
@@ -504,11 +522,15 @@ def test_drop_in_behaves_like_structlog(ops: list[tuple[Any, ...]]) -> None:
                     (sl_contextvars.bind_contextvars(**op[1]), cs.bind_contextvars(**op[1]))
                 )
             elif kind == "reset" and binds:
-                theirs, ours = binds[op[1] % len(binds)]
-                keys = [k for k in dict.fromkeys(op[2]) if k in theirs]
-                assert _outcome(
-                    sl_contextvars.reset_contextvars, {k: theirs[k] for k in keys}
-                ) == _outcome(cs.reset_contextvars, {k: ours[k] for k in keys})
+                theirs: dict[str, Any] = {}
+                ours: dict[str, Any] = {}
+                for index, key in op[1]:
+                    sl_tokens, cs_tokens = binds[index % len(binds)]
+                    if key in sl_tokens and key not in theirs:
+                        theirs[key], ours[key] = sl_tokens[key], cs_tokens[key]
+                assert _outcome(sl_contextvars.reset_contextvars, theirs) == _outcome(
+                    cs.reset_contextvars, ours
+                )
             elif kind == "unbind":
                 sl_contextvars.unbind_contextvars(*op[1])
                 cs.unbind_contextvars(*op[1])
