@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 from ctxlog._context import ContextError
 
@@ -58,61 +58,75 @@ class _AsyncFlight:
         self.waiters = 0
 
 
-class _FnCache:
-    """One memoized function's results (and calls in progress) within one scope."""
+class _FnState:
+    """One memoized function's calls in progress within one scope, and, when
+    bounded, the order in which its results were used."""
 
-    __slots__ = ("done", "lock", "lru", "maxsize", "pending")
+    __slots__ = ("lock", "maxsize", "order", "pending")
 
     def __init__(self, maxsize: int | None) -> None:
-        self.lru: OrderedDict[Any, Any] | None = None if maxsize is None else OrderedDict()
-        # The same object as `lru` when bounded: reads go through one name.
-        self.done: dict[Any, Any] = {} if self.lru is None else self.lru
         self.pending: dict[Any, Any] = {}
         self.lock = threading.Lock()
         self.maxsize = maxsize
+        self.order: OrderedDict[Any, None] = OrderedDict()  # bounded caches only
 
-    def store(self, key: Any, value: Any) -> None:
-        """Keep *value*; call with the lock held."""
-        self.done[key] = value
-        lru = self.lru
-        if lru is not None and self.maxsize is not None and len(lru) > self.maxsize:
-            lru.popitem(last=False)
+    def store(self, results: dict[Any, Any], key: Any, value: Any) -> None:
+        """Keep *value* in *results*; call with the lock held."""
+        results[key] = value
+        if self.maxsize is not None:
+            order = self.order
+            order[key] = None
+            order.move_to_end(key)
+            if len(order) > self.maxsize:
+                oldest, _ = order.popitem(last=False)
+                results.pop(oldest, None)
 
-    def touch(self, lru: OrderedDict[Any, Any], key: Any) -> None:
-        """Mark *key* as just used in the bounded cache *lru* (``self.lru``)."""
+    def touch(self, key: Any) -> None:
+        """Mark *key* as just used (bounded caches only)."""
         with self.lock:
-            if key in lru:  # unless another thread evicted it meanwhile
-                lru.move_to_end(key)
+            if key in self.order:  # unless another thread evicted it meanwhile
+                self.order.move_to_end(key)
 
 
-class _Scope:
-    """The caches of one ``cache_scope()`` block."""
+# A scope is a plain dict, so that a cache hit is two dict subscripts (the
+# interpreter's fastest path): ``scope[fn][key]``.  It maps each memoized
+# function's key to its results, that function's state key to its _FnState,
+# and _LOCK to the scope's lock; closing the scope empties it, so a closed
+# scope is one without _LOCK.
+Scope: TypeAlias = dict[object, Any]
 
-    __slots__ = ("__weakref__", "caches", "closed", "lock")
-
-    def __init__(self) -> None:
-        self.caches: dict[object, _FnCache] = {}
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def cache_for(self, owner: object, maxsize: int | None) -> _FnCache | None:
-        """The cache of the memoized function *owner*; ``None`` once the scope closed."""
-        with self.lock:
-            if self.closed:
-                return None
-            cache = self.caches.get(owner)
-            if cache is None:
-                cache = self.caches[owner] = _FnCache(maxsize)
-            return cache
-
-    def close(self) -> None:
-        """Drop every cached result; later calls in this scope call through."""
-        with self.lock:
-            self.closed = True
-            self.caches = {}
+_LOCK: Final = object()
 
 
-_SCOPE: Final[ContextVar[_Scope | None]] = ContextVar("ctxlog.cache_scope", default=None)
+def _new_scope() -> Scope:
+    return {_LOCK: threading.Lock()}
+
+
+def _close(scope: Scope) -> None:
+    """Drop every cached result; later calls in this scope call through."""
+    with scope[_LOCK]:
+        scope.clear()
+
+
+def _caches(
+    scope: Scope, results_key: object, state_key: object, maxsize: int | None
+) -> tuple[dict[Any, Any], _FnState] | None:
+    """A function's results and state in *scope*, made on first use; ``None``
+    once the scope is closed."""
+    lock = scope.get(_LOCK)
+    if lock is None:
+        return None
+    with lock:
+        if _LOCK not in scope:  # closed meanwhile
+            return None
+        results = scope.get(results_key)
+        if results is None:
+            results = scope[results_key] = {}
+            scope[state_key] = _FnState(maxsize)
+        return results, scope[state_key]
+
+
+_SCOPE: Final[ContextVar[Scope | None]] = ContextVar("ctxlog.cache_scope", default=None)
 
 
 # --------------------------------------------------------------------------
@@ -139,10 +153,10 @@ class cache_scope:  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
     __slots__ = ("_entered",)
 
     def __init__(self) -> None:
-        self._entered: list[tuple[Any, _Scope]] = []
+        self._entered: list[tuple[Any, Scope]] = []
 
     def __enter__(self) -> None:
-        scope = _Scope()
+        scope = _new_scope()
         self._entered.append((_SCOPE.set(scope), scope))
 
     def __exit__(
@@ -152,7 +166,7 @@ class cache_scope:  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
         tb: TracebackType | None,
     ) -> None:
         token, scope = self._entered.pop()
-        scope.close()
+        _close(scope)
         try:
             _SCOPE.reset(token)
         except ValueError:
@@ -194,24 +208,24 @@ class cache_scope:  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                scope = _Scope()
+                scope = _new_scope()
                 token = _SCOPE.set(scope)
                 try:
                     return await coro_fn(*args, **kwargs)
                 finally:
-                    scope.close()
+                    _close(scope)
                     _SCOPE.reset(token)
 
             return async_wrapper
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            scope = _Scope()
+            scope = _new_scope()
             token = _SCOPE.set(scope)
             try:
                 return fn(*args, **kwargs)
             finally:
-                scope.close()
+                _close(scope)
                 _SCOPE.reset(token)
 
         return wrapper
@@ -234,20 +248,27 @@ def _unhashable(fn: Callable[..., Any], exc: TypeError) -> TypeError:
     )
 
 
-def _sync_miss(fn: Callable[..., R], cache: _FnCache, key: Any, args: Any, kwargs: Any) -> R:
+def _sync_miss(
+    fn: Callable[..., R],
+    found: tuple[dict[Any, Any], _FnState],
+    key: Any,
+    args: Any,
+    kwargs: Any,
+) -> R:
     """Call, or join the call in progress for *key*, and cache the result."""
+    results, state = found
     value: R
-    with cache.lock:
+    with state.lock:
         try:
-            if key in cache.done:
-                value = cache.done[key]
+            if key in results:
+                value = results[key]
                 return value
         except TypeError as exc:
             raise _unhashable(fn, exc) from None
-        flight: _Flight | None = cache.pending.get(key)
+        flight: _Flight | None = state.pending.get(key)
         mine = flight is None
         if flight is None:
-            flight = cache.pending[key] = _Flight()
+            flight = state.pending[key] = _Flight()
     if not mine:
         if flight.thread == threading.get_ident():
             # A recursive call with the same arguments: waiting for ourselves
@@ -258,81 +279,108 @@ def _sync_miss(fn: Callable[..., R], cache: _FnCache, key: Any, args: Any, kwarg
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:
-        with cache.lock:
-            del cache.pending[key]
+        with state.lock:
+            del state.pending[key]
         flight.future.set_exception(exc)  # the waiters share the outcome; not cached
         raise
-    with cache.lock:
-        del cache.pending[key]
-        cache.store(key, value)
+    with state.lock:
+        del state.pending[key]
+        state.store(results, key, value)
     flight.future.set_result(value)
     return value
 
 
 def _memoize_sync(fn: Callable[P, R], maxsize: int | None) -> Callable[P, R]:
-    owner = object()  # this function's slot in every scope
+    owner = object()  # this function's results in every scope
+    state_key = object()  # and its _FnState
+    current_scope = _SCOPE.get
+
+    def slow(scope: Scope, key: Any, args: Any, kwargs: Any) -> R:
+        found = _caches(scope, owner, state_key, maxsize)
+        if found is None:  # the scope ended while this thread still runs in it
+            return fn(*args, **kwargs)
+        return _sync_miss(fn, found, key, args, kwargs)
+
+    if maxsize is None:
+        # The hit path, kept to the bone: one ContextVar.get and two dict subscripts.
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            scope = current_scope()
+            if scope is None:
+                return fn(*args, **kwargs)
+            key = (*args, _KWMARK, *kwargs.items()) if kwargs else args
+            try:
+                return scope[owner][key]  # type: ignore[no-any-return]  # the cache holds R
+            except KeyError:
+                return slow(scope, key, args, kwargs)
+            except TypeError as exc:
+                raise _unhashable(fn, exc) from None
+
+        return wrapper
 
     @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        scope = _SCOPE.get()
+    def bounded(*args: P.args, **kwargs: P.kwargs) -> R:
+        scope = current_scope()
         if scope is None:
             return fn(*args, **kwargs)
         key = (*args, _KWMARK, *kwargs.items()) if kwargs else args
-        cache = scope.caches.get(owner)
-        if cache is not None:
-            try:
-                value: R = cache.done[key]
-            except KeyError:
-                pass
-            except TypeError as exc:
-                raise _unhashable(fn, exc) from None
-            else:
-                if cache.lru is not None:
-                    cache.touch(cache.lru, key)
-                return value
-        cache = scope.cache_for(owner, maxsize)
-        if cache is None:  # the scope ended while this thread still runs in it
-            return fn(*args, **kwargs)
-        return _sync_miss(fn, cache, key, args, kwargs)
+        try:
+            value: R = scope[owner][key]
+            state: _FnState = scope[state_key]
+        except KeyError:
+            return slow(scope, key, args, kwargs)
+        except TypeError as exc:
+            raise _unhashable(fn, exc) from None
+        state.touch(key)
+        return value
 
-    return wrapper
+    return bounded
 
 
 def _async_finished(
-    cache: _FnCache, key: Any, flight: _AsyncFlight, task: asyncio.Task[Any]
+    results: dict[Any, Any],
+    state: _FnState,
+    key: Any,
+    flight: _AsyncFlight,
+    task: asyncio.Task[Any],
 ) -> None:
-    with cache.lock:
-        if cache.pending.get(key) is flight:
-            del cache.pending[key]
+    with state.lock:
+        if state.pending.get(key) is flight:
+            del state.pending[key]
         if task.cancelled():
             return
         # Always retrieve the exception: nobody may be left to await it.
         if task.exception() is None:
-            cache.store(key, task.result())
+            state.store(results, key, task.result())
 
 
 async def _async_miss(
-    fn: Callable[..., Coroutine[Any, Any, R]], cache: _FnCache, key: Any, args: Any, kwargs: Any
+    fn: Callable[..., Coroutine[Any, Any, R]],
+    found: tuple[dict[Any, Any], _FnState],
+    key: Any,
+    args: Any,
+    kwargs: Any,
 ) -> R:
     """Start, or join the task in progress for *key*; the task caches its result."""
+    results, state = found
     import asyncio  # noqa: PLC0415 -- loaded already by the caller's event loop; kept off `import ctxlog`
 
     loop = asyncio.get_running_loop()
     value: R
-    with cache.lock:
+    with state.lock:
         try:
-            if key in cache.done:
-                value = cache.done[key]
+            if key in results:
+                value = results[key]
                 return value
         except TypeError as exc:
             raise _unhashable(fn, exc) from None
-        flight: _AsyncFlight | None = cache.pending.get(key)
+        flight: _AsyncFlight | None = state.pending.get(key)
         if flight is None:
             # The call runs as its own task, so that a cancelled caller does not
             # cancel it for the others; it runs in the first caller's context.
             task = loop.create_task(fn(*args, **kwargs))
-            flight = cache.pending[key] = _AsyncFlight(loop, task)
-            task.add_done_callback(functools.partial(_async_finished, cache, key, flight))
+            flight = state.pending[key] = _AsyncFlight(loop, task)
+            task.add_done_callback(functools.partial(_async_finished, results, state, key, flight))
         elif flight.loop is not loop:
             flight = None
     if flight is None:
@@ -348,9 +396,8 @@ async def _async_miss(
         if joined.waiters == 0 and not joined.task.done():
             # Every caller gave up (was cancelled): stop the call, and let the
             # next caller start a fresh one rather than await a cancelled task.
-            with cache.lock:
-                if cache.pending.get(key) is joined:
-                    del cache.pending[key]
+            with state.lock:
+                state.pending.pop(key, None)
             joined.task.cancel()
     return value
 
@@ -359,29 +406,30 @@ def _memoize_async(
     fn: Callable[P, Coroutine[Any, Any, R]], maxsize: int | None
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     owner = object()
+    state_key = object()
+    current_scope = _SCOPE.get
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        scope = _SCOPE.get()
+        scope = current_scope()
         if scope is None:
             return await fn(*args, **kwargs)
         key = (*args, _KWMARK, *kwargs.items()) if kwargs else args
-        cache = scope.caches.get(owner)
-        if cache is not None:
-            try:
-                value: R = cache.done[key]
-            except KeyError:
-                pass
-            except TypeError as exc:
-                raise _unhashable(fn, exc) from None
-            else:
-                if cache.lru is not None:
-                    cache.touch(cache.lru, key)
-                return value
-        cache = scope.cache_for(owner, maxsize)
-        if cache is None:
+        try:
+            value: R = scope[owner][key]
+            state: _FnState = scope[state_key]
+        except KeyError:
+            pass
+        except TypeError as exc:
+            raise _unhashable(fn, exc) from None
+        else:
+            if maxsize is not None:
+                state.touch(key)
+            return value
+        found = _caches(scope, owner, state_key, maxsize)
+        if found is None:
             return await fn(*args, **kwargs)
-        return await _async_miss(fn, cache, key, args, kwargs)
+        return await _async_miss(fn, found, key, args, kwargs)
 
     return wrapper
 

@@ -142,6 +142,7 @@ class TestSync:
             counter.add(key)
             return key
 
+        assert load("outside") == "outside"  # no scope: called through
         with ctxlog.cache_scope():
             load("a")
             load("b")
@@ -149,7 +150,7 @@ class TestSync:
             load("c")  # evicts b
             load("a")
             load("b")  # called again
-        assert counter.calls == ["a", "b", "c", "b"]
+        assert counter.calls == ["outside", "a", "b", "c", "b"]
 
     @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])
     def test_invalid_maxsize(self, bad: Any) -> None:
@@ -543,6 +544,65 @@ class TestAsync:
 
         ref = asyncio.run(main())
         assert collected(ref)
+
+
+class TestRaces:
+    """Paths taken when another thread or task gets there first, driven directly."""
+
+    def test_result_stored_between_the_fast_path_and_the_lock(self) -> None:
+        from ctxlog._memo import _async_miss, _FnState, _sync_miss  # noqa: PLC0415 -- internals
+
+        def never(*args: Any) -> Any:
+            raise AssertionError
+
+        state = _FnState(None)
+        results = {("k",): "stored by another thread"}
+        assert _sync_miss(never, (results, state), ("k",), ("k",), {}) == results[("k",)]
+
+        async def anever(*args: Any) -> Any:
+            raise AssertionError
+
+        async def main() -> Any:
+            return await _async_miss(anever, (results, state), ("k",), ("k",), {})
+
+        assert asyncio.run(main()) == results[("k",)]
+
+    def test_touch_after_eviction(self) -> None:
+        from ctxlog._memo import _FnState  # noqa: PLC0415 -- internals
+
+        state = _FnState(1)
+        results: dict[Any, Any] = {}
+        state.store(results, "a", 1)
+        state.store(results, "b", 2)  # evicts a
+        state.touch("a")  # a reader that found "a" just before: no error
+        assert results == {"b": 2}
+        assert list(state.order) == ["b"]
+
+    def test_bounded_cache_after_the_scope_closed_and_unhashable(self) -> None:
+        counter = Counter()
+
+        @ctxlog.memoize(maxsize=4)
+        def load(key: Any) -> Any:
+            counter.add(key)
+            return key
+
+        release = threading.Event()
+
+        def late() -> list[Any]:
+            load("a")
+            release.wait(timeout=10)
+            return [load("a"), load("a")]
+
+        with ctxlog.ThreadPoolExecutor(1) as pool:
+            with ctxlog.cache_scope():
+                future = pool.submit(late)
+                while not counter.calls:
+                    time.sleep(0.001)
+                with pytest.raises(TypeError, match="load"):
+                    load(["unhashable"])
+            release.set()
+            assert future.result(timeout=10) == ["a", "a"]
+        assert counter.calls == ["a", "a", "a"]
 
 
 class TestCacheScope:
