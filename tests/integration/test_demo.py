@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import pytest
+
+import ctxlog
 from ctxlog import _demo
 from ctxlog._check import check_lines
 
@@ -62,3 +67,53 @@ def test_python_m_ctxlog_demo(tmp_path: Path) -> None:
     assert "ids: 30  missing id: 0  crossed: 0" in result.stdout
     assert "OK: every line carries the id" in result.stdout
     assert output.stat().st_size > 0
+
+
+def test_main_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _demo.main(16, tmp_path / "demo.jsonl") == 0
+    out = capsys.readouterr().out
+    assert "ids: 16  missing id: 0  crossed: 0" in out
+    assert out.rstrip().endswith("OK: every line carries the id of the request that caused it")
+
+
+def test_the_demo_catches_a_pool_that_loses_the_context(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the standard library's pool, worker threads lose the request: the demo fails."""
+    monkeypatch.setattr(ctxlog, "ThreadPoolExecutor", concurrent.futures.ThreadPoolExecutor)
+    assert _demo.main(8, tmp_path / "demo.jsonl", limit=3) == 1
+    out = capsys.readouterr().out
+    assert "missing id: 0 " not in out
+    assert ": missing: no request_id" in out
+    assert "0 lines 'stored order', expected 1" in out
+    assert "FAIL:" in out
+
+
+def sent(n: int, header: object = None, **fields: object) -> _demo.Sent:
+    item = _demo.Sent(n, header, None, status=200, request_id=f"id-{n}", body_id=f"id-{n}")
+    for name, value in fields.items():
+        setattr(item, name, value)
+    return item
+
+
+def test_the_verifier_reports_every_kind_of_mismatch() -> None:
+    good = Counter(dict(_demo._EXPECTED))
+    assert _demo._check_request(sent(1), good, sql=4) == []
+    assert _demo._check_request(sent(1, status=500), good, sql=4) == [
+        "request 1: HTTP 500, header id 'id-1', body id 'id-1'"
+    ]
+    assert _demo._check_request(sent(1, "has space"), good, sql=4) == [
+        "request 1: hostile header, but the id is 'id-1'",
+        "request 1: 0 lines 'Rejected the', expected 1",
+    ]
+    assert _demo._check_request(sent(1, "demo-1"), good, sql=4) == [
+        "request 1: sent 'demo-1', got 'id-1'"
+    ]
+    assert _demo._check_request(sent(1), good, sql=1) == ["request 1: only 1 SQLAlchemy lines"]
+    records = [{"request_id": "stranger", "logger": "x", "message": "order 1 received"}]
+    raw_log = b"has space"
+    problems = _demo._verify([sent(1, "has space"), sent(2, request_id="id-1")], records, raw_log)
+    assert "a line carries the id 'stranger', which no response had" in problems
+    assert "2 requests got 1 distinct ids" in problems
+    assert "request 1: the hostile value b'has space' is in the log" in problems
+    assert _demo._records(["{}", "not json", "[1]", '{"a": 1}']) == [{}, {"a": 1}]
