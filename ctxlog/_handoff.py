@@ -121,10 +121,9 @@ class Snapshot(Mapping[str, Any]):
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_data", "_payload")
+    __slots__ = ("_data",)
 
     _data: dict[str, Any]
-    _payload: bytes | None
 
     #: The header name used by :meth:`to_headers` and :meth:`from_headers`.
     HEADER: Final = CONTEXT_HEADER
@@ -133,15 +132,13 @@ class Snapshot(Mapping[str, Any]):
         data = dict(values) if values else {}
         for key in data:
             _check_key(key, "Snapshot")
-        object.__setattr__(self, "_data", _visible(data))
-        object.__setattr__(self, "_payload", None)
+        _set_data(self, _visible(data))
 
     @classmethod
     def _of(cls, data: dict[str, Any]) -> Snapshot:
         """Wrap *data* without copying; the caller guarantees nobody mutates it."""
-        snap = cls.__new__(cls)
-        object.__setattr__(snap, "_data", data)
-        object.__setattr__(snap, "_payload", None)
+        snap = _new_snapshot(cls)
+        _set_data(snap, data)
         return snap
 
     # -- the mapping -------------------------------------------------------
@@ -201,19 +198,12 @@ class Snapshot(Mapping[str, Any]):
 
     # -- pickling ----------------------------------------------------------
 
-    def _pickled(self) -> bytes:
-        payload = self._payload
-        if payload is None:
-            payload = _dumps(self._data, "raise")
-            object.__setattr__(self, "_payload", payload)
-        return payload
-
     def __reduce__(self) -> tuple[Any, ...]:
         # The values travel as one pickled blob, so that a value that cannot be
         # pickled is named in a ContextError here, and one that cannot be
         # unpickled on the other side fails there with a ContextError instead
         # of breaking whatever carries the snapshot (a pool's call queue).
-        return (_snapshot_from_payload, (self._pickled(),))
+        return (_snapshot_from_payload, (_dumps(self._data, "raise"),))
 
     # -- headers -----------------------------------------------------------
 
@@ -285,6 +275,11 @@ class Snapshot(Mapping[str, Any]):
             return cls._of(_EMPTY)
         data = _parse_header(text)
         return cls._of(data)
+
+
+# Snapshot's own __setattr__ refuses; these set its one slot directly (and fast).
+_set_data: Final[Callable[[Snapshot, dict[str, Any]], None]] = Snapshot.__dict__["_data"].__set__
+_new_snapshot: Final = object.__new__
 
 
 def snapshot() -> Snapshot:
@@ -556,9 +551,13 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
 
         return cast("Callable[P, R]", async_wrapper)
 
+    copy = ctx.copy
+
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        return ctx.copy().run(fn, *args, **kwargs)
+        if kwargs:
+            return copy().run(fn, *args, **kwargs)
+        return copy().run(fn, *args)  # type: ignore[call-arg]  # P.args alone: no keywords given
 
     return wrapper
 

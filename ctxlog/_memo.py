@@ -82,10 +82,15 @@ class _FnState:
                 results.pop(oldest, None)
 
     def touch(self, key: Any) -> None:
-        """Mark *key* as just used (bounded caches only)."""
-        with self.lock:
-            if key in self.order:  # unless another thread evicted it meanwhile
-                self.order.move_to_end(key)
+        """Mark *key* as just used (bounded caches only).
+
+        No lock: ``move_to_end`` is atomic, and a key that another thread has
+        just evicted is simply not there any more.
+        """
+        try:  # noqa: SIM105 -- cheaper than contextlib.suppress on the hit path
+            self.order.move_to_end(key)
+        except KeyError:
+            pass
 
 
 # A scope is a plain dict, so that a cache hit is two dict subscripts (the
