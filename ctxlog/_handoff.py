@@ -307,10 +307,6 @@ def _snapshot_from_payload(payload: bytes) -> Snapshot:
 
 # -- pickling --------------------------------------------------------------
 
-# (mapping, its pickle): the store's mappings are never mutated, so a pool that
-# submits many tasks from one context pickles its values once.
-_last_payload: tuple[object, bytes] = (object(), b"")
-
 
 def _picklable(value: Any) -> bool:
     try:
@@ -322,12 +318,10 @@ def _picklable(value: Any) -> bool:
 
 def _dumps(data: dict[str, Any], on_unpicklable: UnpicklablePolicy) -> bytes:
     """Pickle the context values; ``b""`` stands for an empty context."""
-    global _last_payload  # noqa: PLW0603 -- a one-entry cache, swapped atomically
+    # No cache keyed on the mapping: it would keep a finished request's values
+    # alive, and pickling a few values costs far less than the process hop.
     if not data:
         return b""
-    last = _last_payload
-    if last[0] is data:
-        return last[1]
     try:
         payload = pickle.dumps(data, protocol=_PICKLE_PROTOCOL)
     except Exception as exc:
@@ -345,7 +339,6 @@ def _dumps(data: dict[str, Any], on_unpicklable: UnpicklablePolicy) -> bytes:
             "use ProcessPoolExecutor(on_unpicklable='str') to send str(value)."
         )
         raise ContextError(msg) from exc
-    _last_payload = (data, payload)
     return payload
 
 
