@@ -12,6 +12,7 @@ import functools
 import inspect
 import sys
 import threading
+from builtins import set as builtins_set
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -92,6 +93,14 @@ class ContextError(RuntimeError):
 _registry: tuple[tuple[ContextVar[Any], str], ...] = ()
 _registry_lock = threading.Lock()
 
+#: Registered names that unbind() has hidden at some point.  A hidden name is a
+#: marker in the store, which only the merge removes; readers skip the merge
+#: while the registry is empty.  So unregistering such a name leaves a
+#: placeholder (a variable that is never set) in the registry, keeping the merge
+#: on for contexts that may still hold the marker.
+_ever_hidden: builtins_set[str] = builtins_set()
+_placeholders: builtins_set[ContextVar[Any]] = builtins_set()
+
 
 def register(var: ContextVar[Any], name: str | None = None) -> None:
     """Merge a foreign :class:`~contextvars.ContextVar` into the context under *name*.
@@ -115,13 +124,16 @@ def register(var: ContextVar[Any], name: str | None = None) -> None:
     _check_key(key, "register")
     with _registry_lock:
         for other, other_name in _registry:
-            if other_name == key and other is not var:
+            if other_name == key and other is not var and other not in _placeholders:
                 msg = (
                     f"register(): the name {key!r} is already used by another registered "
                     f"ContextVar ({other!r}). Pass a different name=, or unregister() it first."
                 )
                 raise ContextError(msg)
-        _registry = (*((v, n) for v, n in _registry if v is not var), (var, key))
+        kept = (
+            (v, n) for v, n in _registry if v is not var and not (n == key and v in _placeholders)
+        )
+        _registry = (*kept, (var, key))
 
 
 def unregister(var: ContextVar[Any]) -> None:
@@ -134,9 +146,14 @@ def unregister(var: ContextVar[Any]) -> None:
     global _registry  # noqa: PLW0603 -- see register()
     with _registry_lock:
         remaining = tuple((v, n) for v, n in _registry if v is not var)
-        if len(remaining) == len(_registry):
+        if len(remaining) == len(_registry) or var in _placeholders:
             msg = f"unregister(): {var!r} is not registered with ctxlog.register()."
             raise ContextError(msg)
+        (name,) = (n for v, n in _registry if v is var)
+        if name in _ever_hidden:
+            placeholder: ContextVar[Any] = ContextVar(f"ctxlog.unregistered:{name}")
+            _placeholders.add(placeholder)
+            remaining = (*remaining, (placeholder, name))
         _registry = remaining
 
 
@@ -259,6 +276,7 @@ def _bound_without(keys: tuple[str, ...]) -> dict[str, Any]:
     for key in keys:
         if key in registered:
             new[key] = _HIDDEN
+            _ever_hidden.add(key)
     return new
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import logging
 import random
 import threading
 from collections.abc import Generator
@@ -14,6 +15,7 @@ import pytest
 
 import ctxlog
 from ctxlog import ContextError
+from tests.conftest import Captured
 
 
 def snapshot() -> dict[str, Any]:
@@ -397,3 +399,27 @@ class TestIsolation:
         for t in threads:
             t.join()
         assert seen == {n: {"n": n} for n in range(8)}
+
+
+class TestUnregisterWhileHidden:
+    def test_hidden_marker_never_leaks_after_unregister(self, captured: Captured) -> None:
+        from ctxlog import ContextFilter  # noqa: PLC0415 -- the reader under test
+
+        captured.handler.setFormatter(logging.Formatter("%(message)s %(corr)s"))
+        captured.handler.addFilter(ContextFilter(defaults={"corr": "-"}))
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("corr", default="c")
+        ctxlog.register(var)
+        with ctxlog.unbind("corr"):
+            ctxlog.unregister(var)
+            assert dict(ctxlog.current()) == {}
+            assert ctxlog.get("corr", "d") == "d"
+            captured.logger.info("hidden")
+            other: contextvars.ContextVar[str] = contextvars.ContextVar("x", default="o")
+            ctxlog.register(other, "corr")  # the name is free again
+            assert ctxlog.get("corr") is None  # still hidden inside this block
+        assert ctxlog.get("corr") == "o"
+        ctxlog.unregister(other)
+        captured.logger.info("after")
+        assert captured.lines() == ["hidden -", "after -"]
+        with pytest.raises(ContextError, match="not registered"):
+            ctxlog.unregister(var)
