@@ -9,7 +9,6 @@ it is set (copy-on-write).  Reading the whole context is therefore one
 from __future__ import annotations
 
 import functools
-import inspect
 import sys
 import threading
 from builtins import set as builtins_set
@@ -403,6 +402,9 @@ class _Binding:
         functions (sync and async) in a private context for the whole iteration
         (see :func:`isolate`).
         """
+        # Imported here: inspect costs more to import than the rest of ctxlog's core.
+        import inspect  # noqa: PLC0415
+
         if inspect.isasyncgenfunction(fn):
             agen_fn = fn
 
@@ -561,7 +563,7 @@ def isolate(gen: Generator[Y, S, R]) -> Generator[Y, S, R]:
 
     .. versionadded:: 0.1.0
     """
-    if not inspect.isgenerator(gen) and not isinstance(gen, Generator):
+    if not isinstance(gen, Generator):
         msg = f"isolate() takes a generator object, not {type(gen).__name__}."
         raise ContextError(msg)
     return _Isolated(gen, copy_context())
@@ -665,7 +667,7 @@ def aisolate(agen: AsyncGenerator[Y, S]) -> AsyncGenerator[Y, S]:
 
     .. versionadded:: 0.1.0
     """
-    if not inspect.isasyncgen(agen) and not isinstance(agen, AsyncGenerator):
+    if not isinstance(agen, AsyncGenerator):
         msg = f"aisolate() takes an async generator object, not {type(agen).__name__}."
         raise ContextError(msg)
     return _AsyncIsolated(agen, copy_context())
