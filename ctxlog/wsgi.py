@@ -108,7 +108,13 @@ class RequestContextMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         policy = self._policy
         raw = environ.get(self._environ_key)
+        if raw is not None:
+            # Whitespace around a field value is not part of it (RFC 9110, 5.5);
+            # not every WSGI server strips it.
+            raw = raw.strip(" \t")
         traceparent = environ.get("HTTP_TRACEPARENT")
+        if traceparent is not None:
+            traceparent = traceparent.strip(" \t")
         path = None
         client = None
         if policy.request_fields:

@@ -176,3 +176,12 @@ def test_uvicorn(uvicorn_server: UvicornServer, hostile: Hostile) -> None:
 @example(Hostile((MARKER + b"x" * 60_000,)))
 def test_werkzeug(werkzeug_server: WerkzeugServer, hostile: Hostile) -> None:
     check(hostile, werkzeug_server.port, joined=True)
+
+
+def test_surrounding_whitespace_is_not_part_of_the_value(
+    werkzeug_server: WerkzeugServer, uvicorn_server: UvicornServer
+) -> None:
+    """HTTP strips optional whitespace around a value; werkzeug leaves trailing tabs in."""
+    for value in (b"zq\t", b"zq ", b" zq", b"zq\t \t", b"\tzq-1.a:b_c \t"):
+        check(Hostile((value,)), werkzeug_server.port, joined=True)
+        check(Hostile((value,)), uvicorn_server.port, joined=False)

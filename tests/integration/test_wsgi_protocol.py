@@ -94,6 +94,13 @@ def test_valid_header_is_bound_and_echoed() -> None:
     assert ctxlog.current() == {}
 
 
+def test_whitespace_around_values_is_not_part_of_them() -> None:
+    seen: list[dict[str, Any]] = []
+    app = RequestContextMiddleware(context_app(seen))
+    call(app, environ(HTTP_X_REQUEST_ID="abc-1\t ", HTTP_TRACEPARENT=f" {TRACEPARENT}\t"))
+    assert seen == [{"request_id": "abc-1", "trace_id": "0af7651916cd43dd8448eb211c80319c"}]
+
+
 def test_repeated_headers_arrive_joined_and_are_rejected(warnings: Captured) -> None:
     seen: list[dict[str, Any]] = []
     started, _ = call(
