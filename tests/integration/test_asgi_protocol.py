@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -411,3 +413,15 @@ def test_concurrent_tasks_in_one_loop_keep_their_ids() -> None:
 
     asyncio.run(main())
     assert seen_ids == {n: [f"id-{n}"] * 5 for n in range(50)}
+
+
+def test_the_web_modules_import_no_framework() -> None:
+    code = (
+        "import sys, ctxlog.asgi, ctxlog.wsgi, ctxlog.headers\n"
+        "names = ('starlette', 'fastapi', 'flask', 'werkzeug', 'uvicorn', 'httpx', 'anyio')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in names))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
