@@ -425,3 +425,27 @@ def test_the_web_modules_import_no_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_cache_scope_per_request() -> None:
+    calls: list[str] = []
+
+    @ctxlog.memoize
+    async def load(name: str) -> str:
+        calls.append(name)
+        await asyncio.sleep(0)
+        return name.upper()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        results = await asyncio.gather(load("x"), load("x"), load("x"))
+        assert list(results) == ["X", "X", "X"]
+        await send({"type": "http.response.start", "status": 204})
+
+    seen = Seen()
+    middleware = RequestContextMiddleware(app)
+    for _ in range(3):
+        run(middleware, http_scope(), seen)
+    assert calls == ["x", "x", "x"]  # once per request, never shared between requests
+    assert asyncio.run(load("y")) == "Y"  # outside a request: called through
+    assert asyncio.run(load("y")) == "Y"
+    assert calls[-2:] == ["y", "y"]
