@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import inspect
 import json
 import math
 import pickle
@@ -24,7 +23,6 @@ from typing import Any, Final, Literal, ParamSpec, Protocol, TypeAlias, TypeVar,
 
 from ctxlog._context import (
     _EMPTY,
-    _HIDDEN,
     _STORE,
     ContextError,
     _AsyncIsolated,
@@ -81,14 +79,6 @@ HeadersLike: TypeAlias = _HasItems | Iterable[tuple[Any, Any]]
 # --------------------------------------------------------------------------
 
 
-def _visible(data: Mapping[str, Any]) -> dict[str, Any]:
-    """*data* without the markers :func:`ctxlog.unbind` leaves for registered names."""
-    for value in data.values():
-        if value is _HIDDEN:
-            return {k: v for k, v in data.items() if v is not _HIDDEN}
-    return cast("dict[str, Any]", data)
-
-
 class _Applied(_Binding):
     """``with snap.apply():``: the snapshot's values replace the bound context."""
 
@@ -132,7 +122,7 @@ class Snapshot(Mapping[str, Any]):
         data = dict(values) if values else {}
         for key in data:
             _check_key(key, "Snapshot")
-        _set_data(self, _visible(data))
+        _set_data(self, data)
 
     @classmethod
     def _of(cls, data: dict[str, Any]) -> Snapshot:
@@ -292,8 +282,8 @@ def snapshot() -> Snapshot:
 
     .. versionadded:: 0.1.0
     """
-    data = _merged()
-    return Snapshot._of(_visible(data))
+    # _merged() gives the store's own dict (or a merged copy): never mutated.
+    return Snapshot._of(cast("dict[str, Any]", _merged()))
 
 
 def _call_bound(data: dict[str, Any], fn: Callable[..., R], args: Any, kwargs: Any) -> R:
@@ -516,6 +506,8 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
 
     .. versionadded:: 0.1.0
     """
+    import inspect  # noqa: PLC0415 -- costly to import; see ctxlog._context.bind
+
     ctx = copy_context()
     if inspect.isasyncgenfunction(fn):
         agen_fn = fn

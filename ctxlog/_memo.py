@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -201,6 +200,8 @@ class cache_scope:  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate *fn* so every call runs in a new scope."""
+        import inspect  # noqa: PLC0415 -- costly to import; see ctxlog._context.bind
+
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             msg = (
                 f"cache_scope() cannot decorate the generator function {fn.__qualname__}: "
@@ -478,6 +479,8 @@ def memoize(
         raise ContextError(msg)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        import inspect  # noqa: PLC0415 -- costly to import; see ctxlog._context.bind
+
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             msg = (
                 f"memoize cannot cache the generator function {fn.__qualname__}: a "

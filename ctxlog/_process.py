@@ -11,10 +11,10 @@ import concurrent.futures
 import concurrent.futures.process
 from collections.abc import Callable
 from contextvars import Context, copy_context
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from ctxlog._context import ContextError, _merged
-from ctxlog._handoff import UnpicklablePolicy, _call_bound, _dumps, _loads, _visible
+from ctxlog._handoff import UnpicklablePolicy, _call_bound, _dumps, _loads
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -73,7 +73,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
 
         .. versionadded:: 0.1.0
         """
-        payload = _dumps(_visible(_merged()), self.on_unpicklable)
+        payload = _dumps(cast("dict[str, Any]", _merged()), self.on_unpicklable)
         # Processes forked during this call copy the calling thread's context:
         # fork them from an empty one.
         return Context().run(super().submit, _call_with_payload, payload, fn, args, kwargs)

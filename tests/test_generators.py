@@ -225,6 +225,35 @@ class TestAisolate:
         asyncio.run(main())
         assert captured.lines() == ["r-shutdown|agen|cleanup"]
 
+    def test_cancelled_while_awaiting_inside_the_generator(self, captured: Captured) -> None:
+        log = fmt(captured)
+
+        async def slow() -> AsyncGenerator[int, None]:
+            async with ctxlog.bind(step="slow"):
+                try:
+                    await asyncio.sleep(10)
+                    yield 1
+                except asyncio.CancelledError:
+                    log.info("cancelled inside")
+                    raise
+                finally:
+                    log.info("cleanup")
+
+        async def main() -> str:
+            async with ctxlog.bind(request_id="r-1"):
+                agen = ctxlog.aisolate(slow())
+            consumer = asyncio.create_task(agen.__anext__())
+            await asyncio.sleep(0.01)
+            consumer.cancel()
+            try:
+                await consumer
+            except asyncio.CancelledError:
+                return "consumer cancelled"
+            return "not cancelled"
+
+        assert asyncio.run(main()) == "consumer cancelled"
+        assert captured.lines() == ["r-1|slow|cancelled inside", "r-1|slow|cleanup"]
+
     def test_without_an_event_loop_hook(self) -> None:
         async def numbers() -> AsyncGenerator[Any, None]:
             with ctxlog.bind(step="inner"):
