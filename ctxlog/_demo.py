@@ -59,7 +59,7 @@ from ctxlog.stdlib import json_formatter
 
 __all__ = ["DemoResult", "main", "run"]
 
-LOGGER = "ctxlog.demo"
+LOGGER = "demo.orders"
 log = logging.getLogger(LOGGER)
 
 #: Header values the load generator sends to some requests; each must be replaced.

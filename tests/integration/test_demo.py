@@ -26,7 +26,7 @@ def test_the_demo_runs_clean(tmp_path: Path) -> None:
     records = [json.loads(line) for line in output.read_text("utf-8").splitlines()]
     assert len(records) == result.lines > 60 * 10
     loggers = {record["logger"] for record in records}
-    assert {"ctxlog.demo", "ctxlog.asgi", "uvicorn.access"} <= loggers
+    assert {"demo.orders", "ctxlog.asgi", "uvicorn.access"} <= loggers
     assert any(name.startswith("sqlalchemy.engine") for name in loggers)
     # Every line has the id; the JSON carries the request fields the demo asked for.
     assert all(record["request_id"] not in ("", "-") for record in records)
