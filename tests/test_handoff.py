@@ -9,6 +9,7 @@ import gc
 import io
 import json
 import logging
+import logging.config
 import logging.handlers
 import multiprocessing
 import pickle
@@ -960,6 +961,50 @@ class TestQueueHandler:
         assert prepared.__dict__["lock"] == str(lock)
         assert record.__dict__["lock"] is lock
         assert prepared.msg == "m a"
+
+    def test_from_dict_config(self) -> None:
+        stream = io.StringIO()
+        handlers: dict[str, Any] = {
+            "out": {"class": "logging.StreamHandler", "stream": stream, "formatter": "plain"}
+        }
+        if sys.version_info >= (3, 12):  # dictConfig builds the listener (handler.listener)
+            handlers["q"] = {"class": "ctxlog.QueueHandler", "handlers": ["out"]}
+        else:
+            log_queue: queue.Queue[logging.LogRecord] = queue.Queue()
+            handlers["q"] = {"class": "ctxlog.QueueHandler", "queue": log_queue}
+        # Python 3.12 passes only the queue to a QueueHandler class it builds, so
+        # filter options go in a filter of their own.
+        handlers["q"]["filters"] = ["defaults"]
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "filters": {
+                    "defaults": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}
+                },
+                "formatters": {"plain": {"format": "[%(request_id)s] %(message)s"}},
+                "handlers": handlers,
+                "loggers": {"ctxlog.test.dictconfig": {"handlers": ["q"], "propagate": False}},
+            }
+        )
+        log = logging.getLogger("ctxlog.test.dictconfig")
+        (handler,) = log.handlers
+        assert isinstance(handler, ctxlog.QueueHandler)
+        listener = getattr(handler, "listener", None)
+        if listener is None:  # before 3.12 the listener is the application's own
+            out = logging.StreamHandler(stream)
+            out.setFormatter(logging.Formatter("[%(request_id)s] %(message)s"))
+            listener = logging.handlers.QueueListener(handler.queue, out)
+        listener.start()
+        try:
+            with ctxlog.bind(request_id="r-1"):
+                log.warning("configured")
+            log.warning("outside")
+        finally:
+            listener.stop()
+            log.removeHandler(handler)
+            handler.close()
+        assert stream.getvalue().splitlines() == ["[r-1] configured", "[-] outside"]
 
     @pytest.mark.parametrize("method", START_METHODS)
     def test_across_processes(self, method: str) -> None:
