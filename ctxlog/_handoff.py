@@ -245,9 +245,8 @@ class Snapshot(Mapping[str, Any]):
         *headers* is anything with ``.items()`` (``dict``, ``http.server``'s
         ``self.headers``, Starlette, requests and werkzeug headers) or an
         iterable of ``(name, value)`` pairs (ASGI ``scope["headers"]``); names
-        and values may be
-        ``str`` or ``bytes``, names match case-insensitively.  No
-        :data:`CONTEXT_HEADER` header gives an empty snapshot.
+        and values may be ``str`` or ``bytes``, names match case-insensitively.
+        No :data:`CONTEXT_HEADER` header gives an empty snapshot.
 
         Hostile input never hangs or crashes: the length is checked first, the
         nesting depth before parsing, and anything that is not what
