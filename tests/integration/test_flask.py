@@ -220,10 +220,10 @@ def test_one_thread_server_carries_nothing_over(
     single_thread_server: WerkzeugServer, lines: LineCapture
 ) -> None:
     url = single_thread_server.url
-    with requests.Session() as session:
+    with requests.Session() as http:
         for n in range(10):
             headers = {"X-Request-ID": f"one-{n}"} if n % 2 else {}
-            response = session.get(f"{url}/leak/{n}", headers=headers, timeout=10)
+            response = http.get(f"{url}/leak/{n}", headers=headers, timeout=10)
             before = response.json()["before"]
             request_id = response.headers["X-Request-ID"]
             # only what the middleware bound: no user, no id from the request before

@@ -104,7 +104,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 ROUTES = [
-    Route("/work/{n}", work),
+    Route("/jobs/{n}", work),
     Route("/stream/{n}", stream),
     Route("/background/{n}", background),
     Route("/boom/{n}", boom),
@@ -157,7 +157,7 @@ def test_200_concurrent_requests_do_not_cross(server: UvicornServer, lines: Line
             sent = HOSTILE[n % len(HOSTILE)]
         if sent is not None:
             headers[b"X-Request-ID"] = sent if isinstance(sent, bytes) else sent.encode()
-        response = await client.get(f"/work/{n}", headers=headers)
+        response = await client.get(f"/jobs/{n}", headers=headers)
         assert response.status_code == 200
         assert response.json()["request_id"] == response.headers["x-request-id"]
         return n, response.headers["x-request-id"], sent
@@ -286,7 +286,7 @@ def test_requests_from_many_threads(server: UvicornServer, lines: LineCapture) -
         try:
             with httpx.Client(base_url=server.url) as client:
                 for j in range(5):
-                    response = client.get(f"/work/t{k}x{j}", headers={"X-Request-ID": f"t{k}x{j}"})
+                    response = client.get(f"/jobs/t{k}x{j}", headers={"X-Request-ID": f"t{k}x{j}"})
                     assert response.headers["x-request-id"] == f"t{k}x{j}"
         except BaseException as exc:
             errors.append(exc)
