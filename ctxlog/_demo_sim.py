@@ -2,7 +2,7 @@
 
 Each request binds its own id, awaits, hops to worker threads through
 ``asyncio.to_thread`` and through a plain ``ThreadPoolExecutor`` via
-``ctxlog.wrap``-style context copies, and logs JSON lines that mention its own
+``ctxlog.wrap``, and logs JSON lines that mention its own
 id in the message.  The lines are then checked: each must carry the id of the
 request that wrote it.
 """
@@ -10,38 +10,16 @@ request that wrote it.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import random
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
 
 import ctxlog
 from ctxlog._check import CheckReport, check_files
 
-R = TypeVar("R")
-
 LOGGER = "ctxlog.demo"
-
-
-def _in_copy(fn: Callable[..., R]) -> Callable[..., R]:
-    """Run *fn* in a fresh copy of the caller's context at each call.
-
-    ``ctxlog.wrap`` does the same; this keeps the simulated demo free of the
-    handoff module so it runs with the smallest install.
-    """
-    wrapped: Any = getattr(ctxlog, "wrap", None)
-    if wrapped is not None:
-        return wrapped(fn)  # type: ignore[no-any-return]  # ctxlog.wrap keeps fn's type
-    ctx = contextvars.copy_context()
-
-    def call(*args: Any) -> R:
-        return ctx.copy().run(fn, *args)
-
-    return call
 
 
 def _blocking_work(rid: str, step: int) -> int:
@@ -59,7 +37,7 @@ async def _request(n: int, pool: ThreadPoolExecutor) -> None:
         await asyncio.sleep(random.random() / 100)
         await asyncio.to_thread(_blocking_work, rid, 1)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(pool, _in_copy(_blocking_work), rid, 2)
+        await loop.run_in_executor(pool, ctxlog.wrap(_blocking_work), rid, 2)
         await asyncio.sleep(random.random() / 100)
         log.info("end %s", rid)
 
@@ -77,6 +55,7 @@ def run(requests: int, output: Path) -> CheckReport:
     handler.setFormatter(json_formatter())
     handler.addFilter(ctxlog.ContextFilter(defaults={"request_id": "-"}))
     demo_logger = logging.getLogger(LOGGER)
+    level, propagate = demo_logger.level, demo_logger.propagate
     demo_logger.addHandler(handler)
     demo_logger.setLevel(logging.INFO)
     demo_logger.propagate = False
@@ -84,5 +63,7 @@ def run(requests: int, output: Path) -> CheckReport:
         asyncio.run(_main(requests))
     finally:
         demo_logger.removeHandler(handler)
+        demo_logger.setLevel(level)
+        demo_logger.propagate = propagate
         handler.close()
     return check_files([output])
