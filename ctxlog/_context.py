@@ -368,15 +368,38 @@ class _Binding:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token = self._tokens.pop()
+        tokens = self._tokens
+        token = tokens[-1]
         try:
             _STORE.reset(token)
-        except ValueError:
-            msg = (
-                f"{type(self).__name__}() block left in a different context than it was "
-                f"entered in, so the previous context cannot be restored. {_GENERATOR_HINT}"
-            )
-            raise ContextError(msg) from exc
+        except (ValueError, RuntimeError):  # another context's token (RuntimeError: just used)
+            token = self._reset_own_token(exc)
+        # By identity, not pop(): another task or thread using this same object
+        # may have entered since, and its token stays until it leaves.
+        tokens.remove(token)
+
+    def _reset_own_token(self, exc: BaseException | None) -> _VarToken[dict[str, Any]]:
+        """Reset and return the newest token entered in the current context.
+
+        One object used as ``with`` by several tasks or threads at once holds
+        their tokens interleaved; a token resets only in the context that made
+        it, and within one context the newest entry leaves first.
+        """
+        for token in self._tokens[-2::-1]:
+            try:
+                _STORE.reset(token)
+            except (ValueError, RuntimeError):
+                continue
+            return token
+        # None is: this block was entered elsewhere (a bind held across a yield).
+        # Drop the newest token, as a lone object would, so that an enclosing
+        # block of this same object still restores what it found.
+        self._tokens.pop()
+        msg = (
+            f"{type(self).__name__}() block left in a different context than it was "
+            f"entered in, so the previous context cannot be restored. {_GENERATOR_HINT}"
+        )
+        raise ContextError(msg) from exc
 
     async def __aenter__(self) -> None:
         self.__enter__()

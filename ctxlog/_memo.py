@@ -169,17 +169,28 @@ class cache_scope:  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token, scope = self._entered.pop()
-        _close(scope)
-        try:
-            _SCOPE.reset(token)
-        except ValueError:
-            msg = (
-                "cache_scope() block left in a different context than it was entered in "
-                "(another task or thread, or a generator resumed elsewhere); open and close "
-                "the scope in the same task."
-            )
-            raise ContextError(msg) from exc
+        # One object used as ``with`` by several tasks or threads at once holds
+        # their entries interleaved: leave the newest one entered in this context
+        # (a token resets only in the context that made it), and by identity,
+        # since another task may have entered after it.
+        for entry in reversed(self._entered):
+            token, scope = entry
+            try:
+                _SCOPE.reset(token)
+            except (ValueError, RuntimeError):  # another context's (RuntimeError: just reset)
+                continue
+            self._entered.remove(entry)
+            _close(scope)
+            return
+        # None is: the block was entered elsewhere.  Drop the newest entry, as a
+        # lone object would.
+        _close(self._entered.pop()[1])
+        msg = (
+            "cache_scope() block left in a different context than it was entered in "
+            "(another task or thread, or a generator resumed elsewhere); open and close "
+            "the scope in the same task."
+        )
+        raise ContextError(msg) from exc
 
     async def __aenter__(self) -> None:
         self.__enter__()

@@ -8,6 +8,7 @@ import inspect
 import logging
 import random
 import threading
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -63,6 +64,78 @@ class TestBind:
         with b:
             assert ctxlog.get("x") == 1
         assert ctxlog.get("x") is None
+
+    def test_one_object_shared_by_tasks_leaving_in_any_order(self, captured: Captured) -> None:
+        # A module-level `with component:` used by many tasks at once: each task
+        # leaves its own block, whatever order they leave in.
+        captured.handler.setFormatter(logging.Formatter("%(component)s %(message)s"))
+        captured.handler.addFilter(ctxlog.ContextFilter(defaults={"component": "-"}))
+        component = ctxlog.bind(component="worker")
+        hidden = ctxlog.unbind("component")
+
+        async def one(n: int) -> None:
+            with component:
+                await asyncio.sleep(0.001 * n)
+                async with hidden:
+                    await asyncio.sleep(0.001 * (20 - n))
+                    captured.logger.info("hidden %d", n)
+                await asyncio.sleep(0.001 * n)
+                captured.logger.info("in %d", n)
+            captured.logger.info("out %d", n)
+
+        async def main() -> None:
+            await asyncio.gather(*(one(n) for n in range(20)))
+
+        asyncio.run(main())
+        lines = captured.lines()
+        assert sorted(lines) == sorted(
+            [f"- hidden {n}" for n in range(20)]
+            + [f"worker in {n}" for n in range(20)]
+            + [f"- out {n}" for n in range(20)]
+        )
+
+    def test_one_object_shared_by_threads(self) -> None:
+        component = ctxlog.bind(component="worker")
+        barrier = threading.Barrier(8)
+        errors: list[BaseException] = []
+        seen: list[tuple[Any, Any]] = []
+
+        def one() -> None:
+            try:
+                for _ in range(20):
+                    with component:
+                        # All eight inside at once, then leaving in a random order.
+                        barrier.wait(timeout=10)
+                        time.sleep(random.random() / 1000)
+                        inside = ctxlog.get("component")
+                    seen.append((inside, ctxlog.get("component")))
+            except BaseException as exc:
+                errors.append(exc)
+                barrier.abort()
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert errors == []
+        assert seen == [("worker", None)] * 160
+        assert component._tokens == []
+
+    def test_left_elsewhere_still_raises_with_the_object_shared(self) -> None:
+        component = ctxlog.bind(component="worker")
+
+        def gen() -> Generator[None, None, None]:
+            with component:
+                yield
+
+        with component:
+            g = gen()
+            next(g)
+            with pytest.raises(ContextError, match="different context"):
+                contextvars.copy_context().run(g.close)
+            assert ctxlog.get("component") == "worker"
+        assert ctxlog.get("component") is None
 
     def test_repr(self) -> None:
         assert repr(ctxlog.bind(a=1)) == "ctxlog.bind(a=1)"

@@ -620,5 +620,31 @@ class TestCacheScope:
 
         asyncio.run(main())
 
+    def test_one_object_shared_by_tasks_leaving_in_any_order(self) -> None:
+        # A module-level scope object used as `async with` by many requests at
+        # once: each leaves its own scope, whatever order they leave in.
+        request_scope = ctxlog.cache_scope()
+        counter = Counter()
+
+        @ctxlog.memoize
+        async def load(key: str) -> str:
+            counter.add(key)
+            return key
+
+        async def request(n: int) -> None:
+            async with request_scope:
+                assert await load("k") == "k"
+                await asyncio.sleep(0.001 * n)
+                assert await load("k") == "k"
+            assert await load("k") == "k"
+
+        async def main() -> None:
+            await asyncio.gather(*(request(n) for n in range(10)))
+
+        asyncio.run(main())
+        # Once per request inside its scope, once per request after leaving it.
+        assert counter.calls == ["k"] * 20
+        assert request_scope._entered == []
+
     def test_repr(self) -> None:
         assert repr(ctxlog.cache_scope()) == "ctxlog.cache_scope()"
