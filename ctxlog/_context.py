@@ -25,7 +25,7 @@ from collections.abc import (
 from contextvars import Context, ContextVar, copy_context
 from contextvars import Token as _VarToken
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, ParamSpec, TypeVar, cast, overload
+from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast, overload
 
 __all__ = [
     "ContextError",
@@ -89,7 +89,19 @@ class ContextError(RuntimeError):
 # registry of foreign ContextVars
 # --------------------------------------------------------------------------
 
-_registry: tuple[tuple[ContextVar[Any], str], ...] = ()
+
+class _Source(Protocol):
+    """What the registry reads: a ContextVar, or a provider that computes its value.
+
+    A provider (``ctxlog.otel`` registers two) answers ``get()`` with the value
+    to merge now, or raises :class:`LookupError` when it has none, exactly as
+    an unset ContextVar without a default does.  The readers need nothing else.
+    """
+
+    def get(self) -> Any: ...
+
+
+_registry: tuple[tuple[_Source, str], ...] = ()
 _registry_lock = threading.Lock()
 
 #: Registered names that unbind() has hidden at some point.  A hidden name is a
@@ -115,24 +127,32 @@ def register(var: ContextVar[Any], name: str | None = None) -> None:
 
     .. versionadded:: 0.1.0
     """
-    global _registry  # noqa: PLW0603 -- the registry is process-wide by design
     if not isinstance(var, ContextVar):
         msg = f"register() takes a contextvars.ContextVar, not {type(var).__name__}."
         raise ContextError(msg)
     key = var.name if name is None else name
     _check_key(key, "register")
+    _add_source(var, key, "register")
+
+
+def _add_source(source: _Source, key: str, where: str) -> None:
+    """Put *source* in the registry under *key* (a ContextVar, or a provider)."""
+    global _registry  # noqa: PLW0603 -- the registry is process-wide by design
     with _registry_lock:
         for other, other_name in _registry:
-            if other_name == key and other is not var and other not in _placeholders:
+            if other_name == key and other is not source and other not in _placeholders:
                 msg = (
-                    f"register(): the name {key!r} is already used by another registered "
-                    f"ContextVar ({other!r}). Pass a different name=, or unregister() it first."
+                    f"{where}(): the name {key!r} is already used by another registered "
+                    f"ContextVar or provider ({other!r}). Pass a different name, or "
+                    "unregister that one first."
                 )
                 raise ContextError(msg)
         kept = (
-            (v, n) for v, n in _registry if v is not var and not (n == key and v in _placeholders)
+            (v, n)
+            for v, n in _registry
+            if v is not source and not (n == key and v in _placeholders)
         )
-        _registry = (*kept, (var, key))
+        _registry = (*kept, (source, key))
 
 
 def unregister(var: ContextVar[Any]) -> None:
@@ -142,13 +162,18 @@ def unregister(var: ContextVar[Any]) -> None:
 
     .. versionadded:: 0.1.0
     """
-    global _registry  # noqa: PLW0603 -- see register()
+    _remove_source(var, "unregister")
+
+
+def _remove_source(source: _Source, where: str) -> None:
+    """Take *source* out of the registry (see :func:`unregister`)."""
+    global _registry  # noqa: PLW0603 -- see _add_source()
     with _registry_lock:
-        remaining = tuple((v, n) for v, n in _registry if v is not var)
-        if len(remaining) == len(_registry) or var in _placeholders:
-            msg = f"unregister(): {var!r} is not registered with ctxlog.register()."
+        remaining = tuple((v, n) for v, n in _registry if v is not source)
+        if len(remaining) == len(_registry) or source in _placeholders:
+            msg = f"{where}(): {source!r} is not registered with ctxlog.register()."
             raise ContextError(msg)
-        (name,) = (n for v, n in _registry if v is var)
+        (name,) = (n for v, n in _registry if v is source)
         if name in _ever_hidden:
             placeholder: ContextVar[Any] = ContextVar(f"ctxlog.unregistered:{name}")
             _placeholders.add(placeholder)

@@ -67,6 +67,10 @@ _OUTGOING_CAP: Final = 1024
 #: middlewares set it at the start of every request.
 _TRACE_FLAGS: Final[ContextVar[str]] = ContextVar("ctxlog.trace_flags", default="01")
 
+#: Set by :func:`ctxlog.otel.install`: the trace flags of the active
+#: OpenTelemetry span when the given trace id is its trace, else ``None``.
+_active_trace_flags: Callable[[str], str | None] | None = None
+
 # How much of a rejected value a warning line shows, before escaping.
 _ESCAPE_LIMIT: Final = 32
 
@@ -179,7 +183,9 @@ def outgoing_headers(
       the middlewares from the incoming ``traceparent``, or by OpenTelemetry).
       Its parent id is the span id bound under *span_key* when there is a valid
       one, else a new random one for this hop; its flags are those of the
-      incoming request (``01``, sampled, when there was none).
+      incoming request (``01``, sampled, when there was none), or those of the
+      active OpenTelemetry span when :func:`ctxlog.otel.install` is in effect
+      and the trace is that span's.
 
     Pass the result to your HTTP client: ``httpx.get(url, headers=outgoing_headers())``.
 
@@ -198,7 +204,8 @@ def outgoing_headers(
                 span_id = span_id.lower()
             if not isinstance(span_id, str) or _HEX16(span_id) is None or span_id == _ZERO_SPAN:
                 span_id = _new_span_id()
-            out["traceparent"] = f"00-{trace_id}-{span_id}-{_TRACE_FLAGS.get()}"
+            flags = _active_trace_flags(trace_id) if _active_trace_flags is not None else None
+            out["traceparent"] = f"00-{trace_id}-{span_id}-{flags or _TRACE_FLAGS.get()}"
     return out
 
 
