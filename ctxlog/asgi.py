@@ -69,11 +69,17 @@ class RequestContextMiddleware:
     never assumed absent, so a context leaked by the server from an earlier
     request (CPython gh-140947) cannot show through.  When the application
     raises before it started a response, the middleware sends a plain ``500``
-    carrying the header (if *error_response* is on), then re-raises so the
-    server still logs the error.  Wrap the whole application
-    (``app = RequestContextMiddleware(app)``) rather than using Starlette's
-    ``add_middleware`` when you install a custom 500 handler: Starlette runs
-    that handler outside the middlewares it adds.
+    carrying the header (if *error_response* is on).  It then re-raises, with
+    the request's binding left on: what logs the error next runs in the
+    request's task after the middleware (the server's "Exception in ASGI
+    application" traceback, the 500 handler of an outer middleware), and its
+    lines carry the id.  Servers run each request in a task of its own, whose
+    context ends with it; a caller that awaits the application in its own task
+    (``httpx.ASGITransport``) keeps the binding after such an error.  Wrap the
+    whole application (``app = RequestContextMiddleware(app)``) rather than
+    using Starlette's ``add_middleware`` when you install a custom 500 handler:
+    Starlette runs that handler outside the middlewares it adds, after this
+    one has sent its ``500``, so the handler's response is not used.
 
     Values passed to the validator are Latin-1 decoded header bytes; whatever
     the validator says, a value with a space, a control or a non-ASCII
@@ -180,20 +186,29 @@ class RequestContextMiddleware:
         # runs on every request (a third of the middleware's own cost otherwise).
         memo = _new_scope()
         memo_token = _SCOPE.set(memo)
+        failed = False
         try:
             if rejection is not None:
                 _logger.warning(*_rejection_message(policy, rejection, request_id))
             await self.app(scope, receive, send_with_id)
         except Exception:
+            failed = True
             if not started and self.error_response and kind == "http":
                 await _send_error(send, pair if echo else None)
             raise
         finally:
             _close(memo)
             _SCOPE.reset(memo_token)
-            if flags_token is not None:
-                _TRACE_FLAGS.reset(flags_token)
-            _STORE.reset(token)
+            # On an error the binding stays on while the exception propagates:
+            # what logs it next runs in this task, after this frame (uvicorn's
+            # "Exception in ASGI application" line, the 500 handler of Starlette's
+            # ServerErrorMiddleware, which sits outside added middlewares), and
+            # must carry the id.  Servers run each request in a task of its own,
+            # whose context ends with it; the next request sets every key anew.
+            if not failed:
+                if flags_token is not None:
+                    _TRACE_FLAGS.reset(flags_token)
+                _STORE.reset(token)
 
     def __repr__(self) -> str:
         return f"ctxlog.asgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"

@@ -324,6 +324,54 @@ def test_exception_before_the_response_sends_a_500_with_the_header() -> None:
     assert ctxlog.current() == {}
 
 
+def test_an_error_propagates_with_the_request_binding(captured: Captured) -> None:
+    """What logs an error next runs in the request's task after the middleware
+    (uvicorn's "Exception in ASGI application", an outer 500 handler): its line
+    carries the request's id.  A request that succeeds leaves nothing behind."""
+    captured.handler.addFilter(ctxlog.ContextFilter(defaults={"request_id": "-"}))
+    captured.handler.setFormatter(logging.Formatter("%(request_id)s %(message)s"))
+    calls: list[int] = []
+
+    @ctxlog.memoize
+    def lookup(n: int) -> int:
+        calls.append(n)
+        return n
+
+    async def ok_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204})
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def server(app: Any, request_id: bytes) -> None:
+        # What an ASGI server does with each request, in the request's own task.
+        try:
+            await app(http_scope((b"x-request-id", request_id)), receive, send)
+        except RuntimeError:
+            captured.logger.error("Exception in ASGI application")
+            lookup(1)
+            lookup(1)  # the request's cache scope is closed: called through
+        captured.logger.info("after the request")
+
+    async def main() -> None:
+        with ctxlog.bind(request_id="outer", user="kept"):
+            await server(RequestContextMiddleware(ok_app), b"fine-1")
+            assert ctxlog.current() == {"request_id": "outer", "user": "kept"}
+        await server(RequestContextMiddleware(raising_app(before_start=True)), b"err-1")
+
+    asyncio.run(main())
+    assert captured.lines() == [
+        "outer after the request",
+        "err-1 Exception in ASGI application",
+        "err-1 after the request",
+    ]
+    assert calls == [1, 1]
+    assert ctxlog.current() == {}  # the task's context ended with it
+
+
 def test_exception_after_the_response_started_only_propagates() -> None:
     seen = Seen()
     with pytest.raises(RuntimeError, match="boom"):

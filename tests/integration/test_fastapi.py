@@ -159,3 +159,8 @@ def test_a_raising_endpoint_gets_a_500_with_the_id(
     assert response.status_code == 500
     assert response.headers["x-request-id"] == "fa-err"
     assert app_lines(lines) == [("b1", "fa-err", "about to fail n=b1")]
+    # uvicorn's traceback line for the 500 carries the id too.
+    logged = lines.wait_for(
+        lambda line: line.logger == "uvicorn.error" and "Exception in ASGI" in line.message
+    )
+    assert [line.request_id for line in logged] == ["fa-err"]

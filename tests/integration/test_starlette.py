@@ -124,8 +124,13 @@ def server() -> Iterator[UvicornServer]:
 
 @pytest.fixture(scope="module")
 def added_server() -> Iterator[UvicornServer]:
-    """The same routes with ``middleware=[Middleware(RequestContextMiddleware)]``."""
-    app = Starlette(routes=ROUTES, middleware=[Middleware(RequestContextMiddleware)])
+    """The same routes with ``middleware=[Middleware(RequestContextMiddleware)]``: Starlette's
+    500 handler then runs outside it."""
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(RequestContextMiddleware)],
+        exception_handlers={Exception: on_error},
+    )
     with UvicornServer(app) as running:
         yield running
 
@@ -245,15 +250,21 @@ def test_a_raising_handler_still_carries_the_id(
     assert response.headers["x-request-id"] == "err-1"
     failing = lines.wait_for(lambda line: "about to fail n=e1" in line.message)
     assert [line.request_id for line in failing] == ["err-1"]
+    # Starlette's 500 handler runs in the request's binding, inside the middleware
+    # (wrapped whole) or after it (added): its lines carry the id either way.
+    handled = lines.wait_for(lambda line: line.message == "handled failure n=e1")
+    assert [line.request_id for line in handled] == ["err-1"]
     if which == "server":
-        # Wrapped whole: Starlette's 500 handler runs inside the binding.
         assert response.text == "custom 500"
-        handled = lines.wait_for(lambda line: line.message == "handled failure n=e1")
-        assert [line.request_id for line in handled] == ["err-1"]
     else:
+        # Added: the middleware sent its 500 before Starlette's handler returned.
         assert response.text == "Internal Server Error"
-    # The server still sees (and logs) the exception.
-    lines.wait_for(lambda line: line.logger == "uvicorn.error" and "ASGI" in line.message)
+    # The server still sees the exception, and its traceback line carries the id.
+    logged = lines.wait_for(
+        lambda line: line.logger == "uvicorn.error" and "Exception in ASGI" in line.message
+    )
+    assert [line.request_id for line in logged] == ["err-1"]
+    assert "RuntimeError: failure n=e1" in logged[0].text
 
 
 def test_websockets_carry_their_own_id(server: UvicornServer, lines: LineCapture) -> None:
