@@ -174,17 +174,22 @@ class ContextFilter(logging.Filter):
                 attrs.update(prepared)
                 return True
             out = self.attributes()
+            # Membership through keys(): the record factory's __dict__ answers
+            # False to `in` for what it added (so extra= may overwrite it), but
+            # those values, captured where the record was made, win here too.
+            present = attrs.keys()
             if self.nest_under is not None:
-                if self.nest_under not in attrs:
+                if self.nest_under not in present:
                     attrs[self.nest_under] = dict(out)
                 return True
             self._flat_cache = self._cache
-            if attrs.keys().isdisjoint(out):
+            if present.isdisjoint(out):
                 attrs.update(out)
             else:
-                # Something (extra=, another filter) set some keys already: it wins.
+                # Something (extra=, another filter, the record factory) set some
+                # keys already: it wins.
                 for key, value in out.items():
-                    if key not in attrs:
+                    if key not in present:
                         attrs[key] = value
         except Exception:  # noqa: BLE001 -- a log call must never fail because of its context
             return True

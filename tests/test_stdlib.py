@@ -321,6 +321,39 @@ class TestRecordFactory:
         lines = sorted(stream.getvalue().splitlines())
         assert lines == sorted(f"t{n} from t{n}" for n in range(20))
 
+    @pytest.mark.parametrize("nest_under", [None, "context"])
+    def test_a_filter_later_keeps_what_the_factory_captured(
+        self, captured: Captured, nest_under: str | None
+    ) -> None:
+        # A MemoryHandler flushes request r1's records while r2 is bound: the
+        # target's filter (configure() adds one) must not replace r1's values.
+        fmt = "%(request_id)s %(message)s" if nest_under is None else "%(context)s %(message)s"
+        captured.handler.setFormatter(logging.Formatter(fmt))
+        captured.handler.addFilter(
+            ContextFilter(defaults={"request_id": "-"}, nest_under=nest_under)
+        )
+        memory = logging.handlers.MemoryHandler(capacity=100, target=captured.handler)
+        captured.logger.removeHandler(captured.handler)
+        captured.logger.addHandler(memory)
+        ctxlog.install_record_factory(defaults={"request_id": "-"}, nest_under=nest_under)
+        try:
+            with ctxlog.bind(request_id="r1"):
+                captured.logger.info("one")
+            with ctxlog.bind(request_id="r2"):
+                memory.flush()
+                captured.logger.info("two")
+            memory.flush()
+        finally:
+            captured.logger.removeHandler(memory)
+            captured.logger.addHandler(captured.handler)
+        if nest_under is None:
+            assert captured.lines() == ["r1 one", "r2 two"]
+        else:
+            assert captured.lines() == [
+                "{'request_id': 'r1'} one",
+                "{'request_id': 'r2'} two",
+            ]
+
     def test_nest_under_and_pickling(self) -> None:
         ctxlog.install_record_factory(nest_under="context")
         with ctxlog.bind(request_id="r1"):
