@@ -51,6 +51,7 @@ from ctxlog._context import (
     _merge_registered,
     _merged,
 )
+from ctxlog.stdlib import RESERVED_ATTRS
 
 if TYPE_CHECKING:
     from structlog.typing import BindableLogger, EventDict, Processor, WrappedLogger
@@ -688,14 +689,38 @@ class bound_contextvars:  # noqa: N801 -- the name of the structlog function it 
 # ready-made chains for stdlib + structlog in one JSON stream
 # --------------------------------------------------------------------------
 
-#: The processors structlog events and stdlib records share: the context, the
-#: level, the logger name and an ISO-8601 UTC timestamp.  Use it in
+
+def _record_extras(
+    logger: WrappedLogger,  # noqa: ARG001 -- the structlog processor signature
+    method_name: str,  # noqa: ARG001 -- same
+    event_dict: EventDict,
+) -> EventDict:
+    """Add the ``extra=`` values of a stdlib record to its event dict.
+
+    In a ``foreign_pre_chain``, before :func:`merge_context`: a value given in
+    the log call wins over the context, as a structlog keyword does.  Standard
+    LogRecord attributes (and ``message``/``asctime``, which another formatter
+    may have set) are left out; so is a key the event dict already has (its
+    ``event``).  structlog's own events carry no ``_record`` here: untouched.
+    """
+    record = event_dict.get("_record")
+    if record is not None:
+        for key, value in record.__dict__.items():
+            if key not in RESERVED_ATTRS and key not in event_dict:
+                event_dict[key] = value
+    return event_dict
+
+
+#: The processors structlog events and stdlib records share: a stdlib record's
+#: ``extra=`` values, the context (values given in the call win), the level,
+#: the logger name and an ISO-8601 UTC timestamp.  Use it in
 #: ``structlog.configure(processors=[*SHARED_PROCESSORS, ...])`` and as the
 #: ``foreign_pre_chain`` of ``structlog.stdlib.ProcessorFormatter`` (from a
 #: dictConfig file: ``"foreign_pre_chain": "ext://ctxlog.structlog.SHARED_PROCESSORS"``).
 #:
 #: .. versionadded:: 0.1.0
 SHARED_PROCESSORS: Final[tuple[Processor, ...]] = (
+    _record_extras,
     merge_context,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,

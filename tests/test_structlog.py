@@ -644,6 +644,7 @@ def run(mode):
     with ctxlog.bind(request_id=f"r-{mode}"), bound_contextvars(user_id="u-1"):
         log.info("structlog event", mode=mode)
         std.info("stdlib record %s", mode)
+        std.info("with extra", extra={"order_id": 7, "user_id": "explicit", "event": "kept"})
         httpx.get(url)
         worker = ctxlog.Thread(target=std.warning, args=("from a thread",))
         worker.start()
@@ -683,16 +684,23 @@ def test_config_one_json_stream(name: str) -> None:
     )
     assert result.stdout == ""
     lines = [json.loads(line) for line in result.stderr.splitlines()]
-    assert len(lines) == 12
-    for mode, chunk in (("direct", lines[:6]), ("queued", lines[6:])):
+    assert len(lines) == 14
+    for mode, chunk in (("direct", lines[:7]), ("queued", lines[7:])):
         *inside, outside = chunk
         assert [(line["logger"], line["level"]) for line in inside] == [
             ("app.structlog", "info"),
+            ("app.stdlib", "info"),
             ("app.stdlib", "info"),
             ("httpx", "info"),
             ("app.stdlib", "warning"),
             ("app.stdlib", "error"),
         ]
+        # A stdlib record's extra= values are in its line and win over the context,
+        # as a structlog call's keywords do; its message stays the event.
+        extra = inside.pop(2)
+        assert extra["event"] == "with extra"
+        assert (extra["order_id"], extra["user_id"]) == (7, "explicit")
+        assert extra["request_id"] == f"r-{mode}"
         events = [line["event"] for line in inside]
         assert events[:2] == ["structlog event", f"stdlib record {mode}"]
         assert re.fullmatch(
@@ -703,6 +711,17 @@ def test_config_one_json_stream(name: str) -> None:
             assert line["request_id"] == f"r-{mode}", line
             assert line["user_id"] == "u-1", line
             assert line["timestamp"].endswith("Z")
+            # Only the fields a line should have: no LogRecord attribute leaks in.
+            assert set(line) <= {
+                "event",
+                "request_id",
+                "user_id",
+                "level",
+                "logger",
+                "timestamp",
+                "mode",
+                "exception",
+            }, line
         assert inside[0]["mode"] == mode
         assert "ZeroDivisionError" in inside[4]["exception"]
         assert outside["event"] == "outside"
