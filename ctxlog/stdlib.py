@@ -7,7 +7,9 @@ record does not depend on how much else lives in the process's contexts.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -332,11 +334,79 @@ JSON_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 JSON_RENAME: Final = {"asctime": "time", "levelname": "level", "name": "logger"}
 
 
+#: How deep :func:`_json_safe` follows containers before writing ``str()`` of the rest.
+_JSON_SAFE_DEPTH: Final = 32
+
+
+def _json_safe(value: Any, depth: int = _JSON_SAFE_DEPTH) -> Any:
+    """A copy of *value* that :func:`json.dumps` always writes as strict JSON.
+
+    Mapping keys become strings, non-finite floats and ints too long to print
+    become strings, and containers nested deeper than *depth* (or circular)
+    become ``str()``; other objects are left to the formatter's ``default``.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            str(value)
+        except ValueError:  # longer than sys.get_int_max_str_digits()
+            return f"<int of {value.bit_length()} bits>"
+    elif isinstance(value, dict | list | tuple):
+        if depth <= 0:
+            return _safe_text(value)
+        if isinstance(value, dict):
+            return {
+                key if isinstance(key, str) else _safe_text(key): _json_safe(item, depth - 1)
+                for key, item in value.items()
+            }
+        return [_json_safe(item, depth - 1) for item in value]
+    return value
+
+
+def _safe_text(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 -- a broken __str__ (or a too deep repr) must not lose the line
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _json_dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that never loses a log line over one of its values.
+
+    The common case is one plain ``json.dumps``.  When a value cannot be
+    written as strict JSON (a non-string mapping key, NaN, an int too long to
+    print, deep or circular nesting) the line is written again from
+    :func:`_json_safe`; when it holds a lone surrogate (a ``surrogateescape``
+    file name), which no UTF-8 stream can write, it is written ASCII-escaped.
+    """
+    try:
+        text = json.dumps(obj, allow_nan=False, **kwargs)
+    except (TypeError, ValueError, RecursionError):
+        text = json.dumps(_json_safe(obj), allow_nan=False, **kwargs)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            kwargs["ensure_ascii"] = True
+            text = json.dumps(_json_safe(obj), allow_nan=False, **kwargs)
+    return text
+
+
 def json_formatter() -> logging.Formatter:
     """Return python-json-logger's ``JsonFormatter`` set up as ``configure()`` uses it.
 
+    Keys ``time``, ``level``, ``logger``, ``message``, then the record's other
+    attributes (the context).  Every line is strict JSON and valid UTF-8
+    whatever is bound: a value JSON cannot hold as it is (a mapping with
+    non-string keys, NaN, an int too long to print, deep or circular nesting, a
+    lone surrogate) is written as a string instead of losing the line.  From
+    ``dictConfig``: ``{"()": "ctxlog.stdlib.json_formatter"}``.
+
     :raises ImportError: python-json-logger is not installed; the message names
         the extra to install.
+
+    .. versionadded:: 0.1.0
     """
     try:
         from pythonjsonlogger.json import JsonFormatter  # noqa: PLC0415 -- optional dependency
@@ -353,6 +423,7 @@ def json_formatter() -> logging.Formatter:
         rename_fields=dict(JSON_RENAME),
         datefmt="%Y-%m-%dT%H:%M:%S%z",
         json_ensure_ascii=False,
+        json_serializer=_json_dumps,
     )
 
 

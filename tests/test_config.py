@@ -71,6 +71,35 @@ def test_json_lines(name: str) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", inside["time"])
 
 
+@pytest.mark.parametrize("name", JSON_LINES)
+def test_json_lines_stay_strict_json_whatever_is_bound(name: str) -> None:
+    script = SCRIPT + (
+        "with ctxlog.bind(request_id='r-43', tags={(1, 2): float('nan')}, city='Zürich'):\n"
+        "    log.info('kept')\n"
+    )
+    path = CONFIG / name
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        check=True,
+        cwd=path.parent,
+    )
+    last = result.stderr.decode("utf-8").splitlines()[-1]
+
+    def refuse(constant: str) -> object:
+        raise AssertionError(constant)
+
+    assert json.loads(last, parse_constant=refuse) == {
+        "time": json.loads(last)["time"],
+        "level": "INFO",
+        "logger": "app.orders",
+        "message": "kept",
+        "request_id": "r-43",
+        "tags": {"(1, 2)": "nan"},
+        "city": "Zürich",
+    }
+
+
 @pytest.mark.parametrize("name", TEXT)
 def test_plain_text(name: str) -> None:
     outside, inside = run_config(CONFIG / name)

@@ -12,6 +12,7 @@ import queue
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -402,6 +403,51 @@ class TestConfigure:
         line = json.loads(stream.getvalue())
         assert line["request_id"] == "r"
         assert "hidden" not in line
+
+    def test_every_line_is_strict_json_whatever_is_bound(self, tmp_path: Path) -> None:
+        class Unprintable:
+            def __str__(self) -> str:
+                raise ValueError("no")
+
+            __repr__ = __str__
+
+        circular: list[Any] = []
+        circular.append(circular)
+        deep: list[Any] = []
+        for _ in range(5000):
+            deep = [deep]
+        hostile: dict[str, Any] = {
+            "tuple_keys": {(1, 2): "a", b"raw": "b"},
+            "nan": float("nan"),
+            "inf": [float("-inf")],
+            "huge": 10**5000,
+            "circular": circular,
+            "deep": deep,
+            "surrogate": "caf\udce9",
+            "unprintable": Unprintable(),
+        }
+        path = tmp_path / "out.jsonl"
+        with path.open("w", encoding="utf-8") as stream:  # strict: a surrogate cannot pass
+            ctxlog.configure(stream=stream)
+            log = logging.getLogger("app.hostile")
+            for key, value in hostile.items():
+                with ctxlog.bind(request_id=key, value=value):
+                    log.info("kept %s", key)
+        lines = path.read_text(encoding="utf-8").splitlines()
+
+        def refuse(constant: str) -> Any:
+            raise AssertionError(constant)
+
+        parsed = [json.loads(line, parse_constant=refuse) for line in lines]
+        assert [(p["request_id"], p["message"]) for p in parsed] == [
+            (key, f"kept {key}") for key in hostile
+        ]
+        values = {p["request_id"]: p["value"] for p in parsed}
+        assert values["tuple_keys"] == {"(1, 2)": "a", "b'raw'": "b"}
+        assert values["nan"] == "nan"
+        assert values["inf"] == ["-inf"]
+        assert values["huge"] == f"<int of {(10**5000).bit_length()} bits>"
+        assert values["surrogate"] == "caf\udce9"
 
     def test_custom_formatter(self) -> None:
         stream = io.StringIO()
