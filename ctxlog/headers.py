@@ -38,7 +38,8 @@ MAX_REQUEST_ID_LENGTH: Final = 128
 #: The request fields the middlewares can bind besides the id (off by default):
 #: the HTTP method, the URL path (escaped like a rejected value when it holds a
 #: character outside the request-id alphabet or ``/``) and the client address
-#: as ``host:port``.
+#: as ``host:port`` (escaped likewise when it holds a character outside the
+#: request-id alphabet: a proxy header may have set it).
 REQUEST_FIELDS: Final = frozenset({"method", "path", "client"})
 
 _ALLOWED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
@@ -251,11 +252,12 @@ def escape_rejected(value: str | bytes, limit: int = _ESCAPE_LIMIT) -> str:
 _ESCAPE_PATH_OK: Final = _ALLOWED | {"/"}
 
 
-def _safe_path(path: str) -> str:
-    """The URL path as bound by ``request_fields``: unchanged when it is plain."""
-    if len(path) <= 1024 and all(c in _ESCAPE_PATH_OK for c in path):
-        return path
-    return "".join(c if c in _ESCAPE_PATH_OK and c != ":" else _escape_char(c) for c in path[:1024])
+def _safe_field(value: str, allowed: frozenset[str] = _ESCAPE_PATH_OK) -> str:
+    """A request field as bound by ``request_fields``: unchanged when it is plain,
+    else escaped like a rejected value (at most 1024 characters of it)."""
+    if len(value) <= 1024 and all(c in allowed for c in value):
+        return value
+    return "".join(c if c in allowed and c != ":" else _escape_char(c) for c in value[:1024])
 
 
 #: What a middleware binds for one request: (values to bind, the request id,
@@ -415,9 +417,11 @@ class _Policy:
             if name == "method" and method is not None:
                 values["method"] = method if _ID_MATCH(method) else escape_rejected(method)
             elif name == "path" and path is not None:
-                values["path"] = _safe_path(path)
+                values["path"] = _safe_field(path)
             elif name == "client" and client is not None:
-                values["client"] = client
+                # Not only the server's word: proxy-header middlewares (uvicorn's,
+                # werkzeug's ProxyFix) take it from X-Forwarded-For.
+                values["client"] = _safe_field(client, _ALLOWED)
         return values, request_id, flags, rejection
 
     def bound(self, values: dict[str, Any]) -> dict[str, Any]:

@@ -195,6 +195,9 @@ def test_request_fields() -> None:
     assert seen.context["path"] == "/plain/path-1.json"
     assert seen.context["method"] == "GE:20T"
     assert "client" not in seen.context
+    # A proxy-header middleware may have put X-Forwarded-For text there: escaped.
+    run(app, http_scope(client=("zq\x1b[31m evil\u00e9", 80)), seen)
+    assert seen.context["client"] == "zq:1b:5b31m:20evil:e9:3a80"
 
 
 def test_echo_off() -> None:

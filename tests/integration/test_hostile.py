@@ -7,7 +7,9 @@ generated id, and at most one warning line mentions it, escaped.
 from __future__ import annotations
 
 import logging
+import re
 import string
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 import ctxlog
+from ctxlog.asgi import Receive, Scope, Send
 from ctxlog.asgi import RequestContextMiddleware as AsgiMiddleware
 from ctxlog.headers import is_valid_request_id
 from ctxlog.wsgi import RequestContextMiddleware as WsgiMiddleware
@@ -53,6 +56,27 @@ def hostile_wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> Ite
 @pytest.fixture(scope="module")
 def uvicorn_server() -> Iterator[UvicornServer]:
     app = AsgiMiddleware(Starlette(routes=[Route("/hostile", hostile_endpoint)]))
+    with UvicornServer(app) as running:
+        yield running
+
+
+async def any_path(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers every path (a router would refuse some of the hostile ones)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    log.info("handled")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture(scope="module")
+def fields_server() -> Iterator[UvicornServer]:
+    """Binds the request fields too; uvicorn takes the client from X-Forwarded-For
+    (it trusts proxy headers from 127.0.0.1 by default)."""
+    app = AsgiMiddleware(any_path, request_fields=["method", "path", "client"])
     with UvicornServer(app) as running:
         yield running
 
@@ -185,3 +209,38 @@ def test_surrounding_whitespace_is_not_part_of_the_value(
     for value in (b"zq\t", b"zq ", b" zq", b"zq\t \t", b"\tzq-1.a:b_c \t"):
         check(Hostile((value,)), werkzeug_server.port, joined=True)
         check(Hostile((value,)), uvicorn_server.port, joined=False)
+
+
+FIELD_TEXT = re.compile(r"[A-Za-z0-9._:/-]*")
+
+
+@given(hostile_values, hostile_values)
+@example(b"zq\x1b[31mred", b"zq\x1b[31mred")
+@example(b"zq caf\xc3\xa9\tTAB", b"zq\r\nX-Injected: yes")
+def test_request_fields_from_hostile_input(
+    fields_server: UvicornServer, forwarded: bytes, path: bytes
+) -> None:
+    """A hostile X-Forwarded-For (the client field) or path is bound escaped, never raw."""
+    request = (
+        b"GET /" + urllib.parse.quote_from_bytes(path).encode() + b" HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nX-Forwarded-For: " + forwarded + b"\r\nConnection: close\r\n\r\n"
+    )
+    with capture_lines() as captured:
+        raw = raw_request(fields_server.port, request)
+    status, _ = response_headers(raw)
+    assert status in (0, 200, 400, 431), raw[:200]
+    handled = [line for line in captured.snapshot() if line.logger == log.name]
+    assert len(handled) == (status == 200)
+    for line in handled:
+        assert set(line.context) == {"request_id", "method", "path", "client"}
+        raw_values = [raw for raw in (forwarded.strip(b" \t"), path) if not plain(raw)]
+        for value in line.context.values():
+            assert FIELD_TEXT.fullmatch(value), line.context
+            assert len(value) <= 1024 * 3, line.context
+            for raw in raw_values:
+                assert raw not in value.encode(), line.context
+
+
+def plain(value: bytes) -> bool:
+    """Whether *value* could be bound as it is (nothing in it to escape)."""
+    return FIELD_TEXT.fullmatch(value.decode("latin-1")) is not None

@@ -149,6 +149,10 @@ def test_options_traceparent_and_request_fields() -> None:
     del env["REMOTE_ADDR"]
     call(app, env)
     assert "client" not in seen[0]
+    # werkzeug's ProxyFix sets REMOTE_ADDR from X-Forwarded-For: escaped.
+    del seen[:]
+    call(app, environ(REMOTE_ADDR="1.2.3.4\r\nX: y"))
+    assert seen[0]["client"] == "1.2.3.4:0d:0aX:3a:20y:3a5000"
 
 
 def test_echo_off_and_application_header_wins() -> None:
