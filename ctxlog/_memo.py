@@ -398,11 +398,13 @@ async def _async_miss(
             task = loop.create_task(fn(*args, **kwargs))
             flight = state.pending[key] = _AsyncFlight(loop, task)
             task.add_done_callback(functools.partial(_async_finished, results, state, key, flight))
-        elif flight.loop is not loop:
+        elif flight.loop is not loop or flight.task is asyncio.current_task(loop):
             flight = None
     if flight is None:
         # The scope is shared with a thread running another event loop, whose
-        # task this loop cannot await: call through, uncached.
+        # task this loop cannot await, or this is the call in progress itself,
+        # recursing with the same arguments (awaiting itself would never end):
+        # call through, uncached, as the sync path does.
         return await fn(*args, **kwargs)
     joined: _AsyncFlight = flight
     joined.waiters += 1

@@ -449,6 +449,24 @@ class TestAsync:
         asyncio.run(main())
         assert counter.calls == [[1], "a", "b", "a"]
 
+    def test_recursive_call_with_the_same_key_does_not_deadlock(self) -> None:
+        depth = Counter()
+
+        @ctxlog.memoize
+        async def settle(key: str) -> int:
+            depth.add(key)
+            if len(depth.calls) < 3:
+                return await settle(key)  # same key, inside the call in progress
+            return len(depth.calls)
+
+        async def main() -> list[int]:
+            async with ctxlog.cache_scope():
+                first = await asyncio.wait_for(settle("k"), timeout=10)
+                return [first, await settle("k")]  # the outermost call's result is cached
+
+        assert asyncio.run(main()) == [3, 3]
+        assert depth.calls == ["k", "k", "k"]
+
     def test_cache_scope_as_decorator(self) -> None:
         counter = Counter()
 
