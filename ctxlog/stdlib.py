@@ -447,7 +447,12 @@ def configure(
     other handlers are left alone.  Pass *formatter* to write something other
     than JSON.  Returns the handler.
 
+    *level* is a number or a level name in any case (``"debug"``).  Nothing
+    changes when an argument is invalid.
+
     :raises ImportError: python-json-logger is missing (``pip install 'ctxlog[json]'``).
+    :raises ValueError: *level* is not a known level name.
+    :raises ContextError: a filter option is invalid.
 
     .. versionadded:: 0.1.0
     """
@@ -460,10 +465,11 @@ def configure(
     )
     setattr(handler, _CONFIGURED_MARK, True)
     root = logging.getLogger()
+    # First: an unknown level name raises before any handler is swapped.
+    root.setLevel(level.upper() if isinstance(level, str) else level)
     for old in list(root.handlers):
         if getattr(old, _CONFIGURED_MARK, False):
             root.removeHandler(old)
             old.close()
     root.addHandler(handler)
-    root.setLevel(level)
     return handler

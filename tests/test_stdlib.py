@@ -449,6 +449,20 @@ class TestConfigure:
         assert values["huge"] == f"<int of {(10**5000).bit_length()} bits>"
         assert values["surrogate"] == "caf\udce9"
 
+    def test_level_names_in_any_case_and_a_bad_one_changes_nothing(self) -> None:
+        stream = io.StringIO()
+        handler = ctxlog.configure("debug", stream=stream)
+        root = logging.getLogger()
+        assert root.level == logging.DEBUG
+        with pytest.raises(ValueError, match="VERBOSE"):
+            ctxlog.configure("verbose", stream=io.StringIO())
+        with pytest.raises(ContextError, match="on_conflict"):
+            ctxlog.configure(stream=io.StringIO(), on_conflict="keep")  # type: ignore[arg-type]  # misuse
+        assert root.level == logging.DEBUG
+        assert [h for h in root.handlers if hasattr(h, "_ctxlog_configured")] == [handler]
+        logging.getLogger("app").debug("still here")
+        assert json.loads(stream.getvalue())["message"] == "still here"
+
     def test_custom_formatter(self) -> None:
         stream = io.StringIO()
         ctxlog.configure(stream=stream, formatter=logging.Formatter("%(request_id)s"))
