@@ -581,11 +581,18 @@ def _leave(values: Mapping[str, Any], state: _State) -> None:
             pass
         else:
             return
+    _STORE.set(_restored(values, before, current))
+
+
+def _restored(
+    values: Mapping[str, Any], before: Mapping[str, Any], current: Mapping[str, Any]
+) -> dict[str, Any]:
+    """*current* with each key of *values* back to what *before* held (or removed)."""
     restored = {k: v for k, v in current.items() if k not in values}
     for key in values:
         if key in before:
             restored[key] = before[key]
-    _STORE.set(restored)
+    return restored
 
 
 class bound_contextvars:  # noqa: N801 -- the name of the structlog function it replaces
@@ -623,7 +630,24 @@ class bound_contextvars:  # noqa: N801 -- the name of the structlog function it 
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _leave(self._values, self._stack.pop())
+        # One object used as ``with`` by several tasks or threads at once holds
+        # their entries interleaved: leave the newest one entered in this context
+        # (its store token resets only here), never another task's.
+        stack = self._stack
+        current = _STORE.get()
+        for state in reversed(stack):
+            try:
+                _STORE.reset(state[0])
+            except (ValueError, RuntimeError):  # another context's (RuntimeError: just used)
+                continue
+            stack.remove(state)
+            if current is not state[2]:
+                # Something was bound inside the block: it stays, as with structlog.
+                _STORE.set(_restored(self._values, state[1], current))
+            return
+        # None is: the block was entered in another context.  Restore these keys
+        # here and drop the newest entry, as a lone object would.
+        _STORE.set(_restored(self._values, stack.pop()[1], current))
 
     async def __aenter__(self) -> None:
         self.__enter__()

@@ -406,6 +406,55 @@ def test_bound_contextvars_is_reusable_and_nests() -> None:
     assert cs.get_contextvars() == {}
 
 
+def test_one_bound_contextvars_shared_by_many_tasks_and_threads(slog: Lines) -> None:
+    """A module-level ``bound_contextvars`` object used by concurrent requests: each
+    leaves its own entry, so none gets another's values back."""
+    shared = cs.bound_contextvars(tenant="acme")
+    log = structlog.get_logger()
+
+    def steps(n: int) -> None:
+        log.info("inside", n=n)
+
+    async def request(n: int) -> None:
+        with ctxlog.bind(request_id=f"r-{n}", tenant=f"own-{n}"):
+            async with shared:
+                await asyncio.sleep(0.001 * (n % 4))
+                steps(n)
+            log.info("after", n=n)
+
+    async def main() -> None:
+        await asyncio.gather(*(request(n) for n in range(20)))
+
+    asyncio.run(main())
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            with ctxlog.bind(request_id=f"r-{n}", tenant=f"own-{n}"):
+                with shared:
+                    barrier.wait(timeout=10)
+                    steps(n)
+                    barrier.wait(timeout=10)
+                log.info("after", n=n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(20, 28)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    lines = slog()
+    assert len(lines) == 2 * 28
+    for line in lines:
+        n = line["n"]
+        tenant = "acme" if line["event"] == "inside" else f"own-{n}"
+        assert line == {"event": line["event"], "n": n, "request_id": f"r-{n}", "tenant": tenant}
+    assert shared._stack == []
+
+
 def test_bound_contextvars_left_in_another_context() -> None:
     block = cs.bound_contextvars(x=1)
     block.__enter__()
