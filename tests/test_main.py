@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import ctxlog
 from ctxlog import _demo_sim
 from ctxlog.__main__ import main
 from ctxlog._check import check_lines
@@ -80,6 +82,29 @@ class TestSimulatedDemo:
         assert report.lines == 60 * 4
         records = [json.loads(x) for x in output.read_text("utf-8").splitlines()]
         assert all(r["request_id"] in r["message"] for r in records)
+
+    def test_command_line_prints_the_summary(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        output = tmp_path / "demo.jsonl"
+        assert main(["demo", "--simulated", "-n", "25", "-o", str(output)]) == 0
+        out = capsys.readouterr().out
+        assert f"ctxlog demo (simulated): 25 requests, log: {output}" in out
+        assert re.search(r"lines: 100  ids: 25  missing id: 0  crossed: 0  .* time: \d", out)
+        assert out.rstrip().endswith("OK: every line carries the id of its request")
+        assert len(output.read_text("utf-8").splitlines()) == 100
+
+    def test_command_line_fails_when_a_hop_loses_the_context(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The pool hop without ctxlog.wrap: a plain executor loses the context.
+        monkeypatch.setattr(ctxlog, "wrap", lambda fn: fn)
+        output = tmp_path / "demo.jsonl"
+        assert main(["demo", "--simulated", "-n", "10", "-o", str(output)]) == 1
+        out = capsys.readouterr().out
+        assert "missing id: 10" in out
+        assert "no request_id: worker step 2 for req-0000" in out
+        assert out.rstrip().endswith("FAIL: 10")
 
     def test_a_deliberately_wrong_line_is_caught(self, tmp_path: Path) -> None:
         output = tmp_path / "demo.jsonl"
