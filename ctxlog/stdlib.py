@@ -17,6 +17,7 @@ from typing import IO, Any, Final, Literal
 
 from ctxlog import _context as _core
 from ctxlog._context import _STORE, ContextError, _merge_registered
+from ctxlog._handoff import _safe_str
 
 __all__ = [
     "RESERVED_ATTRS",
@@ -354,21 +355,14 @@ def _json_safe(value: Any, depth: int = _JSON_SAFE_DEPTH) -> Any:
             return f"<int of {value.bit_length()} bits>"
     elif isinstance(value, dict | list | tuple):
         if depth <= 0:
-            return _safe_text(value)
+            return _safe_str(value)
         if isinstance(value, dict):
             return {
-                key if isinstance(key, str) else _safe_text(key): _json_safe(item, depth - 1)
+                key if isinstance(key, str) else _safe_str(key): _json_safe(item, depth - 1)
                 for key, item in value.items()
             }
         return [_json_safe(item, depth - 1) for item in value]
     return value
-
-
-def _safe_text(value: Any) -> str:
-    try:
-        return str(value)
-    except Exception:  # noqa: BLE001 -- a broken __str__ (or a too deep repr) must not lose the line
-        return f"<unprintable {type(value).__name__}>"
 
 
 def _json_dumps(obj: Any, **kwargs: Any) -> str:
