@@ -175,8 +175,10 @@ class RequestContextMiddleware:
                         if name.lower() == wanted:
                             break
                     else:
-                        # A new list: the app's own may be reused (a module-level response).
-                        message["headers"] = [*headers, pair]
+                        # A new message, not the app's own with its headers changed:
+                        # an app may send one dict for every request (a module-level
+                        # response), and the next request would find this id in it.
+                        message = {**message, "headers": [*headers, pair]}
             await send(message)
 
         token = _STORE.set(policy.bound(values))

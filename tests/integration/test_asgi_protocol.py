@@ -222,6 +222,23 @@ def test_response_headers_given_as_a_tuple_are_kept() -> None:
     assert seen.sent[0]["headers"] == [(b"content-type", b"text/plain"), (b"x-request-id", b"abc")]
 
 
+def test_a_response_message_the_app_reuses_is_left_alone() -> None:
+    """An app may send the same module-level message for every request: each response
+    still carries its own request's id, and the app's message is not changed."""
+    start: Message = {"type": "http.response.start", "status": 204, "headers": []}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = RequestContextMiddleware(app)
+    for request_id in (b"one", b"two"):
+        seen = Seen()
+        run(middleware, http_scope((b"x-request-id", request_id)), seen)
+        assert seen.header(b"x-request-id") == [request_id]
+    assert start == {"type": "http.response.start", "status": 204, "headers": []}
+
+
 def test_custom_validator_and_generator(warnings: Captured) -> None:
     counter = iter(range(100))
 
