@@ -170,6 +170,11 @@ class RequestContextMiddleware:
                 started = True
                 if echo:
                     headers = message.get("headers") or ()
+                    if not isinstance(headers, list | tuple):
+                        # Any iterable, says the spec (a generator reads once): read
+                        # it here and send what was read.
+                        headers = list(headers)
+                        message = {**message, "headers": headers}
                     for name, _ in headers:
                         # The spec wants lowercase names here too; not every app obeys.
                         if name.lower() == wanted:

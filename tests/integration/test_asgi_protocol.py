@@ -239,6 +239,23 @@ def test_a_response_message_the_app_reuses_is_left_alone() -> None:
     assert start == {"type": "http.response.start", "status": 204, "headers": []}
 
 
+@pytest.mark.parametrize("own_id", [False, True])
+def test_response_headers_from_a_generator_are_all_sent(own_id: bool) -> None:
+    """ASGI headers may be any iterable: a generator is read once, and all of it is sent."""
+    headers = [(b"content-type", b"text/plain")]
+    if own_id:
+        headers.append((b"x-request-id", b"mine"))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": iter(headers)})
+
+    seen = Seen()
+    run(RequestContextMiddleware(app), http_scope((b"x-request-id", b"abc")), seen)
+    assert list(seen.sent[0]["headers"]) == (
+        headers if own_id else [*headers, (b"x-request-id", b"abc")]
+    )
+
+
 def test_custom_validator_and_generator(warnings: Captured) -> None:
     counter = iter(range(100))
 
