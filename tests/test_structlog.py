@@ -9,6 +9,8 @@ import inspect
 import io
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import subprocess
 import sys
@@ -775,6 +777,39 @@ def test_config_one_json_stream(name: str) -> None:
         assert "ZeroDivisionError" in inside[4]["exception"]
         assert outside["event"] == "outside"
         assert "request_id" not in outside
+
+
+def test_listener_side_rendering_of_records_from_ctxlog_queue_handler() -> None:
+    """With ``ctxlog.QueueHandler`` the record carries the logging thread's context as
+    attributes, so a ``ProcessorFormatter`` on the listener's handler (another thread,
+    no context there) still writes it."""
+    out = io.StringIO()
+    target = logging.StreamHandler(out)
+    target.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=cs.SHARED_PROCESSORS, processors=cs.JSON_RENDERING
+        )
+    )
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    logger = logging.getLogger(f"ctxlog.test.queued.{id(out)}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = ctxlog.QueueHandler(records)
+    logger.addHandler(handler)
+    listener = logging.handlers.QueueListener(records, target)
+    listener.start()
+    try:
+        with ctxlog.bind(request_id="r-1", user_id="u-1"):
+            logger.info("queued %s", "record", extra={"user_id": "explicit"})
+        logger.info("outside")
+    finally:
+        listener.stop()
+        logger.removeHandler(handler)
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["event"] == "queued record"
+    assert (first["request_id"], first["user_id"]) == ("r-1", "explicit")
+    assert second["event"] == "outside"
+    assert "request_id" not in second
 
 
 def test_missing_structlog_names_the_extra() -> None:
