@@ -323,6 +323,17 @@ class _Policy:
         if not isinstance(max_length, int) or max_length < 1:
             msg = f"{where}(max_length={max_length!r}): give a positive int."
             raise ContextError(msg)
+        functions: tuple[tuple[str, object], ...] = (
+            ("validator", validator),
+            ("generator", generator),
+        )
+        for name, function in functions:
+            # Found out here, not as a rejected header (or a 500) on every request.
+            if not callable(function):
+                msg = (
+                    f"{where}({name}={function!r}): give a function, not {type(function).__name__}."
+                )
+                raise ContextError(msg)
         self.header = header
         self.header_lower = header.lower()
         self.header_bytes = self.header_lower.encode("ascii")

@@ -311,6 +311,8 @@ def test_a_bad_generator_is_reported() -> None:
         ({"request_fields": "method"}, "collection"),
         ({"request_fields": ["method", "user"]}, "unknown"),
         ({"max_length": 0}, "max_length"),
+        ({"validator": r"[a-z]+"}, "validator=.*give a function"),
+        ({"generator": "fixed-id"}, "generator=.*give a function"),
     ],
 )
 def test_invalid_options(options: dict[str, Any], match: str) -> None:
