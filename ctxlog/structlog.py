@@ -725,10 +725,12 @@ def _record_extras(
     the log call wins over the context, as a structlog keyword does.  Standard
     LogRecord attributes (and ``message``/``asctime``, which another formatter
     may have set) are left out; so is a key the event dict already has (its
-    ``event``).  structlog's own events carry no ``_record`` here: untouched.
+    ``event``).  structlog's own events are left alone: their keywords are in
+    the event dict already, and their record holds structlog's private
+    attributes (``_logger``, ``_name``).
     """
     record = event_dict.get("_record")
-    if record is not None:
+    if record is not None and not event_dict.get("_from_structlog"):
         for key, value in record.__dict__.items():
             if key not in RESERVED_ATTRS and key not in event_dict:
                 event_dict[key] = value

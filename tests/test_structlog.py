@@ -812,6 +812,20 @@ def test_listener_side_rendering_of_records_from_ctxlog_queue_handler() -> None:
     assert "request_id" not in second
 
 
+def test_record_extras_only_from_stdlib_records() -> None:
+    """The first of SHARED_PROCESSORS copies a stdlib record's extras; a structlog
+    event, even one handed to it with its record, keeps only its own keys."""
+    extras = cs.SHARED_PROCESSORS[0]
+    record = logging.LogRecord("lib", logging.INFO, __file__, 1, "msg", (), None)
+    record.__dict__.update(order_id=7, event="not the message", message="formatted")
+    foreign = {"event": "msg", "_record": record, "_from_structlog": False}
+    assert extras(None, "info", foreign) == {**foreign, "order_id": 7}
+    record.__dict__.update(_logger=object(), _name="info")
+    own = {"event": "x", "_record": record, "_from_structlog": True}
+    assert extras(None, "info", dict(own)) == own
+    assert extras(None, "info", {"event": "x"}) == {"event": "x"}
+
+
 def test_missing_structlog_names_the_extra() -> None:
     code = (
         "import sys\n"
