@@ -6,7 +6,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ctxlog._check import CheckReport, check_files
@@ -14,7 +14,7 @@ from ctxlog._check import CheckReport, check_files
 
 def _print_problems(report: CheckReport, limit: int) -> None:
     for problem in report.problems[:limit]:
-        print(f"  line {problem.lineno}: {problem.kind}: {problem.detail}")
+        print(f"  {problem.where}: {problem.kind}: {problem.detail}")
     if len(report.problems) > limit:
         print(f"  ... and {len(report.problems) - limit} more")
 
@@ -39,10 +39,32 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    report = check_files(args.files, key=args.key, ignore_loggers=args.ignore_logger)
+    try:
+        report = check_files(args.files, key=args.key, ignore_loggers=args.ignore_logger)
+    except OSError as exc:
+        print(
+            f"python -m ctxlog check: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
     print(report.summary())
     _print_problems(report, args.limit)
     return 0 if report.ok else 1
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int of at least *minimum*."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            msg = f"expected a whole number >= {minimum}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run a service under load and check its log lines")
-    demo.add_argument("-n", "--requests", type=int, default=300, help="requests (default 300)")
+    demo.add_argument(
+        "-n", "--requests", type=_count(1), default=300, help="requests (default 300)"
+    )
     demo.add_argument("-o", "--output", help="JSON lines file (default: a temporary file)")
     demo.add_argument(
         "--simulated",
@@ -69,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="skip lines of this logger (repeatable)",
     )
-    check.add_argument("--limit", type=int, default=20, help="problems to print (default 20)")
+    check.add_argument("--limit", type=_count(0), default=20, help="problems to print (default 20)")
     check.set_defaults(func=_check)
 
     args = parser.parse_args(argv)

@@ -5,6 +5,8 @@ Used by ``python -m ctxlog check FILE...`` and by the demo to verify its own out
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import json
 import re
 from collections.abc import Collection, Iterable
@@ -25,11 +27,17 @@ _MAX_DETAIL: Final = 200
 
 @dataclass(frozen=True)
 class Problem:
-    """One line that failed the check."""
+    """One line that failed the check: its number (in *source*, when given)."""
 
     lineno: int
     kind: ProblemKind
     detail: str
+    source: str = ""
+
+    @property
+    def where(self) -> str:
+        """``line N``, or ``FILE line N`` when checked among several files."""
+        return f"{self.source} line {self.lineno}" if self.source else f"line {self.lineno}"
 
 
 @dataclass
@@ -146,11 +154,30 @@ def check_files(
     ignore_loggers: Collection[str] = (),
     logger_key: str = "logger",
 ) -> CheckReport:
-    """:func:`check_lines` over the lines of every file in *paths*, as one stream."""
+    """:func:`check_lines` over the lines of every file in *paths*, as one stream
+    (an id crossing from one file to another counts).  With several files, each
+    problem names its file and its line number in that file.
+
+    :raises OSError: a file cannot be read.
+    """
+    files = [Path(path) for path in paths]
+    starts: list[int] = []  # the stream's line number of each file's first line
 
     def lines() -> Iterable[str]:
-        for path in paths:
-            with Path(path).open(encoding="utf-8", errors="replace") as fh:
-                yield from fh
+        count = 0
+        for path in files:
+            starts.append(count + 1)
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    count += 1
+                    yield line
 
-    return check_lines(lines(), key=key, ignore_loggers=ignore_loggers, logger_key=logger_key)
+    report = check_lines(lines(), key=key, ignore_loggers=ignore_loggers, logger_key=logger_key)
+    if len(files) > 1:
+        located = []
+        for problem in report.problems:
+            index = bisect.bisect_right(starts, problem.lineno) - 1
+            line = problem.lineno - starts[index] + 1
+            located.append(dataclasses.replace(problem, lineno=line, source=str(files[index])))
+        report.problems = located
+    return report

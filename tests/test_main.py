@@ -13,7 +13,7 @@ import pytest
 import ctxlog
 from ctxlog import _demo_sim
 from ctxlog.__main__ import main
-from ctxlog._check import check_lines
+from ctxlog._check import check_files, check_lines
 
 
 def line(request_id: str | None, message: str, **extra: object) -> str:
@@ -70,7 +70,31 @@ class TestCheck:
         assert main(["check", str(good), str(bad)]) == 1
         out = capsys.readouterr().out
         assert "crossed: 1" in out
-        assert "line 3: crossed" in out
+        assert f"  {bad} line 2: crossed: request_id=r2 but message mentions r1" in out
+
+    def test_problems_name_their_file_and_line(self, tmp_path: Path) -> None:
+        paths = [tmp_path / name for name in ("a.jsonl", "empty.jsonl", "b.jsonl")]
+        paths[0].write_text(line("r1", "x") + "\n\n" + line(None, "no id") + "\n", "utf-8")
+        paths[1].write_text("", "utf-8")
+        paths[2].write_text(line("r2", "y") + "\n" + line("r2", "about r1") + "\n", "utf-8")
+        report = check_files(paths)
+        assert [(p.where, p.kind) for p in report.problems] == [
+            (f"{paths[0]} line 3", "missing"),
+            (f"{paths[2]} line 2", "crossed"),  # crossing between files counts
+        ]
+        assert check_files(paths[2:]).ok  # r1 is no known id in b.jsonl alone
+        (alone,) = check_files(paths[:1]).problems
+        assert (alone.where, alone.kind) == ("line 3", "missing")
+
+    def test_command_line_errors(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        missing = tmp_path / "missing.jsonl"
+        assert main(["check", str(missing)]) == 2
+        assert f"cannot read {missing}: No such file or directory" in capsys.readouterr().err
+        for argv in (["demo", "-n", "0"], ["demo", "-n", "x"], ["check", "--limit", "-1", "f"]):
+            with pytest.raises(SystemExit) as exit_info:
+                main(argv)
+            assert exit_info.value.code == 2
+            assert "expected a whole number >=" in capsys.readouterr().err
 
 
 class TestSimulatedDemo:
