@@ -56,6 +56,11 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    # The lazy names too, before their first use (completion, help()).
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "ContextError",
     "ContextFilter",

@@ -23,6 +23,19 @@ def test_import_loads_no_third_party_module() -> None:
     assert json.loads(out) == []
 
 
+def test_lazy_names_are_listed_before_their_first_use() -> None:
+    code = (
+        "import sys, ctxlog\n"
+        "names = dir(ctxlog)\n"
+        "print('multiprocessing' in sys.modules, 'logging.handlers' in sys.modules)\n"
+        "print(all(name in names for name in ctxlog.__all__))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "False", "True"]
+
+
 def test_all_is_sorted_and_complete() -> None:
     assert ctxlog.__all__ == sorted(ctxlog.__all__)
     for name in ctxlog.__all__:
