@@ -266,7 +266,10 @@ class Token:
 
     @property
     def used(self) -> bool:
-        """True once the token has been passed to :func:`reset`."""
+        """True once the token has been passed to :func:`reset`.
+
+        .. versionadded:: 0.1.0
+        """
         return self._used
 
     def __repr__(self) -> str:

@@ -129,6 +129,8 @@ class ContextFilter(logging.Filter):
 
         Applies ``fields``, ``defaults`` and ``on_conflict``; the result is what
         lands on the record (flat) or under ``nest_under``.
+
+        .. versionadded:: 0.1.0
         """
         if self.fields is None:
             selected: Mapping[str, Any] = data
@@ -153,7 +155,10 @@ class ContextFilter(logging.Filter):
         return out
 
     def attributes(self) -> dict[str, Any]:
-        """The attributes this filter would add to a record logged right now."""
+        """The attributes this filter would add to a record logged right now.
+
+        .. versionadded:: 0.1.0
+        """
         data = _STORE.get()
         if _core._registry:  # read the module attribute: register() rebinds it
             data = _merge_registered(data)
@@ -165,7 +170,10 @@ class ContextFilter(logging.Filter):
         return out
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Add the context to *record*; always returns ``True``."""
+        """Add the context to *record*; always returns ``True``.
+
+        .. versionadded:: 0.1.0
+        """
         try:
             attrs = record.__dict__
             source, prepared = self._flat_cache
