@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -501,6 +501,30 @@ def test_bound_contextvars_on_async_def_binds_around_the_await() -> None:
 
     asyncio.run(main())
     assert inspect.iscoroutinefunction(ours)
+
+
+def test_bound_contextvars_on_a_coroutine_resumed_in_another_context() -> None:
+    """A coroutine stepped by hand, its last step in a copy of the first step's context:
+    the keys are restored there all the same."""
+
+    class Pause:
+        def __await__(self) -> Generator[None, None, None]:
+            yield
+
+    @cs.bound_contextvars(x=1)
+    async def step() -> dict[str, Any]:
+        await Pause()
+        return cs.get_contextvars()
+
+    coro = step()
+    first = contextvars.copy_context()
+    first.run(coro.send, None)
+    assert first.run(cs.get_contextvars) == {"x": 1}
+    second = first.copy()
+    with pytest.raises(StopIteration) as stop:
+        second.run(coro.send, None)
+    assert stop.value.value == {"x": 1}
+    assert second.run(cs.get_contextvars) == {}
 
 
 def test_bound_contextvars_async_with() -> None:
