@@ -51,9 +51,10 @@ class _AsyncFlight:
 
     __slots__ = ("loop", "task", "waiters")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.task = task
+        # None while the first caller creates the task (see _async_miss).
+        self.task: asyncio.Task[Any] | None = None
         self.waiters = 0
 
 
@@ -392,32 +393,50 @@ async def _async_miss(
         except TypeError as exc:
             raise _unhashable(fn, exc) from None
         flight: _AsyncFlight | None = state.pending.get(key)
+        mine = flight is None
         if flight is None:
-            # The call runs as its own task, so that a cancelled caller does not
-            # cancel it for the others; it runs in the first caller's context.
-            task = loop.create_task(fn(*args, **kwargs))
-            flight = state.pending[key] = _AsyncFlight(loop, task)
-            task.add_done_callback(functools.partial(_async_finished, results, state, key, flight))
-        elif flight.loop is not loop or flight.task is asyncio.current_task(loop):
+            flight = state.pending[key] = _AsyncFlight(loop)
+        elif (
+            flight.loop is not loop
+            or flight.task is None
+            or flight.task is asyncio.current_task(loop)
+        ):
             flight = None
     if flight is None:
         # The scope is shared with a thread running another event loop, whose
         # task this loop cannot await, or this is the call in progress itself,
-        # recursing with the same arguments (awaiting itself would never end):
-        # call through, uncached, as the sync path does.
+        # recursing with the same arguments (awaiting itself would never end;
+        # a task still None is being started by this very thread): call
+        # through, uncached, as the sync path does.
         return await fn(*args, **kwargs)
-    joined: _AsyncFlight = flight
-    joined.waiters += 1
+    if mine:
+        # The call runs as its own task, so that a cancelled caller does not
+        # cancel it for the others; it runs in the first caller's context.
+        # Started outside the lock: with an eager task factory its first steps
+        # run inside create_task(), and may call memoized functions of this scope.
+        try:
+            task = loop.create_task(fn(*args, **kwargs))
+        except BaseException:
+            with state.lock:
+                if state.pending.get(key) is flight:
+                    del state.pending[key]
+            raise
+        flight.task = task
+        task.add_done_callback(functools.partial(_async_finished, results, state, key, flight))
+    else:
+        task = cast("asyncio.Task[Any]", flight.task)  # not None: checked under the lock
+    flight.waiters += 1
     try:
-        value = await asyncio.shield(joined.task)
+        value = await asyncio.shield(task)
     finally:
-        joined.waiters -= 1
-        if joined.waiters == 0 and not joined.task.done():
+        flight.waiters -= 1
+        if flight.waiters == 0 and not task.done():
             # Every caller gave up (was cancelled): stop the call, and let the
             # next caller start a fresh one rather than await a cancelled task.
             with state.lock:
-                state.pending.pop(key, None)
-            joined.task.cancel()
+                if state.pending.get(key) is flight:
+                    del state.pending[key]
+            task.cancel()
     return value
 
 

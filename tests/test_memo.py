@@ -467,6 +467,43 @@ class TestAsync:
         assert asyncio.run(main()) == [3, 3]
         assert depth.calls == ["k", "k", "k"]
 
+    def test_under_an_eager_task_factory(self) -> None:
+        # Python 3.12+'s eager tasks run the call's first steps inside
+        # create_task(): a memoized function calling memoized functions of the
+        # same scope right away must neither deadlock nor lose the cache.
+        counter = Counter()
+
+        @ctxlog.memoize
+        async def fib(n: int) -> int:
+            counter.add(n)
+            if n < 2:
+                return n
+            return await fib(n - 1) + await fib(n - 2)
+
+        async def main() -> list[int]:
+            factory = getattr(asyncio, "eager_task_factory", None)  # 3.12+
+            asyncio.get_running_loop().set_task_factory(factory)
+            async with ctxlog.cache_scope():
+                first = await asyncio.wait_for(fib(25), timeout=10)
+                return [first, await fib(25), await fib(24)]
+
+        assert asyncio.run(main()) == [75025, 75025, 46368]
+        assert sorted(counter.calls) == list(range(26))  # each n computed once
+
+    def test_a_call_that_cannot_start_leaves_nothing_pending(self) -> None:
+        @ctxlog.memoize
+        async def load(key: str) -> str:
+            return key
+
+        async def main() -> None:
+            async with ctxlog.cache_scope():
+                for _ in range(2):  # the second call fails the same way, never hangs
+                    with pytest.raises(TypeError, match="positional argument"):
+                        await asyncio.wait_for(load("a", "b"), timeout=10)  # type: ignore[call-arg]  # misuse
+                assert await load("a") == "a"
+
+        asyncio.run(main())
+
     def test_cache_scope_as_decorator(self) -> None:
         counter = Counter()
 
