@@ -1,0 +1,294 @@
+"""Celery: the publisher's context in the task, ``task_id``/``task_name`` bound in the worker.
+
+``ctxlog.celery.install()`` connects three Celery signals:
+
+- ``before_task_publish``: the bound context (what :func:`ctxlog.snapshot`
+  holds, minus what ctxlog computes itself such as the OpenTelemetry ids)
+  goes into one message header, :data:`CONTEXT_HEADER`, as the JSON that
+  :meth:`ctxlog.Snapshot.to_headers` writes;
+- ``task_prerun``: the worker replaces its whole bound context with the
+  header's values plus ``task_id`` and ``task_name``, so nothing from an
+  earlier task on the same process, thread or greenlet can show through;
+- ``task_postrun`` (which Celery sends even when the task raised): the
+  context the worker had before the task comes back, by the token of the
+  prerun binding.  Keys are removed, never set to ``None``: a
+  ``%(request_id)s`` format with a filter default keeps working.
+
+Celery is imported here only: ``import ctxlog`` never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Final
+
+try:
+    from celery import signals as _signals
+    from celery.app.task import Context as _TaskRequest
+except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
+    msg = (
+        "ctxlog.celery needs Celery (>= 5.3), which is not installed: pip install 'ctxlog[celery]'"
+    )
+    raise ImportError(msg, name=exc.name) from exc
+
+from ctxlog import _context as _core
+from ctxlog._context import _STORE, ContextError, _check_key
+from ctxlog._handoff import CONTEXT_HEADER as _SNAPSHOT_HEADER
+from ctxlog._handoff import Snapshot
+
+__all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
+
+#: The message header the context travels in, by default.
+CONTEXT_HEADER: Final = "ctxlog_context"
+
+_log: Final = logging.getLogger("ctxlog.celery")
+
+_HEADER_NAME: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}").fullmatch
+
+#: Names Celery itself uses in a message's headers or a task's request: a
+#: context header under one of them would be lost or would break the task.
+_RESERVED_HEADERS: Final = frozenset(
+    {*vars(_TaskRequest), "lang", "task", "argsrepr", "kwargsrepr", "compression", "shadow"}
+)
+
+_UID_PUBLISH: Final = "ctxlog.celery.before_task_publish"
+_UID_PRERUN: Final = "ctxlog.celery.task_prerun"
+_UID_POSTRUN: Final = "ctxlog.celery.task_postrun"
+
+
+@dataclass(frozen=True)
+class _Options:
+    keys: frozenset[str] | None
+    header: str
+    task_id_key: str | None
+    task_name_key: str | None
+
+    @property
+    def task_keys(self) -> frozenset[str]:
+        return frozenset(k for k in (self.task_id_key, self.task_name_key) if k is not None)
+
+
+_options: _Options | None = None
+_lock = threading.Lock()
+
+#: Per running task (keyed by its request object, which Celery keeps on its
+#: request stack from before ``task_prerun`` to after ``task_postrun``): the
+#: prerun token, the mapping it set, and the mapping it replaced.
+_running: dict[int, tuple[Any, dict[str, Any], dict[str, Any]]] = {}
+
+
+def install(
+    *,
+    keys: Iterable[str] | None = None,
+    header: str = CONTEXT_HEADER,
+    task_id_key: str | None = "task_id",
+    task_name_key: str | None = "task_name",
+) -> None:
+    """Carry the context from task publishers to the tasks, and bind task fields in workers.
+
+    Call it once in the module that creates the Celery application, so that
+    both the publishing processes and the worker run it.  Celery's signals are
+    process-wide: every app in the process is covered.
+
+    - *keys*: carry only these keys (default: every bound key).  Applied on
+      both sides: a worker binds only these keys from a message.
+    - *header*: the message header holding the context (default
+      :data:`CONTEXT_HEADER`, ``"ctxlog_context"``).  Publishers and workers
+      must agree on it.
+    - *task_id_key* / *task_name_key*: the keys the worker binds the task's
+      id and name under, ``None`` to bind neither.
+
+    What is carried: the values bound with :func:`ctxlog.bind` (and friends)
+    and registered ContextVars, as :func:`ctxlog.snapshot` has them, but not
+    the task fields of a task that publishes another one (the new task gets
+    its own), nor values ctxlog computes itself (the OpenTelemetry ids of
+    :mod:`ctxlog.otel`: OpenTelemetry's Celery instrumentation carries the
+    trace, and the worker's own span is the one to show).  A context that
+    cannot travel (over 8 KiB as JSON, a control character in a value) is
+    left out with a warning on the ``ctxlog.celery`` logger; the task is
+    still published.  A header that a worker cannot read is ignored with a
+    warning; the task still runs, with its task fields bound.
+
+    Tasks run eagerly (``task.apply()``, ``task_always_eager``) run in the
+    caller's context: there the task fields and the header's values are
+    added to it, and removed after.  Calling :func:`install` again replaces
+    the options.
+
+    Works with Celery's message protocol 2 (the default since Celery 4).
+
+    :raises ContextError: a key is empty, *header* is not a plain name (a
+        letter, then letters, digits, ``_ . -``, at most 64) or is a name
+        Celery uses itself, or *task_id_key* equals *task_name_key*.
+
+    .. versionadded:: 0.1.0
+    """
+    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
+    if not isinstance(header, str) or _HEADER_NAME(header) is None:
+        msg = (
+            f"ctxlog.celery.install(header={header!r}): give a plain name such as "
+            f"{CONTEXT_HEADER!r} (a letter, then letters, digits, '_', '.', '-')."
+        )
+        raise ContextError(msg)
+    if header in _RESERVED_HEADERS:
+        msg = (
+            f"ctxlog.celery.install(header={header!r}): Celery uses this name itself; "
+            f"choose another, such as {CONTEXT_HEADER!r}."
+        )
+        raise ContextError(msg)
+    if isinstance(keys, str):
+        msg = f"ctxlog.celery.install(keys={keys!r}): pass a collection, e.g. keys=[{keys!r}]."
+        raise ContextError(msg)
+    allowed = None if keys is None else frozenset(keys)
+    for key in allowed or ():
+        _check_key(key, "ctxlog.celery.install")
+    for task_key in (task_id_key, task_name_key):
+        if task_key is not None:
+            _check_key(task_key, "ctxlog.celery.install")
+    if task_id_key is not None and task_id_key == task_name_key:
+        msg = (
+            f"ctxlog.celery.install(): task_id_key and task_name_key are both "
+            f"{task_id_key!r}; give them different names."
+        )
+        raise ContextError(msg)
+    with _lock:
+        _options = _Options(allowed, header, task_id_key, task_name_key)
+        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
+        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
+        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
+
+
+def uninstall() -> None:
+    """Disconnect what :func:`install` connected.  Does nothing when not installed.
+
+    A task running at that moment still gets its context restored when it ends.
+
+    .. versionadded:: 0.1.0
+    """
+    global _options  # noqa: PLW0603 -- see install()
+    with _lock:
+        _options = None
+        _signals.before_task_publish.disconnect(_on_publish, dispatch_uid=_UID_PUBLISH)
+        _signals.task_prerun.disconnect(_on_prerun, dispatch_uid=_UID_PRERUN)
+        # task_postrun stays connected while a task is running, so its context is
+        # restored; the receiver disconnects itself once nothing is running.
+        if not _running:
+            _signals.task_postrun.disconnect(_on_postrun, dispatch_uid=_UID_POSTRUN)
+
+
+def installed() -> bool:
+    """Return whether :func:`install` is in effect.
+
+    .. versionadded:: 0.1.0
+    """
+    return _options is not None
+
+
+# --------------------------------------------------------------------------
+# publishing
+# --------------------------------------------------------------------------
+
+
+def _outgoing(options: _Options) -> dict[str, Any]:
+    """The values to carry: the merged context without computed values and task fields."""
+    bound = _STORE.get()
+    registry = _core._registry
+    data: dict[str, Any] = dict(_core._merged()) if registry else dict(bound)
+    for source, name in registry:
+        # A provider (not a ContextVar) computes a value for wherever it is read:
+        # the worker computes its own.  A value bound under the same name travels.
+        if not isinstance(source, ContextVar) and name not in bound:
+            data.pop(name, None)
+    for key in options.task_keys:
+        data.pop(key, None)
+    if options.keys is not None:
+        data = {k: v for k, v in data.items() if k in options.keys}
+    return data
+
+
+def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """``before_task_publish``: write the context into the message headers."""
+    options = _options
+    if options is None or headers is None:
+        return
+    data = _outgoing(options)
+    if not data:
+        return
+    try:
+        text = Snapshot(data).to_headers()[_SNAPSHOT_HEADER]
+    except ContextError as exc:
+        _log.warning("The context of task %s was not sent with it: %s", kwargs.get("sender"), exc)
+        return
+    headers[options.header] = text
+
+
+# --------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------
+
+
+def _incoming(options: _Options, task: Any, task_id: Any) -> dict[str, Any]:
+    """What to bind for *task*: the values from its message, then its task fields."""
+    request = task.request
+    raw = request.get(options.header)
+    values: dict[str, Any] = {}
+    if raw is not None:
+        try:
+            values = dict(Snapshot.from_headers([(_SNAPSHOT_HEADER, raw)]))
+        except ContextError as exc:
+            why = str(exc).replace(_SNAPSHOT_HEADER, options.header)
+            _log.warning(
+                "Ignored the %s header of task %s[%s]: %s", options.header, task.name, task_id, why
+            )
+        if options.keys is not None:
+            values = {k: v for k, v in values.items() if k in options.keys}
+    if options.task_id_key is not None:
+        values[options.task_id_key] = task_id
+    if options.task_name_key is not None:
+        values[options.task_name_key] = task.name
+    return values
+
+
+def _on_prerun(
+    task_id: Any = None,
+    task: Any = None,
+    **kwargs: Any,  # noqa: ARG001 -- Celery sends more arguments than are used here
+) -> None:
+    """``task_prerun``: bind the task's context, in the thread that runs it."""
+    options = _options
+    if options is None or task is None:
+        return
+    request = task.request
+    values = _incoming(options, task, task_id)
+    before = _STORE.get()
+    # A worker starts from nothing: whatever its thread held (another task's
+    # values, had anything gone wrong) must not show through.  An eager task
+    # runs inside its caller, whose context it shares.
+    new = {**before, **values} if request.is_eager else values
+    token = _STORE.set(new)
+    _running[id(request)] = (token, new, before)
+
+
+def _on_postrun(
+    task: Any = None,
+    **kwargs: Any,  # noqa: ARG001 -- see _on_prerun
+) -> None:
+    """``task_postrun``: give back the context the task found (also after a failure)."""
+    if task is None:
+        return
+    entry = _running.pop(id(task.request), None)
+    if entry is not None:
+        token, new, before = entry
+        try:
+            _STORE.reset(token)
+        except (ValueError, RuntimeError):
+            # Not the context prerun ran in (a pool that moved the task between
+            # contexts): undo our binding only if it is what this context holds.
+            if _STORE.get() is new:
+                _STORE.set(before)
+    if _options is None and not _running:
+        _signals.task_postrun.disconnect(_on_postrun, dispatch_uid=_UID_POSTRUN)
