@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     raise ImportError(msg, name=exc.name) from exc
 
 from ctxlog import headers as _headers
-from ctxlog._context import ContextError, _add_source, _check_key, _remove_source
+from ctxlog._context import _MISSING, ContextError, _add_source, _check_key, _remove_source
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -47,16 +47,16 @@ class _ActiveSpan:
     tuple, swapped as a whole (safe across threads without a lock).
     """
 
-    __slots__ = ("_cache",)
+    __slots__ = ("cache",)
 
     def __init__(self) -> None:
-        self._cache: tuple[object, tuple[str, str, str] | None] = (object(), _NO_IDS)
+        self.cache: tuple[object, tuple[str, str, str] | None] = (object(), _NO_IDS)
 
     def ids(self) -> tuple[str, str, str] | None:
         """``(trace_id, span_id, flags)`` of the active span in hex, or ``None``."""
         try:
             otel_ctx = _get_current_context()
-            cache = self._cache
+            cache = self.cache
             if cache[0] is otel_ctx:
                 return cache[1]
             span_ctx = _get_current_span(otel_ctx).get_span_context()
@@ -71,7 +71,7 @@ class _ActiveSpan:
             )
         except Exception:  # noqa: BLE001 -- a broken tracer setup must not break reading the context
             return _NO_IDS
-        self._cache = (otel_ctx, ids)
+        self.cache = (otel_ctx, ids)
         return ids
 
     def flags_for(self, trace_id: str) -> str | None:
@@ -83,7 +83,7 @@ class _ActiveSpan:
 
 
 class _SpanField:
-    """A registry provider: one id of the active span, or :class:`LookupError`."""
+    """A registry provider: one id of the active span, or ``_MISSING`` (no span)."""
 
     __slots__ = ("_index", "_key", "_span")
 
@@ -92,11 +92,14 @@ class _SpanField:
         self._index = index
         self._key = key
 
-    def get(self) -> str:
-        ids = self._span.ids()
-        if ids is None:
-            raise LookupError(self._key)
-        return ids[self._index]
+    def get(self) -> object:
+        # Read for every log record: the cache check of _ActiveSpan.ids() inlined.
+        # get_current() reads a ContextVar that has a default: it does not raise.
+        # Whatever else can fail (a custom span) is caught in _ActiveSpan.ids().
+        span = self._span
+        cache = span.cache
+        ids = cache[1] if cache[0] is _get_current_context() else span.ids()
+        return _MISSING if ids is None else ids[self._index]
 
     def __repr__(self) -> str:
         what = "trace id" if self._index == 0 else "span id"

@@ -1,0 +1,203 @@
+"""OpenTelemetry benchmark: what ``ctxlog.otel`` adds to each log record.
+
+Measured in one process, with the real OpenTelemetry SDK tracer and 3 keys
+bound (request_id, user_id, tenant):
+
+* ``ctxlog.ContextFilter().filter(record)`` without ``ctxlog.otel`` (the
+  reference), with it installed and no span current, and with it installed
+  inside a span (trace_id and span_id merged);
+* the anchor: the same filter plus the per-record work of OpenTelemetry's
+  logging instrumentation (``opentelemetry-instrumentation-logging``'s record
+  factory: read the current span, format both ids, set ``otelTraceID``,
+  ``otelSpanID``, ``otelTraceSampled``, ``otelServiceName``), re-implemented
+  here as a filter because that package is not a dependency;
+* ``ctxlog.current()`` with and without a span.
+
+Figures are net nanoseconds per operation (net of creating the LogRecord):
+the median over many short runs, taken round-robin so that a burst of load
+elsewhere hits every row alike; a ratio is the median of the per-run ratios
+against the first row.  Run it with ``python benchmarks/run.py otel``
+(``--quick`` for a rough pass) or alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import timeit
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+import ctxlog
+import ctxlog.otel
+
+__all__ = ["main"]
+
+CONTEXT: dict[str, Any] = {"request_id": "6f1c2a9e3d414b8f9a570c2e8d7b1f34", "user_id": 4217}
+CONTEXT["tenant"] = "acme"
+BATCH = 16
+
+
+def _quick() -> bool:
+    return os.environ.get("CTXLOG_BENCH_QUICK", "") not in ("", "0")
+
+
+@dataclass
+class _Op:
+    label: str
+    run: Callable[[], float]
+    samples: list[float] = field(default_factory=list)
+
+
+def _make_record() -> logging.LogRecord:
+    return logging.LogRecord("bench", logging.INFO, __file__, 1, "request handled", (), None)
+
+
+def _timed_records(stmt: str, namespace: dict[str, Any], batches: int) -> Callable[[], float]:
+    """A run of *stmt* on fresh records (bound as ``record``), made in the untimed setup."""
+    timer = timeit.Timer(
+        f"record = next_record()\n{stmt}",
+        setup=f"next_record = iter([make_record() for _ in range({BATCH})]).__next__",
+        globals=namespace,
+    )
+    return lambda: sum(timer.repeat(repeat=batches, number=BATCH)) / (batches * BATCH) * 1e9
+
+
+def _timed(stmt: str, namespace: dict[str, Any], number: int) -> Callable[[], float]:
+    timer = timeit.Timer(stmt, globals=namespace)
+    return lambda: timer.timeit(number) / number * 1e9
+
+
+class _OtelInstrumentationFilter(logging.Filter):
+    """The per-record work of opentelemetry-instrumentation-logging's record factory."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.otelSpanID = "0"
+        record.otelTraceID = "0"
+        record.otelTraceSampled = False
+        record.otelServiceName = ""
+        span = trace.get_current_span()
+        if span != trace.INVALID_SPAN:
+            ctx = span.get_span_context()
+            if ctx != trace.INVALID_SPAN_CONTEXT:
+                record.otelSpanID = format(ctx.span_id, "016x")
+                record.otelTraceID = format(ctx.trace_id, "032x")
+                record.otelTraceSampled = ctx.trace_flags.sampled
+        return True
+
+
+def _race(ops: list[_Op], runs: int) -> dict[str, list[float]]:
+    for _ in range(runs):
+        for op in ops:
+            op.samples.append(op.run())
+    baseline, *measured = ops
+    return {
+        op.label: [a - b for a, b in zip(op.samples, baseline.samples, strict=True)]
+        for op in measured
+    }
+
+
+def _per_record(runs: int, batches: int) -> dict[str, list[float]]:
+    """Net ns per record of each filter set-up; the span is current for the 'span' rows."""
+    filt = ctxlog.ContextFilter()
+    anchor = _OtelInstrumentationFilter()
+    ns: dict[str, Any] = {"make_record": _make_record, "filt": filt, "anchor": anchor}
+    tracer = TracerProvider().get_tracer("bench")
+
+    def in_span(stmt: str) -> Callable[[], float]:
+        timed = _timed_records(stmt, ns, batches)
+
+        def run() -> float:
+            with tracer.start_as_current_span("bench"):
+                return timed()
+
+        return run
+
+    def installed(run: Callable[[], float]) -> Callable[[], float]:
+        def wrapped() -> float:
+            ctxlog.otel.install()
+            try:
+                return run()
+            finally:
+                ctxlog.otel.uninstall()
+
+        return wrapped
+
+    ops = [
+        _Op("baseline", _timed_records("pass", ns, batches)),
+        _Op("plain", _timed_records("filt.filter(record)", ns, batches)),
+        _Op("no_span", installed(_timed_records("filt.filter(record)", ns, batches))),
+        _Op("span", installed(in_span("filt.filter(record)"))),
+        _Op("anchor_span", in_span("filt.filter(record)\nanchor.filter(record)")),
+    ]
+    return _race(ops, runs)
+
+
+def _current(runs: int, number: int) -> dict[str, list[float]]:
+    """Net ns of ctxlog.current() with ctxlog.otel installed, without and with a span."""
+    tracer = TracerProvider().get_tracer("bench")
+    ns: dict[str, Any] = {"current": ctxlog.current}
+
+    def in_span(run: Callable[[], float]) -> Callable[[], float]:
+        def wrapped() -> float:
+            with tracer.start_as_current_span("bench"):
+                return run()
+
+        return wrapped
+
+    ctxlog.otel.install()
+    try:
+        ops = [
+            _Op("baseline", _timed("pass", ns, number)),
+            _Op("no_span", _timed("current()", ns, number)),
+            _Op("span", in_span(_timed("current()", ns, number))),
+        ]
+        return _race(ops, runs)
+    finally:
+        ctxlog.otel.uninstall()
+
+
+def _ratio(nets: dict[str, list[float]], label: str, reference: str) -> float:
+    pairs = zip(nets[label], nets[reference], strict=True)
+    return statistics.median(a / b for a, b in pairs)
+
+
+def main() -> None:
+    """Measure, then print the table."""
+    quick = _quick()
+    runs = 9 if quick else 31
+    batches = 30 if quick else 60
+    number = 2_000 if quick else 10_000
+    token = ctxlog.set(**CONTEXT)
+    try:
+        records = _per_record(runs, batches)
+        current = _current(runs, number)
+    finally:
+        ctxlog.reset(token)
+
+    print(
+        f"net ns per operation, median of {runs} runs; ratio: median of the per-run ratios\n"
+        "against the block's first row (measured side by side, round-robin)"
+    )
+    print("filter cost per record, 3 keys bound (net of creating the LogRecord)")
+    for key, label in [
+        ("plain", "ctxlog.ContextFilter, ctxlog.otel not installed"),
+        ("no_span", "same, ctxlog.otel installed, no span current"),
+        ("span", "same, inside a span (+ trace_id, span_id)"),
+        ("anchor_span", "ctxlog filter + OTel logging instrumentation's work"),
+    ]:
+        value = statistics.median(records[key])
+        print(f"  {label:<58}{value:>8,.0f} ns {_ratio(records, key, 'plain'):>6.2f}x")
+    print("ctxlog.current(), 3 keys bound, ctxlog.otel installed")
+    for key, label in [("no_span", "no span current"), ("span", "inside a span")]:
+        value = statistics.median(current[key])
+        print(f"  {label:<58}{value:>8,.0f} ns {_ratio(current, key, 'no_span'):>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
