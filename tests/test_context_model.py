@@ -1,7 +1,9 @@
-"""Random sequences of bind/unbind/set/reset/clear against a plain stack-of-dicts model."""
+"""Random sequences of bind/unbind/set/reset/clear (and register/unregister of
+foreign ContextVars) against a plain stack-of-dicts model."""
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from hypothesis.stateful import (
 )
 
 import ctxlog
-from ctxlog import ContextError
+from ctxlog import ContextError, _context
 
 keys = st.sampled_from(["a", "b", "c", "request_id", "user_id"])
 values = st.one_of(st.integers(-3, 3), st.text(max_size=3), st.none())
@@ -25,6 +27,18 @@ bindings = st.dictionaries(keys, values, max_size=3)
 
 class Boom(Exception):
     pass
+
+
+#: Stands, in the model, for a registered name that unbind() hides.
+HIDDEN = object()
+
+
+def value_of(var: contextvars.ContextVar[Any]) -> Any:
+    """The variable's value, HIDDEN when unset without a default (ctxlog skips it)."""
+    try:
+        return var.get()  # not get(HIDDEN): that would shadow the variable's own default
+    except LookupError:
+        return HIDDEN
 
 
 class ContextModel(RuleBasedStateMachine):
@@ -36,9 +50,15 @@ class ContextModel(RuleBasedStateMachine):
         super().__init__()
         self.open: list[ctxlog.bind | ctxlog.unbind] = []  # innermost last
         self.outer = ctxlog.clear()
-        self.model: dict[str, Any] = {}
+        self.model: dict[str, Any] = {}  # the bound values, HIDDEN for hidden registered names
         self.blocks: list[dict[str, Any]] = []  # what leaving each open block restores
         self.used: list[ctxlog.Token] = []
+        # Two foreign variables: "x" has a default, "y" is unset until set_foreign.
+        self.foreign = {
+            "x": contextvars.ContextVar[Any]("x", default="x-default"),
+            "y": contextvars.ContextVar[Any]("y"),
+        }
+        self.registered: dict[str, str] = {}  # foreign variable -> the name it merges under
 
     def _enter(self, block: ctxlog.bind | ctxlog.unbind) -> None:
         block.__enter__()
@@ -55,6 +75,40 @@ class ContextModel(RuleBasedStateMachine):
         self._enter(ctxlog.unbind(*names))
         self.blocks.append(self.model)
         self.model = {k: v for k, v in self.model.items() if k not in names}
+        # unbind() marks the names ctxlog merges now: registered ones, and those
+        # kept merged (never set) after an unregister() while hidden.
+        merged_names = {name for _, name in _context._registry}
+        for name in names:
+            if name in merged_names:
+                self.model[name] = HIDDEN
+
+    @rule(var=st.sampled_from(["x", "y"]), name=keys)
+    def register(self, var: str, name: str) -> None:
+        taken = [v for v, n in self.registered.items() if n == name and v != var]
+        if taken:
+            with pytest.raises(ContextError, match="already used"):
+                ctxlog.register(self.foreign[var], name)
+            return
+        ctxlog.register(self.foreign[var], name)
+        self.registered[var] = name
+
+    @rule(var=st.sampled_from(["x", "y"]))
+    def unregister(self, var: str) -> None:
+        if var not in self.registered:
+            with pytest.raises(ContextError, match="not registered"):
+                ctxlog.unregister(self.foreign[var])
+            return
+        ctxlog.unregister(self.foreign[var])
+        del self.registered[var]
+
+    @rule(var=st.sampled_from(["x", "y"]), value=values)
+    def set_foreign(self, var: str, value: Any) -> None:
+        self.foreign[var].set(value)
+
+    def expected(self) -> dict[str, Any]:
+        merged = {name: value_of(self.foreign[var]) for var, name in self.registered.items()}
+        merged.update(self.model)
+        return {k: v for k, v in merged.items() if v is not HIDDEN}
 
     @precondition(lambda self: self.blocks)
     @rule()
@@ -64,7 +118,7 @@ class ContextModel(RuleBasedStateMachine):
 
     @rule(values=bindings)
     def raise_in_block(self, values: dict[str, Any]) -> None:
-        before = dict(self.model)
+        before = self.expected()
         with pytest.raises(Boom), ctxlog.bind(**values):
             assert dict(ctxlog.current()) == {**before, **values}
             raise Boom
@@ -100,14 +154,18 @@ class ContextModel(RuleBasedStateMachine):
 
     @invariant()
     def matches_model(self) -> None:
-        assert dict(ctxlog.current()) == self.model
+        expected = self.expected()
+        assert dict(ctxlog.current()) == expected
+        assert dict(ctxlog.snapshot()) == expected
         for key in ("a", "b", "c", "request_id", "user_id"):
-            assert ctxlog.get(key, "<unset>") == self.model.get(key, "<unset>")
+            assert ctxlog.get(key, "<unset>") == expected.get(key, "<unset>")
 
     def teardown(self) -> None:
         while self.open:
             self.open.pop().__exit__(None, None, None)
         ctxlog.reset(self.outer)
+        for var in self.registered:
+            ctxlog.unregister(self.foreign[var])
 
 
 TestContextModel = ContextModel.TestCase
