@@ -618,10 +618,14 @@ def isolate(gen: Generator[Y, S, R]) -> Generator[Y, S, R]:
     called: the generator sees what was bound then, not what the consumer binds
     later.
 
+    :raises ContextError: *gen* is not a generator object (pass ``gen()``, not
+        ``gen``).
+
     .. versionadded:: 0.1.0
     """
     if not isinstance(gen, Generator):
-        msg = f"isolate() takes a generator object, not {type(gen).__name__}."
+        hint = " (call the generator function: isolate(gen()))" if callable(gen) else ""
+        msg = f"isolate() takes a generator object, not {type(gen).__name__}{hint}."
         raise ContextError(msg)
     return _Isolated(gen, copy_context())
 
@@ -722,9 +726,12 @@ def aisolate(agen: AsyncGenerator[Y, S]) -> AsyncGenerator[Y, S]:
     """Async counterpart of :func:`isolate`: every step of *agen* (``asend``,
     ``athrow``, ``aclose``) runs in one private copy of the current context.
 
+    :raises ContextError: *agen* is not an async generator object.
+
     .. versionadded:: 0.1.0
     """
     if not isinstance(agen, AsyncGenerator):
-        msg = f"aisolate() takes an async generator object, not {type(agen).__name__}."
+        hint = " (call the generator function: aisolate(agen()))" if callable(agen) else ""
+        msg = f"aisolate() takes an async generator object, not {type(agen).__name__}{hint}."
         raise ContextError(msg)
     return _AsyncIsolated(agen, copy_context())

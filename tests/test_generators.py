@@ -163,8 +163,10 @@ class TestIsolate:
     def test_refuses_other_objects(self) -> None:
         with pytest.raises(ContextError, match="generator object"):
             ctxlog.isolate([1, 2])  # type: ignore[arg-type]  # misuse under test
-        with pytest.raises(ContextError, match="async generator object"):
+        with pytest.raises(ContextError, match=r"async generator object, not function \(call"):
             ctxlog.aisolate(stepper)  # type: ignore[arg-type]  # misuse under test
+        with pytest.raises(ContextError, match=r"not function \(call the generator function"):
+            ctxlog.isolate(stepper)  # type: ignore[arg-type]  # the function, not a generator
 
 
 class TestAisolate:
