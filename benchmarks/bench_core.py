@@ -30,16 +30,28 @@ import contextvars
 import io
 import json
 import logging
-import os
 import statistics
 import subprocess
 import sys
-import timeit
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
+from _harness import (
+    CONTEXT,
+    REQUEST_ID,
+    UNRELATED,
+    Op,
+    Result,
+    make_record,
+    quick,
+    rows,
+    timed_for,
+    timed_records,
+    unrelated_head,
+    verdict,
+    with_unrelated,
+)
 from asgi_correlation_id import CorrelationIdFilter, correlation_id
 from loguru import logger as loguru_logger
 from structlog.contextvars import bound_contextvars
@@ -49,20 +61,7 @@ from ctxlog.stdlib import json_formatter
 
 __all__ = ["main"]
 
-UNRELATED = (0, 100, 1_000)
-REQUEST_ID = "6f1c2a9e-3d41-4b8f-9a57-0c2e8d7b1f34"
-CONTEXT: dict[str, Any] = {
-    "request_id": REQUEST_ID,
-    "user_id": 4217,
-    "tenant": "acme",
-    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-    "route": "/orders/{id}",
-}
 BIND_STMT = "with {}(request_id='r-1', user_id=42):\n    pass"
-
-#: Records per timed batch: few enough that a fresh batch stays in cache, as a
-#: record being logged is.
-BATCH = 16
 
 TARGET_FLAT = 1.10
 TARGET_FLOOR = 1.50
@@ -70,86 +69,9 @@ TARGET_BIND = 0.20
 TARGET_JSON = 1.00
 
 
-def _quick() -> bool:
-    return os.environ.get("CTXLOG_BENCH_QUICK", "") not in ("", "0")
-
-
-# --------------------------------------------------------------------------
-# measuring
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class _Op:
-    """One statement to time; ``run()`` returns ns per operation for one run."""
-
-    label: str
-    run: Callable[[], float]
-    samples: list[float] = field(default_factory=list)
-
-
-def _timed(stmt: str, namespace: dict[str, Any], seconds: float) -> Callable[[], float]:
-    """A run of *stmt*: enough loops to last about *seconds*."""
-    timer = timeit.Timer(stmt, globals=namespace)
-    once = min(timer.repeat(repeat=3, number=1))
-    number = max(1, int(seconds / max(once, 1e-7)))
-    return lambda: timer.timeit(number) / number * 1e9
-
-
-def _timed_records(stmt: str, namespace: dict[str, Any], batches: int) -> Callable[[], float]:
-    """A run of *stmt* on *batches* batches of fresh records (bound as ``record``).
-
-    Creating the records happens in ``timeit``'s untimed setup.
-    """
-    timer = timeit.Timer(
-        f"record = next_record()\n{stmt}",
-        setup=f"next_record = iter([make_record() for _ in range({BATCH})]).__next__",
-        globals=namespace,
-    )
-    return lambda: sum(timer.repeat(repeat=batches, number=BATCH)) / (batches * BATCH) * 1e9
-
-
-def _race(ops: list[_Op], runs: int) -> None:
-    """Run every op *runs* times, round-robin, keeping each run's figure."""
-    for _ in range(runs):
-        for op in ops:
-            op.samples.append(op.run())
-
-
-@dataclass
-class _Result:
-    """Net ns per operation of each op, one figure per run (op minus baseline)."""
-
-    nets: dict[str, list[float]]
-
-    @classmethod
-    def of(cls, ops: list[_Op]) -> _Result:
-        """The first op is the baseline the others are net of."""
-        baseline, *measured = ops
-        return cls(
-            {
-                op.label: [a - b for a, b in zip(op.samples, baseline.samples, strict=True)]
-                for op in measured
-            }
-        )
-
-    def ns(self, label: str) -> float:
-        """Median net ns of *label*."""
-        return statistics.median(self.nets[label])
-
-    def ratio(self, label: str, reference: str) -> float:
-        """Median over runs of *label* / *reference*, each pair measured side by side."""
-        pairs = zip(self.nets[label], self.nets[reference], strict=True)
-        return statistics.median(a / b for a, b in pairs)
-
-
 # --------------------------------------------------------------------------
 # the scenarios
 # --------------------------------------------------------------------------
-
-
-def _make_record() -> logging.LogRecord:
-    return logging.LogRecord("bench", logging.INFO, __file__, 1, "request handled", (), None)
 
 
 class _UpdateFilter(logging.Filter):
@@ -177,12 +99,12 @@ class _MinimalBind:
         self._store.reset(self._token)
 
 
-def _filters(runs: int, batches: int) -> _Result:
+def _filters(runs: int, batches: int) -> Result:
     """Net ns per record: the floor, ctxlog's filter, asgi-correlation-id's filter."""
     ctxlog.set(**CONTEXT)
     correlation_id.set(REQUEST_ID)
     namespace: dict[str, Any] = {
-        "make_record": _make_record,
+        "make_record": make_record,
         "ctx": dict(CONTEXT),
         "ctxlog_filter": ctxlog.ContextFilter(),
         "asgi_filter": CorrelationIdFilter(),
@@ -195,12 +117,11 @@ def _filters(runs: int, batches: int) -> _Result:
         "ctxlog": "ctxlog_filter.filter(record)",
         "asgi": "asgi_filter.filter(record)",
     }
-    ops = [_Op(k, _timed_records(s, namespace, batches)) for k, s in statements.items()]
-    _race(ops, runs)
-    return _Result.of(ops)
+    ops = [Op(k, timed_records(s, namespace, batches)) for k, s in statements.items()]
+    return Result.race(ops, runs)
 
 
-def _binds(runs: int, seconds: float) -> _Result:
+def _binds(runs: int, seconds: float) -> Result:
     """Net ns per ``with`` block binding 2 keys (enter + exit)."""
     namespace: dict[str, Any] = {
         "bind": ctxlog.bind,
@@ -215,12 +136,11 @@ def _binds(runs: int, seconds: float) -> _Result:
         "loguru": BIND_STMT.format("contextualize"),
         "minimal": BIND_STMT.format("minimal"),
     }
-    ops = [_Op(k, _timed(s, namespace, seconds)) for k, s in statements.items()]
-    _race(ops, runs)
-    return _Result.of(ops)
+    ops = [Op(k, timed_for(s, namespace, seconds)) for k, s in statements.items()]
+    return Result.race(ops, runs)
 
 
-def _json_lines(runs: int, seconds: float) -> _Result:
+def _json_lines(runs: int, seconds: float) -> Result:
     """ns per JSON line written to memory: 5 keys via extra=, via the filter, none."""
     ctxlog.set(**CONTEXT)
     variants = ("extra", "ctxlog", "none")
@@ -244,9 +164,9 @@ def _json_lines(runs: int, seconds: float) -> _Result:
         "ctxlog": "ctxlog_log.info('request handled')",
         "none": "none_log.info('request handled')",
     }
-    ops = [_Op(k, _timed(s, namespace, seconds)) for k, s in statements.items()]
+    ops = [Op(k, timed_for(s, namespace, seconds)) for k, s in statements.items()]
     try:
-        _race(ops, runs)
+        result = Result.race(ops, runs)
     finally:
         for owner, attached in handlers:
             owner.removeHandler(attached)
@@ -256,18 +176,7 @@ def _json_lines(runs: int, seconds: float) -> _Result:
         del line["time"], line["logger"]
     # The two ways wrote the same line: the comparison is fair.
     assert last["extra"] == last["ctxlog"] != last["none"], last
-    return _Result.of(ops)
-
-
-def _with_unrelated(n: int, fn: Callable[[], _Result]) -> _Result:
-    """Run *fn* in a fresh context holding *n* unrelated, set ContextVars."""
-
-    def inner() -> _Result:
-        for i in range(n):
-            contextvars.ContextVar[int](f"unrelated_{n}_{i}").set(i)
-        return fn()
-
-    return contextvars.Context().run(inner)
+    return result
 
 
 # --------------------------------------------------------------------------
@@ -307,40 +216,32 @@ def _import_times(runs: int) -> dict[str, float]:
 
 
 def _rows(
-    title: str, rows: list[tuple[str, str]], results: dict[int, _Result], ref: str
+    title: str, lines: list[tuple[str, str]], results: dict[int, Result], ref: str
 ) -> Iterator[str]:
-    yield title
-    for key, label in rows:
-        cells = "".join(
-            f"{results[n].ns(key):>10,.0f} {results[n].ratio(key, ref):>6.2f}x" for n in UNRELATED
-        )
-        yield f"  {label:<50}{cells}"
-
-
-def _verdict(value: float, limit: float) -> str:
-    return f"{value:>6.2f}x  (target <= {limit:.2f}x)  {'met' if value <= limit else 'MISSED'}"
+    """A block whose every row is against *ref*."""
+    return rows(title, [(key, ref, label) for key, label in lines], results, width=50, digits=2)
 
 
 def main() -> None:
     """Measure, then print the table and whether each target is met."""
-    quick = _quick()
+    rough = quick()
     # Many short runs, round-robin: on a shared machine a burst of load then
     # hits an op and its reference alike, and the median of their ratios holds.
-    runs = 9 if quick else 31
-    batches = 30 if quick else 60
-    seconds = 0.003 if quick else 0.005
-    import_runs = 3 if quick else 7
+    runs = 9 if rough else 31
+    batches = 30 if rough else 60
+    seconds = 0.003 if rough else 0.005
+    import_runs = 3 if rough else 7
 
-    filters: dict[int, _Result] = {}
-    binds: dict[int, _Result] = {}
-    lines: dict[int, _Result] = {}
+    filters: dict[int, Result] = {}
+    binds: dict[int, Result] = {}
+    lines: dict[int, Result] = {}
     for n in UNRELATED:
-        binds[n] = _with_unrelated(n, lambda: _binds(runs, seconds))
-        filters[n] = _with_unrelated(n, lambda: _filters(runs, batches))
-        lines[n] = _with_unrelated(n, lambda: _json_lines(runs, seconds))
+        binds[n] = with_unrelated(n, lambda: _binds(runs, seconds))
+        filters[n] = with_unrelated(n, lambda: _filters(runs, batches))
+        lines[n] = with_unrelated(n, lambda: _json_lines(runs, seconds))
     imports = _import_times(import_runs)
 
-    head = "".join(f"{f'N = {n:,}':>18}" for n in UNRELATED)
+    head = unrelated_head()
     print(
         f"net ns per operation, median of {runs} runs; ratio: median of the per-run ratios\n"
         f"against the block's first row (measured side by side, round-robin)\n"
@@ -395,12 +296,10 @@ def main() -> None:
         "ctxlog", "floor"
     )
     print("\ntargets")
-    print(f"  {'filter, N = 1,000 against N = 0 (in floors)':<50}{_verdict(flat, TARGET_FLAT)}")
-    print(f"  {'filter against the floor (worst N)':<50}{_verdict(worst_floor, TARGET_FLOOR)}")
-    print(f"  {'bind against bound_contextvars (worst N)':<50}{_verdict(worst_bind, TARGET_BIND)}")
-    print(
-        f"  {'JSON line: filter against extra= (worst N)':<50}{_verdict(worst_json, TARGET_JSON)}"
-    )
+    print(f"  {'filter, N = 1,000 against N = 0 (in floors)':<50}{verdict(flat, TARGET_FLAT)}")
+    print(f"  {'filter against the floor (worst N)':<50}{verdict(worst_floor, TARGET_FLOOR)}")
+    print(f"  {'bind against bound_contextvars (worst N)':<50}{verdict(worst_bind, TARGET_BIND)}")
+    print(f"  {'JSON line: filter against extra= (worst N)':<50}{verdict(worst_json, TARGET_JSON)}")
 
 
 if __name__ == "__main__":

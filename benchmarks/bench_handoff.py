@@ -29,52 +29,26 @@ import concurrent.futures
 import contextvars
 import functools
 import multiprocessing
-import os
 import pickle
-import statistics
 import threading
 import time
-import timeit
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
+
+from _harness import CONTEXT, Op, quick, ratio, timed, verdict
+from _harness import race as _run_race
 
 import ctxlog
 
 __all__ = ["main"]
 
-CONTEXT: dict[str, Any] = {
-    "request_id": "6f1c2a9e-3d41-4b8f-9a57-0c2e8d7b1f34",
-    "user_id": 4217,
-    "tenant": "acme",
-    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-    "route": "/orders/{id}",
-}
-
 TARGET_SUBMIT = 1.30
 TARGET_MEMOIZE = 3.00
-
-
-def _quick() -> bool:
-    return os.environ.get("CTXLOG_BENCH_QUICK", "") not in ("", "0")
 
 
 # --------------------------------------------------------------------------
 # measuring
 # --------------------------------------------------------------------------
-
-
-@dataclass
-class _Op:
-    """One thing to time: ``run()`` returns ns per operation for one run."""
-
-    label: str
-    run: Callable[[], float]
-    samples: list[float] = field(default_factory=list)
-
-    @property
-    def ns(self) -> float:
-        return statistics.median(self.samples)
 
 
 def _loop_of(fn: Callable[[], object], number: int) -> Callable[[], float]:
@@ -89,29 +63,10 @@ def _loop_of(fn: Callable[[], object], number: int) -> Callable[[], float]:
     return run
 
 
-def _timed(stmt: str, namespace: dict[str, Any], number: int) -> Callable[[], float]:
-    """A run: *number* executions of *stmt* (no call around it), in ns each."""
-    timer = timeit.Timer(stmt, globals=namespace)
-    return lambda: timer.timeit(number) / number * 1e9
-
-
-def _race(ops: list[_Op], runs: int) -> dict[str, _Op]:
-    """Run every op *runs* times, round-robin; return them by label."""
-    for op in ops:
-        op.run()  # warm up
-    for _ in range(runs):
-        for op in ops:
-            op.samples.append(op.run())
+def _race(ops: list[Op], runs: int) -> dict[str, Op]:
+    """Run every op *runs* times, round-robin, after a warm-up; return them by label."""
+    _run_race(ops, runs, warm_up=True)
     return {op.label: op for op in ops}
-
-
-def _ratio(op: _Op, reference: _Op, baseline: _Op | None = None) -> float:
-    """Median over runs of op / reference (each net of *baseline*, if given)."""
-    if baseline is None:
-        pairs = zip(op.samples, reference.samples, strict=True)
-        return statistics.median(a / b for a, b in pairs)
-    triples = zip(op.samples, reference.samples, baseline.samples, strict=True)
-    return statistics.median((a - c) / (b - c) for a, b, c in triples)
 
 
 def _noop() -> None:
@@ -127,28 +82,28 @@ def _identity(value: int) -> int:
 # --------------------------------------------------------------------------
 
 
-def _thread_pools(runs: int, number: int) -> dict[str, _Op]:
+def _thread_pools(runs: int, number: int) -> dict[str, Op]:
     with (
         concurrent.futures.ThreadPoolExecutor(1) as plain,
         ctxlog.ThreadPoolExecutor(1) as carrying,
     ):
         ops = [
-            _Op("plain", _loop_of(lambda: plain.submit(_noop).result(), number)),
-            _Op("ctxlog", _loop_of(lambda: carrying.submit(_noop).result(), number)),
+            Op("plain", _loop_of(lambda: plain.submit(_noop).result(), number)),
+            Op("ctxlog", _loop_of(lambda: carrying.submit(_noop).result(), number)),
         ]
         return _race(ops, runs)
 
 
-def _event_loop(runs: int, number: int) -> dict[str, _Op]:
+def _event_loop(runs: int, number: int) -> dict[str, Op]:
     """``run_in_executor(None, fn)`` with each default executor, and ``to_thread``."""
 
-    async def timed(make: Callable[[], Coroutine[Any, Any, object]]) -> float:
+    async def awaited(make: Callable[[], Coroutine[Any, Any, object]]) -> float:
         started = time.perf_counter_ns()
         for _ in range(number):
             await make()
         return (time.perf_counter_ns() - started) / number
 
-    async def measure() -> dict[str, _Op]:
+    async def measure() -> dict[str, Op]:
         loop = asyncio.get_running_loop()
         plain = concurrent.futures.ThreadPoolExecutor(1)
         carrying = ctxlog.ThreadPoolExecutor(1)
@@ -164,15 +119,15 @@ def _event_loop(runs: int, number: int) -> dict[str, _Op]:
         }
         samples: dict[str, list[float]] = {label: [] for label in makers}
         for make in makers.values():
-            await timed(make)
+            await awaited(make)
         for _ in range(runs):
             for label, make in makers.items():
-                samples[label].append(await timed(make))
+                samples[label].append(await awaited(make))
         plain.shutdown()
         carrying.shutdown()
         ops = {}
         for label, values in samples.items():
-            op = _Op(label, lambda: 0.0)
+            op = Op(label, lambda: 0.0)
             op.samples = values
             ops[label] = op
         return ops
@@ -189,7 +144,7 @@ async def _to_thread_on(
     return await asyncio.to_thread(_noop)
 
 
-def _wraps(runs: int, number: int) -> dict[str, _Op]:
+def _wraps(runs: int, number: int) -> dict[str, Op]:
     namespace = {
         "fn": _identity,
         "copy_context": contextvars.copy_context,
@@ -200,10 +155,10 @@ def _wraps(runs: int, number: int) -> dict[str, _Op]:
         "copy_run": "copy_context().run(fn, 1)",
         "wrap": "wrapped(1)",
     }
-    return _race([_Op(k, _timed(v, namespace, number)) for k, v in statements.items()], runs)
+    return _race([Op(k, timed(v, namespace, number)) for k, v in statements.items()], runs)
 
 
-def _memoize(runs: int, number: int) -> dict[str, _Op]:
+def _memoize(runs: int, number: int) -> dict[str, Op]:
     @functools.lru_cache(maxsize=None)  # noqa: UP033 -- the unbounded form, as memoize's default
     def lru(value: int) -> int:
         return value
@@ -218,8 +173,8 @@ def _memoize(runs: int, number: int) -> dict[str, _Op]:
 
     namespace = {"plain": _identity, "lru": lru, "memo": memo, "memo_bounded": memo_bounded}
 
-    def ops(*labels: str) -> list[_Op]:
-        return [_Op(label, _timed(f"{label}(1)", namespace, number)) for label in labels]
+    def ops(*labels: str) -> list[Op]:
+        return [Op(label, timed(f"{label}(1)", namespace, number)) for label in labels]
 
     with ctxlog.cache_scope():
         inside = _race(ops("plain", "lru", "memo", "memo_bounded"), runs)
@@ -227,20 +182,20 @@ def _memoize(runs: int, number: int) -> dict[str, _Op]:
     return {**inside, "plain_out": outside["plain"], "memo_out": outside["memo"]}
 
 
-def _threads(runs: int, number: int) -> dict[str, _Op]:
+def _threads(runs: int, number: int) -> dict[str, Op]:
     def start_join(cls: type[threading.Thread]) -> None:
         thread = cls(target=_noop)
         thread.start()
         thread.join()
 
     ops = [
-        _Op("plain", _loop_of(lambda: start_join(threading.Thread), number)),
-        _Op("ctxlog", _loop_of(lambda: start_join(ctxlog.Thread), number)),
+        Op("plain", _loop_of(lambda: start_join(threading.Thread), number)),
+        Op("ctxlog", _loop_of(lambda: start_join(ctxlog.Thread), number)),
     ]
     return _race(ops, runs)
 
 
-def _process_pools(runs: int, number: int) -> dict[str, _Op]:
+def _process_pools(runs: int, number: int) -> dict[str, Op]:
     mp = multiprocessing.get_context("spawn")
     with (
         concurrent.futures.ProcessPoolExecutor(1, mp_context=mp) as plain,
@@ -249,13 +204,13 @@ def _process_pools(runs: int, number: int) -> dict[str, _Op]:
         plain.submit(_noop).result()  # the workers are up before timing
         carrying.submit(_noop).result()
         ops = [
-            _Op("plain", _loop_of(lambda: plain.submit(_noop).result(), number)),
-            _Op("ctxlog", _loop_of(lambda: carrying.submit(_noop).result(), number)),
+            Op("plain", _loop_of(lambda: plain.submit(_noop).result(), number)),
+            Op("ctxlog", _loop_of(lambda: carrying.submit(_noop).result(), number)),
         ]
         return _race(ops, runs)
 
 
-def _snapshots(runs: int, number: int) -> dict[str, _Op]:
+def _snapshots(runs: int, number: int) -> dict[str, Op]:
     snap = ctxlog.snapshot()
     namespace = {
         "copy_context": contextvars.copy_context,
@@ -274,7 +229,7 @@ def _snapshots(runs: int, number: int) -> dict[str, _Op]:
         "to_headers": "snap.to_headers()",
         "from_headers": "from_headers(headers)",
     }
-    return _race([_Op(k, _timed(v, namespace, number)) for k, v in statements.items()], runs)
+    return _race([Op(k, timed(v, namespace, number)) for k, v in statements.items()], runs)
 
 
 # --------------------------------------------------------------------------
@@ -282,20 +237,16 @@ def _snapshots(runs: int, number: int) -> dict[str, _Op]:
 # --------------------------------------------------------------------------
 
 
-def _line(label: str, ns: float, ratio: float | None = None, note: str = "") -> str:
-    cell = f"{ratio:>7.2f}x" if ratio is not None else " " * 8
+def _line(label: str, ns: float, factor: float | None = None, note: str = "") -> str:
+    cell = f"{factor:>7.2f}x" if factor is not None else " " * 8
     return f"  {label:<58}{ns:>12,.0f} ns {cell}  {note}"
-
-
-def _verdict(value: float, limit: float) -> str:
-    return f"{value:>6.2f}x  (target <= {limit:.2f}x)  {'met' if value <= limit else 'MISSED'}"
 
 
 def main() -> None:
     """Measure, then print the table and whether each target is met."""
-    quick = _quick()
-    runs = 9 if quick else 31
-    scale = 1 if quick else 3
+    rough = quick()
+    runs = 9 if rough else 31
+    scale = 1 if rough else 3
 
     with ctxlog.bind(**CONTEXT):
         pools = _thread_pools(runs, 100 * scale)
@@ -312,7 +263,7 @@ def main() -> None:
     )
     print("thread pool, submit(fn) + result(), 1 worker")
     print(_line("concurrent.futures.ThreadPoolExecutor  [reference]", pools["plain"].ns, 1.0))
-    submit_ratio = _ratio(pools["ctxlog"], pools["plain"])
+    submit_ratio = ratio(pools["ctxlog"], pools["plain"])
     print(_line("ctxlog.ThreadPoolExecutor", pools["ctxlog"].ns, submit_ratio))
 
     print("asyncio, await loop.run_in_executor(None, fn), 1 worker")
@@ -321,12 +272,12 @@ def main() -> None:
         _line(
             "ctxlog.ThreadPoolExecutor as the default",
             loop["ctxlog"].ns,
-            _ratio(loop["ctxlog"], loop["plain"]),
+            ratio(loop["ctxlog"], loop["plain"]),
         )
     )
     print(
         _line(
-            "asyncio.to_thread(fn)", loop["to_thread"].ns, _ratio(loop["to_thread"], loop["plain"])
+            "asyncio.to_thread(fn)", loop["to_thread"].ns, ratio(loop["to_thread"], loop["plain"])
         )
     )
 
@@ -335,7 +286,7 @@ def main() -> None:
     copy_run_net = wraps["copy_run"].ns - direct.ns
     print(_line("fn(1)  [the baseline, gross]", direct.ns))
     print(_line("copy_context().run(fn, 1)  [reference, net]", copy_run_net, 1.0))
-    wrap_ratio = _ratio(wraps["wrap"], wraps["copy_run"], direct)
+    wrap_ratio = ratio(wraps["wrap"], wraps["copy_run"], direct)
     print(
         _line(
             "ctxlog.wrap(fn)(1), a fresh copy per call (net)",
@@ -346,28 +297,28 @@ def main() -> None:
 
     print("memoized call with the result cached (hit)")
     print(_line("functools.lru_cache hit  [reference]", memo["lru"].ns, 1.0))
-    memo_ratio = _ratio(memo["memo"], memo["lru"])
+    memo_ratio = ratio(memo["memo"], memo["lru"])
     print(_line("@ctxlog.memoize hit, inside cache_scope()", memo["memo"].ns, memo_ratio))
     print(
         _line(
             "@ctxlog.memoize(maxsize=128) hit",
             memo["memo_bounded"].ns,
-            _ratio(memo["memo_bounded"], memo["lru"]),
+            ratio(memo["memo_bounded"], memo["lru"]),
         )
     )
-    print(_line("plain call, no cache", memo["plain"].ns, _ratio(memo["plain"], memo["lru"])))
+    print(_line("plain call, no cache", memo["plain"].ns, ratio(memo["plain"], memo["lru"])))
     print(
         _line(
             "@ctxlog.memoize outside any scope (calls through)",
             memo["memo_out"].ns,
-            _ratio(memo["memo_out"], memo["plain_out"]),
+            ratio(memo["memo_out"], memo["plain_out"]),
             "vs a plain call",
         )
     )
 
     print("thread start() + join()")
     print(_line("threading.Thread  [reference]", threads["plain"].ns, 1.0))
-    print(_line("ctxlog.Thread", threads["ctxlog"].ns, _ratio(threads["ctxlog"], threads["plain"])))
+    print(_line("ctxlog.Thread", threads["ctxlog"].ns, ratio(threads["ctxlog"], threads["plain"])))
 
     print("process pool (spawn), submit(fn) + result(), 1 worker")
     print(_line("concurrent.futures.ProcessPoolExecutor  [reference]", processes["plain"].ns, 1.0))
@@ -375,7 +326,7 @@ def main() -> None:
         _line(
             "ctxlog.ProcessPoolExecutor",
             processes["ctxlog"].ns,
-            _ratio(processes["ctxlog"], processes["plain"]),
+            ratio(processes["ctxlog"], processes["plain"]),
         )
     )
 
@@ -388,14 +339,14 @@ def main() -> None:
         ("to_headers", "Snapshot.to_headers()"),
         ("from_headers", "Snapshot.from_headers(headers)"),
     ):
-        print(_line(label, snaps[key].ns, _ratio(snaps[key], snaps["copy_context"])))
+        print(_line(label, snaps[key].ns, ratio(snaps[key], snaps["copy_context"])))
 
     print("\ntargets")
     for label, value, limit in (
         ("ThreadPoolExecutor submit + result against the plain one", submit_ratio, TARGET_SUBMIT),
         ("memoize hit against an lru_cache hit", memo_ratio, TARGET_MEMOIZE),
     ):
-        print(f"  {label:<60}{_verdict(value, limit)}")
+        print(f"  {label:<60}{verdict(value, limit)}")
 
 
 if __name__ == "__main__":

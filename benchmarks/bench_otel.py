@@ -23,13 +23,10 @@ against the first row.  Run it with ``python benchmarks/run.py otel``
 from __future__ import annotations
 
 import logging
-import os
-import statistics
-import timeit
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from _harness import Op, Result, make_record, quick, timed, timed_records
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -40,37 +37,6 @@ __all__ = ["main"]
 
 CONTEXT: dict[str, Any] = {"request_id": "6f1c2a9e3d414b8f9a570c2e8d7b1f34", "user_id": 4217}
 CONTEXT["tenant"] = "acme"
-BATCH = 16
-
-
-def _quick() -> bool:
-    return os.environ.get("CTXLOG_BENCH_QUICK", "") not in ("", "0")
-
-
-@dataclass
-class _Op:
-    label: str
-    run: Callable[[], float]
-    samples: list[float] = field(default_factory=list)
-
-
-def _make_record() -> logging.LogRecord:
-    return logging.LogRecord("bench", logging.INFO, __file__, 1, "request handled", (), None)
-
-
-def _timed_records(stmt: str, namespace: dict[str, Any], batches: int) -> Callable[[], float]:
-    """A run of *stmt* on fresh records (bound as ``record``), made in the untimed setup."""
-    timer = timeit.Timer(
-        f"record = next_record()\n{stmt}",
-        setup=f"next_record = iter([make_record() for _ in range({BATCH})]).__next__",
-        globals=namespace,
-    )
-    return lambda: sum(timer.repeat(repeat=batches, number=BATCH)) / (batches * BATCH) * 1e9
-
-
-def _timed(stmt: str, namespace: dict[str, Any], number: int) -> Callable[[], float]:
-    timer = timeit.Timer(stmt, globals=namespace)
-    return lambda: timer.timeit(number) / number * 1e9
 
 
 class _OtelInstrumentationFilter(logging.Filter):
@@ -91,30 +57,19 @@ class _OtelInstrumentationFilter(logging.Filter):
         return True
 
 
-def _race(ops: list[_Op], runs: int) -> dict[str, list[float]]:
-    for _ in range(runs):
-        for op in ops:
-            op.samples.append(op.run())
-    baseline, *measured = ops
-    return {
-        op.label: [a - b for a, b in zip(op.samples, baseline.samples, strict=True)]
-        for op in measured
-    }
-
-
-def _per_record(runs: int, batches: int) -> dict[str, list[float]]:
+def _per_record(runs: int, batches: int) -> Result:
     """Net ns per record of each filter set-up; the span is current for the 'span' rows."""
     filt = ctxlog.ContextFilter()
     anchor = _OtelInstrumentationFilter()
-    ns: dict[str, Any] = {"make_record": _make_record, "filt": filt, "anchor": anchor}
+    ns: dict[str, Any] = {"make_record": make_record, "filt": filt, "anchor": anchor}
     tracer = TracerProvider().get_tracer("bench")
 
     def in_span(stmt: str) -> Callable[[], float]:
-        timed = _timed_records(stmt, ns, batches)
+        outside = timed_records(stmt, ns, batches)
 
         def run() -> float:
             with tracer.start_as_current_span("bench"):
-                return timed()
+                return outside()
 
         return run
 
@@ -129,16 +84,16 @@ def _per_record(runs: int, batches: int) -> dict[str, list[float]]:
         return wrapped
 
     ops = [
-        _Op("baseline", _timed_records("pass", ns, batches)),
-        _Op("plain", _timed_records("filt.filter(record)", ns, batches)),
-        _Op("no_span", installed(_timed_records("filt.filter(record)", ns, batches))),
-        _Op("span", installed(in_span("filt.filter(record)"))),
-        _Op("anchor_span", in_span("filt.filter(record)\nanchor.filter(record)")),
+        Op("baseline", timed_records("pass", ns, batches)),
+        Op("plain", timed_records("filt.filter(record)", ns, batches)),
+        Op("no_span", installed(timed_records("filt.filter(record)", ns, batches))),
+        Op("span", installed(in_span("filt.filter(record)"))),
+        Op("anchor_span", in_span("filt.filter(record)\nanchor.filter(record)")),
     ]
-    return _race(ops, runs)
+    return Result.race(ops, runs)
 
 
-def _current(runs: int, number: int) -> dict[str, list[float]]:
+def _current(runs: int, number: int) -> Result:
     """Net ns of ctxlog.current() with ctxlog.otel installed, without and with a span."""
     tracer = TracerProvider().get_tracer("bench")
     ns: dict[str, Any] = {"current": ctxlog.current}
@@ -153,26 +108,21 @@ def _current(runs: int, number: int) -> dict[str, list[float]]:
     ctxlog.otel.install()
     try:
         ops = [
-            _Op("baseline", _timed("pass", ns, number)),
-            _Op("no_span", _timed("current()", ns, number)),
-            _Op("span", in_span(_timed("current()", ns, number))),
+            Op("baseline", timed("pass", ns, number)),
+            Op("no_span", timed("current()", ns, number)),
+            Op("span", in_span(timed("current()", ns, number))),
         ]
-        return _race(ops, runs)
+        return Result.race(ops, runs)
     finally:
         ctxlog.otel.uninstall()
 
 
-def _ratio(nets: dict[str, list[float]], label: str, reference: str) -> float:
-    pairs = zip(nets[label], nets[reference], strict=True)
-    return statistics.median(a / b for a, b in pairs)
-
-
 def main() -> None:
     """Measure, then print the table."""
-    quick = _quick()
-    runs = 9 if quick else 31
-    batches = 30 if quick else 60
-    number = 2_000 if quick else 10_000
+    rough = quick()
+    runs = 9 if rough else 31
+    batches = 30 if rough else 60
+    number = 2_000 if rough else 10_000
     token = ctxlog.set(**CONTEXT)
     try:
         records = _per_record(runs, batches)
@@ -191,12 +141,12 @@ def main() -> None:
         ("span", "same, inside a span (+ trace_id, span_id)"),
         ("anchor_span", "ctxlog filter + OTel logging instrumentation's work"),
     ]:
-        value = statistics.median(records[key])
-        print(f"  {label:<58}{value:>8,.0f} ns {_ratio(records, key, 'plain'):>6.2f}x")
+        value = records.ns(key)
+        print(f"  {label:<58}{value:>8,.0f} ns {records.ratio(key, 'plain'):>6.2f}x")
     print("ctxlog.current(), 3 keys bound, ctxlog.otel installed")
     for key, label in [("no_span", "no span current"), ("span", "inside a span")]:
-        value = statistics.median(current[key])
-        print(f"  {label:<58}{value:>8,.0f} ns {_ratio(current, key, 'no_span'):>6.2f}x")
+        value = current.ns(key)
+        print(f"  {label:<58}{value:>8,.0f} ns {current.ratio(key, 'no_span'):>6.2f}x")
 
 
 if __name__ == "__main__":

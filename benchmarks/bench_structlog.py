@@ -26,101 +26,38 @@ import contextvars
 import io
 import json
 import logging
-import os
-import statistics
-import timeit
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
 import structlog.contextvars as sl
+from _harness import (
+    CONTEXT,
+    UNRELATED,
+    Op,
+    Result,
+    quick,
+    rows,
+    timed_for,
+    unrelated_head,
+    with_unrelated,
+)
 
 import ctxlog
 from ctxlog import structlog as cs
 
 __all__ = ["main"]
 
-UNRELATED = (0, 100, 1_000)
-CONTEXT = {
-    "request_id": "6f1c2a9e-3d41-4b8f-9a57-0c2e8d7b1f34",
-    "user_id": 4217,
-    "tenant": "acme",
-    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-    "route": "/orders/{id}",
-}
 EVENT = "{'event': 'request handled'}"
 
 TARGETS = {0: 0.10, 100: 0.02}
 
 
-def _quick() -> bool:
-    return os.environ.get("CTXLOG_BENCH_QUICK", "") not in ("", "0")
-
-
-# --------------------------------------------------------------------------
-# measuring
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class _Op:
-    """One statement to time; ``run()`` returns ns per operation for one run."""
-
-    label: str
-    run: Callable[[], float]
-    samples: list[float] = field(default_factory=list)
-
-
-def _timed(stmt: str, namespace: dict[str, Any], seconds: float) -> Callable[[], float]:
-    """A run of *stmt*: enough loops to last about *seconds*."""
-    timer = timeit.Timer(stmt, globals=namespace)
-    once = min(timer.repeat(repeat=3, number=1))
-    number = max(1, int(seconds / max(once, 1e-7)))
-    return lambda: timer.timeit(number) / number * 1e9
-
-
-@dataclass
-class _Result:
-    """Net ns per operation of each op, one figure per run (op minus baseline)."""
-
-    nets: dict[str, list[float]]
-
-    @classmethod
-    def race(cls, statements: dict[str, str], namespace: dict[str, Any], runs: int) -> _Result:
-        """Time every statement *runs* times, round-robin; the first is the baseline."""
-        seconds = 0.002 if _quick() else 0.004
-        ops = [_Op(label, _timed(stmt, namespace, seconds)) for label, stmt in statements.items()]
-        for _ in range(runs):
-            for op in ops:
-                op.samples.append(op.run())
-        baseline, *measured = ops
-        return cls(
-            {
-                op.label: [a - b for a, b in zip(op.samples, baseline.samples, strict=True)]
-                for op in measured
-            }
-        )
-
-    def ns(self, label: str) -> float:
-        """Median net ns of *label*."""
-        return statistics.median(self.nets[label])
-
-    def ratio(self, label: str, reference: str) -> float:
-        """Median over runs of *label* / *reference*, each pair measured side by side."""
-        pairs = zip(self.nets[label], self.nets[reference], strict=True)
-        return statistics.median(a / b for a, b in pairs)
-
-
-def _with_unrelated(n: int, fn: Callable[[], _Result]) -> _Result:
-    """Run *fn* in a fresh context holding *n* unrelated, set ContextVars."""
-
-    def inner() -> _Result:
-        for i in range(n):
-            contextvars.ContextVar[int](f"unrelated_{n}_{i}").set(i)
-        return fn()
-
-    return contextvars.Context().run(inner)
+def _race(statements: dict[str, str], namespace: dict[str, Any], runs: int) -> Result:
+    """Time every statement *runs* times, round-robin; the first is the baseline."""
+    seconds = 0.002 if quick() else 0.004
+    ops = [Op(label, timed_for(stmt, namespace, seconds)) for label, stmt in statements.items()]
+    return Result.race(ops, runs)
 
 
 # --------------------------------------------------------------------------
@@ -142,7 +79,7 @@ def _bind_everywhere() -> None:
     _FLOOR_VAR.set(dict(CONTEXT))
 
 
-def _processors(runs: int) -> _Result:
+def _processors(runs: int) -> Result:
     """Net ns per processor call (5 keys bound), of creating the event dict."""
     _bind_everywhere()
     namespace = {"ctxlog": cs.merge_context, "structlog": sl.merge_contextvars, "floor": _floor}
@@ -154,7 +91,7 @@ def _processors(runs: int) -> _Result:
         "ctxlog": f"ctxlog(None, 'info', {EVENT})",
         "floor": f"floor(None, 'info', {EVENT})",
     }
-    return _Result.race(statements, namespace, runs)
+    return _race(statements, namespace, runs)
 
 
 def _json_logger(processor: Any, stream: io.StringIO) -> Any:
@@ -170,7 +107,7 @@ def _json_logger(processor: Any, stream: io.StringIO) -> Any:
     )
 
 
-def _json_calls(runs: int) -> _Result:
+def _json_calls(runs: int) -> Result:
     """ns per ``log.info(...)`` rendering one JSON line into memory."""
     _bind_everywhere()
     streams = {"ctxlog": io.StringIO(), "structlog": io.StringIO()}
@@ -183,7 +120,7 @@ def _json_calls(runs: int) -> _Result:
         "structlog": "structlog_log.info('request handled', status=200)",
         "ctxlog": "ctxlog_log.info('request handled', status=200)",
     }
-    result = _Result.race(statements, namespace, runs)
+    result = _race(statements, namespace, runs)
     last = {name: json.loads(s.getvalue().splitlines()[-1]) for name, s in streams.items()}
     for line in last.values():
         del line["timestamp"]
@@ -192,7 +129,7 @@ def _json_calls(runs: int) -> _Result:
     return result
 
 
-def _binds(runs: int) -> _Result:
+def _binds(runs: int) -> Result:
     """Net ns per bind + reset, and per ``with bound_contextvars(...)``, of 2 keys."""
     namespace = {
         "sl_bind": sl.bind_contextvars,
@@ -211,7 +148,7 @@ def _binds(runs: int) -> _Result:
         "structlog_bound": bound.format("sl"),
         "ctxlog_bound": bound.format("cs"),
     }
-    return _Result.race(statements, namespace, runs)
+    return _race(statements, namespace, runs)
 
 
 # --------------------------------------------------------------------------
@@ -220,28 +157,23 @@ def _binds(runs: int) -> _Result:
 
 
 def _rows(
-    title: str, rows: list[tuple[str, str, str]], results: dict[int, _Result]
+    title: str, lines: list[tuple[str, str, str]], results: dict[int, Result]
 ) -> Iterator[str]:
-    yield title
-    for key, ref, label in rows:
-        cells = "".join(
-            f"{results[n].ns(key):>10,.0f} {results[n].ratio(key, ref):>6.3f}x" for n in UNRELATED
-        )
-        yield f"  {label:<52}{cells}"
+    return rows(title, lines, results, width=52, digits=3)
 
 
 def main() -> None:
     """Measure, then print the table and whether each target is met."""
-    runs = 9 if _quick() else 31
-    processors: dict[int, _Result] = {}
-    calls: dict[int, _Result] = {}
-    binds: dict[int, _Result] = {}
+    runs = 9 if quick() else 31
+    processors: dict[int, Result] = {}
+    calls: dict[int, Result] = {}
+    binds: dict[int, Result] = {}
     for n in UNRELATED:
-        processors[n] = _with_unrelated(n, lambda: _processors(runs))
-        calls[n] = _with_unrelated(n, lambda: _json_calls(runs))
-        binds[n] = _with_unrelated(n, lambda: _binds(runs))
+        processors[n] = with_unrelated(n, lambda: _processors(runs))
+        calls[n] = with_unrelated(n, lambda: _json_calls(runs))
+        binds[n] = with_unrelated(n, lambda: _binds(runs))
 
-    head = "".join(f"{f'N = {n:,}':>18}" for n in UNRELATED)
+    head = unrelated_head()
     print(
         f"net ns per operation, median of {runs} runs; ratio: median of the per-run ratios\n"
         f"against the row's reference (measured side by side, round-robin)\n"

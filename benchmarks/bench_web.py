@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import statistics
 import threading
@@ -34,6 +33,7 @@ import uuid
 from collections.abc import Callable
 
 import uvicorn
+from _harness import median_ratio, quick
 from asgi_correlation_id import CorrelationIdMiddleware
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,10 +46,6 @@ __all__ = ["main"]
 
 TARGET = 1.0
 REQUEST_ID = uuid.uuid4().hex
-
-
-def _quick() -> bool:
-    return os.environ.get("CTXLOG_BENCH_QUICK", "") not in ("", "0")
 
 
 # --------------------------------------------------------------------------
@@ -241,8 +237,7 @@ def over_loopback(apps: dict[str, ASGIApp], rounds: int, count: int) -> Samples:
 
 def _ratio(samples: Samples, name: str, other: str, sent: bool) -> float:
     """Median over rounds of the ratio measured side by side in each round."""
-    pairs = zip(samples[name, sent], samples[other, sent], strict=True)
-    return statistics.median(a / b for a, b in pairs)
+    return median_ratio(samples[name, sent], samples[other, sent])
 
 
 def _table(title: str, samples: Samples) -> tuple[list[str], float]:
@@ -267,13 +262,13 @@ def _verdict(ratio: float) -> str:
 
 def main() -> None:
     """Measure and print the tables."""
-    quick = _quick()
+    rough = quick()
     # Keep uvicorn and the anchor quiet: logging is not what is measured here.
     logging.getLogger("asgi_correlation_id").setLevel(logging.ERROR)
-    rounds = 9 if quick else 41
-    count = 1_000 if quick else 2_000
-    http_rounds = 3 if quick else 9
-    http_count = 320 if quick else 800
+    rounds = 9 if rough else 41
+    count = 1_000 if rough else 2_000
+    http_rounds = 3 if rough else 9
+    http_count = 320 if rough else 800
 
     results: list[tuple[str, float]] = []
     lines: list[str] = []

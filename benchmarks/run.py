@@ -28,17 +28,12 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from _harness import QUICK_ENV
+from _harness import quick as quick_requested
+
 __all__ = ["QUICK_ENV", "discover", "main", "quick_requested"]
 
-#: Set to ``1`` by ``--quick``; benchmarks read it through :func:`quick_requested`.
-QUICK_ENV = "CTXLOG_BENCH_QUICK"
-
 HERE = Path(__file__).resolve().parent
-
-
-def quick_requested() -> bool:
-    """True when the run asked for fewer repetitions (``--quick``)."""
-    return os.environ.get(QUICK_ENV, "") not in ("", "0")
 
 
 def discover(patterns: Sequence[str] = ()) -> list[str]:
