@@ -14,18 +14,26 @@ import threading
 from builtins import set as builtins_set
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
     Generator,
-    Iterator,
     Mapping,
 )
 from contextvars import Context, ContextVar, copy_context
 from contextvars import Token as _VarToken
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import (
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 __all__ = [
     "ContextError",
@@ -47,6 +55,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Y = TypeVar("Y")
 S = TypeVar("S")
+E = TypeVar("E")
 
 _EMPTY: Final[dict[str, Any]] = {}
 
@@ -379,22 +388,40 @@ def reset(token: Token) -> None:
 # --------------------------------------------------------------------------
 
 
-class _Binding:
-    """Shared machinery of :class:`bind` and :class:`unbind`.
+class _Reusable(Generic[E]):
+    """A reusable, reentrant context manager that is also a decorator.
 
-    The object is reusable and reentrant: each ``with`` pushes a token, and a
-    decorated function binds afresh on every call.
+    Each entry pushes what :meth:`_push` returns on a per-object stack, so one
+    object can be entered by several tasks or threads at once and each leaves
+    its own entry; a decorated function gets a fresh entry per call.
+
+    Subclasses provide :meth:`_push` (make the change, return what undoes it),
+    :meth:`_pop` (undo one entry; raise :class:`ValueError` or
+    :class:`RuntimeError`, before changing anything, when the entry was made
+    in another context), :meth:`_pop_foreign` (leave an entry made in another
+    context: raise, or restore what can be) and :attr:`_generators`.
     """
 
-    __slots__ = ("_tokens",)
+    __slots__ = ("_entries",)
 
-    _tokens: list[_VarToken[dict[str, Any]]]
+    _entries: list[E]
 
-    def _new_mapping(self) -> dict[str, Any]:
+    #: A decorated generator function runs in a private context for the whole
+    #: iteration (see :func:`isolate`) when this is None; otherwise decorating
+    #: one raises ContextError with this message, formatted with its qualname.
+    _generators: ClassVar[str | None] = None
+
+    def _push(self) -> E:
+        raise NotImplementedError
+
+    def _pop(self, entry: E) -> None:
+        raise NotImplementedError
+
+    def _pop_foreign(self, entry: E, exc: BaseException | None) -> None:
         raise NotImplementedError
 
     def __enter__(self) -> None:
-        self._tokens.append(_STORE.set(self._new_mapping()))
+        self._entries.append(self._push())
 
     def __exit__(
         self,
@@ -402,38 +429,37 @@ class _Binding:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tokens = self._tokens
-        token = tokens[-1]
+        entries = self._entries
+        entry = entries[-1]
         try:
-            _STORE.reset(token)
-        except (ValueError, RuntimeError):  # another context's token (RuntimeError: just used)
-            token = self._reset_own_token(exc)
+            self._pop(entry)
+        except (ValueError, RuntimeError):  # another context's (RuntimeError: just used)
+            self._pop_own(exc)
+            return
         # By identity, not pop(): another task or thread using this same object
-        # may have entered since, and its token stays until it leaves.
-        tokens.remove(token)
+        # may have entered since, and its entry stays until it leaves.
+        entries.remove(entry)
 
-    def _reset_own_token(self, exc: BaseException | None) -> _VarToken[dict[str, Any]]:
-        """Reset and return the newest token entered in the current context.
+    def _pop_own(self, exc: BaseException | None) -> None:
+        """Leave the newest entry made in the current context, the newest one
+        having failed.
 
         One object used as ``with`` by several tasks or threads at once holds
-        their tokens interleaved; a token resets only in the context that made
+        their entries interleaved; an entry leaves only in the context that made
         it, and within one context the newest entry leaves first.
         """
-        for token in self._tokens[-2::-1]:
+        entries = self._entries
+        for entry in entries[-2::-1]:
             try:
-                _STORE.reset(token)
+                self._pop(entry)
             except (ValueError, RuntimeError):
                 continue
-            return token
-        # None is: this block was entered elsewhere (a bind held across a yield).
-        # Drop the newest token, as a lone object would, so that an enclosing
-        # block of this same object still restores what it found.
-        self._tokens.pop()
-        msg = (
-            f"{type(self).__name__}() block left in a different context than it was "
-            f"entered in, so the previous context cannot be restored. {_GENERATOR_HINT}"
-        )
-        raise ContextError(msg) from exc
+            entries.remove(entry)
+            return
+        # None is: this block was entered elsewhere (held across a yield).  Drop
+        # the newest entry, as a lone object would, so that an enclosing block of
+        # this same object still restores what it found.
+        self._pop_foreign(entries.pop(), exc)
 
     async def __aenter__(self) -> None:
         self.__enter__()
@@ -453,33 +479,28 @@ class _Binding:
     @overload
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate *fn* so every call runs with this binding.
+        """Decorate *fn* so that each call runs inside a fresh entry of this object.
 
-        ``async def`` functions are bound around the awaited body, generator
-        functions (sync and async) in a private context for the whole iteration
-        (see :func:`isolate`).
+        ``async def`` functions are wrapped around the awaited body; generator
+        functions (sync and async) run in a private context for the whole
+        iteration (see :func:`isolate`), or are refused.
         """
         # Imported here: inspect costs more to import than the rest of ctxlog's core.
         import inspect  # noqa: PLC0415
 
-        if inspect.isasyncgenfunction(fn):
-            agen_fn = fn
-
-            @functools.wraps(fn)
-            def agen_wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Any]:
-                ctx = copy_context()
-                ctx.run(_STORE.set, ctx.run(self._new_mapping))
-                return _AsyncIsolated(agen_fn(*args, **kwargs), ctx)
-
-            return agen_wrapper
-        if inspect.isgeneratorfunction(fn):
+        push, pop, pop_foreign = self._push, self._pop, self._pop_foreign
+        is_agen = inspect.isasyncgenfunction(fn)
+        if is_agen or inspect.isgeneratorfunction(fn):
+            if self._generators is not None:
+                raise ContextError(self._generators.format(fn.__qualname__))
             gen_fn = fn
 
             @functools.wraps(fn)
-            def gen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[Any]:
+            def gen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 ctx = copy_context()
-                ctx.run(_STORE.set, ctx.run(self._new_mapping))
-                return _Isolated(gen_fn(*args, **kwargs), ctx)
+                ctx.run(push)
+                gen = gen_fn(*args, **kwargs)
+                return _AsyncIsolated(gen, ctx) if is_agen else _Isolated(gen, ctx)
 
             return gen_wrapper
         if inspect.iscoroutinefunction(fn):
@@ -487,23 +508,68 @@ class _Binding:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                token = _STORE.set(self._new_mapping())
+                entry = push()
                 try:
                     return await coro_fn(*args, **kwargs)
                 finally:
-                    _STORE.reset(token)
+                    try:
+                        pop(entry)
+                    except (ValueError, RuntimeError):  # resumed in another context
+                        pop_foreign(entry, None)
 
             return async_wrapper
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            token = _STORE.set(self._new_mapping())
+            entry = push()
             try:
                 return fn(*args, **kwargs)
             finally:
-                _STORE.reset(token)
+                try:
+                    pop(entry)
+                except (ValueError, RuntimeError):  # pragma: no cover -- a call ends where it began
+                    pop_foreign(entry, None)
 
         return wrapper
+
+
+class _Binding(_Reusable[_VarToken[dict[str, Any]]]):
+    """Shared machinery of :class:`bind`, :class:`unbind` and ``Snapshot.apply()``:
+    an entry is the store token of what :meth:`_push` bound."""
+
+    __slots__ = ()
+
+    # The ContextVar's own method, not a def calling it: one frame less per
+    # decorated call.
+    _pop = staticmethod(_STORE.reset)  # type: ignore[assignment]  # the same call, as a builtin
+
+    def _pop_foreign(
+        self,
+        entry: _VarToken[dict[str, Any]],  # noqa: ARG002 -- another context's token undoes nothing here
+        exc: BaseException | None,
+    ) -> None:
+        msg = (
+            f"{type(self).__name__}() block left in a different context than it was "
+            f"entered in, so the previous context cannot be restored. {_GENERATOR_HINT}"
+        )
+        raise ContextError(msg) from exc
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # The hot path of every ``with bind(...)``: _Reusable.__exit__ with _pop()
+        # inlined (benchmarks/bench_core.py measures it).
+        entries = self._entries
+        token = entries[-1]
+        try:
+            _STORE.reset(token)
+        except (ValueError, RuntimeError):  # another context's token (RuntimeError: just used)
+            self._pop_own(exc)
+            return
+        entries.remove(token)
 
 
 class bind(_Binding):  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
@@ -531,19 +597,19 @@ class bind(_Binding):  # noqa: N801 -- a function-like name, as DESIGN.md fixes 
         if "" in values:
             _check_key("", "bind")
         self._values = values
-        self._tokens = []
+        self._entries = []
 
-    def _new_mapping(self) -> dict[str, Any]:
+    def _push(self) -> _VarToken[dict[str, Any]]:
         # The keys were checked in __init__.  Over an empty context the mapping is
         # self._values itself: this object's own ``**values`` dict, never mutated.
         old = _STORE.get()
-        return {**old, **self._values} if old else self._values
+        return _STORE.set({**old, **self._values} if old else self._values)
 
     def __enter__(self) -> None:
-        # The hot path of every ``with bind(...)``: _Binding.__enter__ with
-        # _new_mapping() inlined (benchmarks/bench_core.py measures it).
+        # The hot path of every ``with bind(...)``: _Reusable.__enter__ with
+        # _push() inlined (benchmarks/bench_core.py measures it).
         old = _STORE.get()
-        self._tokens.append(_STORE.set({**old, **self._values} if old else self._values))
+        self._entries.append(_STORE.set({**old, **self._values} if old else self._values))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
@@ -567,10 +633,10 @@ class unbind(_Binding):  # noqa: N801 -- see bind
         for key in keys:
             _check_key(key, "unbind")
         self._keys = keys
-        self._tokens = []
+        self._entries = []
 
-    def _new_mapping(self) -> dict[str, Any]:
-        return _bound_without(self._keys)
+    def _push(self) -> _VarToken[dict[str, Any]]:
+        return _STORE.set(_bound_without(self._keys))
 
     def __repr__(self) -> str:
         return f"ctxlog.unbind({', '.join(map(repr, self._keys))})"

@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import Context, copy_context
+from contextvars import Token as _VarToken
 from typing import Any, Final, Literal, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 from ctxlog._context import (
@@ -86,10 +87,10 @@ class _Applied(_Binding):
 
     def __init__(self, data: dict[str, Any]) -> None:
         self._data = data
-        self._tokens = []
+        self._entries = []
 
-    def _new_mapping(self) -> dict[str, Any]:
-        return self._data
+    def _push(self) -> _VarToken[dict[str, Any]]:
+        return _STORE.set(self._data)
 
 
 class Snapshot(Mapping[str, Any]):

@@ -17,14 +17,13 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeAlias, TypeVar, cast, overload
 
-from ctxlog._context import ContextError
+from ctxlog._context import ContextError, _Reusable
 
 if TYPE_CHECKING:
     import asyncio
-    from types import TracebackType
 
 __all__ = ["cache_scope", "memoize"]
 
@@ -133,13 +132,16 @@ def _caches(
 
 _SCOPE: Final[ContextVar[Scope | None]] = ContextVar("ctxlog.cache_scope", default=None)
 
+#: What one entry of a cache_scope leaves: the token of its _SCOPE.set, and the scope.
+_Entry: TypeAlias = tuple[Token[Scope | None], Scope]
+
 
 # --------------------------------------------------------------------------
 # cache_scope
 # --------------------------------------------------------------------------
 
 
-class cache_scope:  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
+class cache_scope(_Reusable[_Entry]):  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
     """Open a memoization scope: ``@memoize`` functions cache inside it.
 
     Works as ``with cache_scope():``, ``async with cache_scope():`` and as a
@@ -155,98 +157,33 @@ class cache_scope:  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_entered",)
+    __slots__ = ()
+
+    _generators = (
+        "cache_scope() cannot decorate the generator function {}: the scope would end "
+        "before the first item. Use `with cache_scope():` inside the generator."
+    )
 
     def __init__(self) -> None:
-        self._entered: list[tuple[Any, Scope]] = []
+        self._entries = []
 
-    def __enter__(self) -> None:
+    def _push(self) -> _Entry:
         scope = _new_scope()
-        self._entered.append((_SCOPE.set(scope), scope))
+        return _SCOPE.set(scope), scope
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # One object used as ``with`` by several tasks or threads at once holds
-        # their entries interleaved: leave the newest one entered in this context
-        # (a token resets only in the context that made it), and by identity,
-        # since another task may have entered after it.
-        for entry in reversed(self._entered):
-            token, scope = entry
-            try:
-                _SCOPE.reset(token)
-            except (ValueError, RuntimeError):  # another context's (RuntimeError: just reset)
-                continue
-            self._entered.remove(entry)
-            _close(scope)
-            return
-        # None is: the block was entered elsewhere.  Drop the newest entry, as a
-        # lone object would.
-        _close(self._entered.pop()[1])
+    def _pop(self, entry: _Entry) -> None:
+        token, scope = entry
+        _SCOPE.reset(token)
+        _close(scope)
+
+    def _pop_foreign(self, entry: _Entry, exc: BaseException | None) -> None:
+        _close(entry[1])
         msg = (
             "cache_scope() block left in a different context than it was entered in "
             "(another task or thread, or a generator resumed elsewhere); open and close "
             "the scope in the same task."
         )
         raise ContextError(msg) from exc
-
-    async def __aenter__(self) -> None:
-        self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate *fn* so every call runs in a new scope."""
-        import inspect  # noqa: PLC0415 -- costly to import; see ctxlog._context.bind
-
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            msg = (
-                f"cache_scope() cannot decorate the generator function {fn.__qualname__}: "
-                "the scope would end before the first item. Use `with cache_scope():` "
-                "inside the generator."
-            )
-            raise ContextError(msg)
-        if inspect.iscoroutinefunction(fn):
-            coro_fn = fn
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                scope = _new_scope()
-                token = _SCOPE.set(scope)
-                try:
-                    return await coro_fn(*args, **kwargs)
-                finally:
-                    _close(scope)
-                    _SCOPE.reset(token)
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            scope = _new_scope()
-            token = _SCOPE.set(scope)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _close(scope)
-                _SCOPE.reset(token)
-
-        return wrapper
 
     def __repr__(self) -> str:
         return "ctxlog.cache_scope()"

@@ -19,11 +19,9 @@ Importing this module imports structlog; ``import ctxlog`` never does.
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
-from contextvars import ContextVar, copy_context
+from collections.abc import Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
 from contextvars import Token as _VarToken
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 try:
@@ -43,13 +41,12 @@ from ctxlog._context import (
     _EMPTY,
     _STORE,
     ContextError,
-    _AsyncIsolated,
     _bound_with,
     _bound_without,
     _check_key,
-    _Isolated,
     _merge_registered,
     _merged,
+    _Reusable,
 )
 from ctxlog.stdlib import RESERVED_ATTRS
 
@@ -560,28 +557,9 @@ def get_merged_contextvars(bound_logger: BindableLogger) -> dict[str, Any]:
     return out
 
 
+#: What one entry of a bound_contextvars leaves: the token of its store set,
+#: the mapping from before and the mapping it bound.
 _State = tuple[_VarToken[dict[str, Any]], dict[str, Any], dict[str, Any]]
-
-
-def _enter(values: Mapping[str, Any]) -> _State:
-    before = _STORE.get()
-    bound = _bound_with(values)
-    return _STORE.set(bound), before, bound
-
-
-def _leave(values: Mapping[str, Any], state: _State) -> None:
-    token, before, bound = state
-    current = _STORE.get()
-    if current is bound:
-        # Nothing was bound inside the block: going back to the mapping from
-        # before is exactly "restore each of these keys".
-        try:
-            _STORE.reset(token)
-        except ValueError:  # left in another context: restore per key below
-            pass
-        else:
-            return
-    _STORE.set(_restored(values, before, current))
 
 
 def _restored(
@@ -595,7 +573,7 @@ def _restored(
     return restored
 
 
-class bound_contextvars:  # noqa: N801 -- the name of the structlog function it replaces
+class bound_contextvars(_Reusable[_State]):  # noqa: N801 -- the name of the structlog function it replaces
     """Bind *kw* for a block or for each call of a function, then restore those
     keys: the drop-in for ``structlog.contextvars.bound_contextvars``.
 
@@ -613,96 +591,30 @@ class bound_contextvars:  # noqa: N801 -- the name of the structlog function it 
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_stack", "_values")
+    __slots__ = ("_values",)
 
     def __init__(self, **kw: Any) -> None:
         if "" in kw:
             _check_key("", "bound_contextvars")
         self._values = kw
-        self._stack: list[_State] = []
+        self._entries = []
 
-    def __enter__(self) -> None:
-        self._stack.append(_enter(self._values))
+    def _push(self) -> _State:
+        before = _STORE.get()
+        bound = _bound_with(self._values)
+        return _STORE.set(bound), before, bound
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # One object used as ``with`` by several tasks or threads at once holds
-        # their entries interleaved: leave the newest one entered in this context
-        # (its store token resets only here), never another task's.
-        stack = self._stack
+    def _pop(self, entry: _State) -> None:
+        token, before, bound = entry
         current = _STORE.get()
-        for state in reversed(stack):
-            try:
-                _STORE.reset(state[0])
-            except (ValueError, RuntimeError):  # another context's (RuntimeError: just used)
-                continue
-            stack.remove(state)
-            if current is not state[2]:
-                # Something was bound inside the block: it stays, as with structlog.
-                _STORE.set(_restored(self._values, state[1], current))
-            return
-        # None is: the block was entered in another context.  Restore these keys
-        # here and drop the newest entry, as a lone object would.
-        _STORE.set(_restored(self._values, stack.pop()[1], current))
+        _STORE.reset(token)  # raises first when the entry is another context's
+        if current is not bound:
+            # Something was bound inside the block: it stays, as with structlog.
+            _STORE.set(_restored(self._values, before, current))
 
-    async def __aenter__(self) -> None:
-        self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate *fn* so that every call runs with these keys bound."""
-        values = self._values
-        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
-            gen_fn = fn
-            is_async = inspect.isasyncgenfunction(fn)
-
-            @functools.wraps(fn)
-            def gen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                ctx = copy_context()
-                ctx.run(_enter, values)
-                gen = ctx.run(gen_fn, *args, **kwargs)
-                return _AsyncIsolated(gen, ctx) if is_async else _Isolated(gen, ctx)
-
-            return gen_wrapper
-        if inspect.iscoroutinefunction(fn):
-            coro_fn = fn
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                state = _enter(values)
-                try:
-                    return await coro_fn(*args, **kwargs)
-                finally:
-                    _leave(values, state)
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            state = _enter(values)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _leave(values, state)
-
-        return wrapper
+    def _pop_foreign(self, entry: _State, exc: BaseException | None) -> None:  # noqa: ARG002 -- nothing to raise: restoring these keys is always possible
+        # Entered in another context: restore these keys here.
+        _STORE.set(_restored(self._values, entry[1], _STORE.get()))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._values.items())

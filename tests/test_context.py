@@ -9,7 +9,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Generator
+import types
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
@@ -120,7 +121,7 @@ class TestBind:
             thread.join(timeout=30)
         assert errors == []
         assert seen == [("worker", None)] * 160
-        assert component._tokens == []
+        assert component._entries == []
 
     def test_left_elsewhere_still_raises_with_the_object_shared(self) -> None:
         component = ctxlog.bind(component="worker")
@@ -210,6 +211,32 @@ class TestDecorator:
 
         for n, seen in asyncio.run(main()):
             assert seen == {"kind": "task", "n": n}
+
+    def test_async_call_resumed_in_another_context(self) -> None:
+        @types.coroutine
+        def pause() -> Generator[None, None, None]:
+            yield
+
+        async def body() -> dict[str, Any]:
+            await pause()
+            return snapshot()
+
+        # A coroutine driven by hand, each step in a fresh copy: the call ends in
+        # another context than the one it bound in.
+        def run_in_two_contexts(fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+            coro = fn()
+            contextvars.copy_context().run(coro.send, None)
+            try:
+                contextvars.copy_context().run(coro.send, None)
+            except StopIteration as stop:
+                return stop.value
+            raise AssertionError  # pragma: no cover -- the coroutine has one pause
+
+        with pytest.raises(ContextError, match=r"^bind\(\) block left in a different context"):
+            run_in_two_contexts(ctxlog.bind(job="j")(body))
+        with pytest.raises(ContextError, match=r"^cache_scope\(\) block left in a different"):
+            run_in_two_contexts(ctxlog.cache_scope()(body))
+        assert snapshot() == {}
 
     def test_unbind_decorator(self) -> None:
         @ctxlog.unbind("secret")

@@ -699,7 +699,7 @@ class TestCacheScope:
         asyncio.run(main())
         # Once per request inside its scope, once per request after leaving it.
         assert counter.calls == ["k"] * 20
-        assert request_scope._entered == []
+        assert request_scope._entries == []
 
     def test_repr(self) -> None:
         assert repr(ctxlog.cache_scope()) == "ctxlog.cache_scope()"

@@ -454,7 +454,7 @@ def test_one_bound_contextvars_shared_by_many_tasks_and_threads(slog: Lines) -> 
         n = line["n"]
         tenant = "acme" if line["event"] == "inside" else f"own-{n}"
         assert line == {"event": line["event"], "n": n, "request_id": f"r-{n}", "tenant": tenant}
-    assert shared._stack == []
+    assert shared._entries == []
 
 
 def test_bound_contextvars_left_in_another_context() -> None:
