@@ -10,22 +10,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ctxlog._context import (
-    ContextError,
     Token,
     aisolate,
+    annotate,
     bind,
+    cache_scope,
     clear,
     current,
     get,
     isolate,
     register,
     reset,
-    set,  # noqa: A004 -- the public name DESIGN.md fixes
+    scope,
+    set,  # noqa: A004 -- the public name of the API
     unbind,
     unregister,
 )
-from ctxlog._handoff import Snapshot, Thread, ThreadPoolExecutor, snapshot, wrap
-from ctxlog._memo import cache_scope, memoize
+from ctxlog._errors import ContextError
+from ctxlog._handoff import Thread, ThreadPoolExecutor, wrap
+from ctxlog._memo import memoize
+from ctxlog._snapshot import Snapshot, snapshot
 from ctxlog.headers import outgoing_headers
 from ctxlog.stdlib import (
     ContextFilter,
@@ -71,6 +75,7 @@ __all__ = [
     "ThreadPoolExecutor",
     "Token",
     "aisolate",
+    "annotate",
     "bind",
     "cache_scope",
     "clear",
@@ -83,6 +88,7 @@ __all__ = [
     "outgoing_headers",
     "register",
     "reset",
+    "scope",
     "set",
     "snapshot",
     "unbind",

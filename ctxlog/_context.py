@@ -1,17 +1,14 @@
-"""The one context store and the core API that reads and writes it.
+"""The core API over the store: bind, unbind, set/reset, get/current, register,
+units of work (``scope``/``annotate``) and generators in a private context.
 
-Everything ctxlog knows about "the current work" lives in a single
-:class:`contextvars.ContextVar` holding a ``dict`` that is never mutated after
-it is set (copy-on-write).  Reading the whole context is therefore one
-``ContextVar.get()``, whatever else lives in the process's contexts.
+Every function here reads and writes the context through
+:data:`ctxlog._store.store`; none touches the ContextVar itself.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-import threading
-from builtins import set as builtins_set
 from collections.abc import (
     AsyncGenerator,
     Awaitable,
@@ -21,7 +18,6 @@ from collections.abc import (
     Mapping,
 )
 from contextvars import Context, ContextVar, copy_context
-from contextvars import Token as _VarToken
 from types import MappingProxyType, TracebackType
 from typing import (
     Any,
@@ -29,23 +25,28 @@ from typing import (
     Final,
     Generic,
     ParamSpec,
-    Protocol,
     TypeVar,
     cast,
     overload,
 )
 
+from ctxlog._errors import ContextError, check_key
+from ctxlog._store import UnitEntry, VarToken, store
+
 __all__ = [
     "ContextError",
     "Token",
     "aisolate",
+    "annotate",
     "bind",
+    "cache_scope",
     "clear",
     "current",
     "get",
     "isolate",
     "register",
     "reset",
+    "scope",
     "set",
     "unbind",
     "unregister",
@@ -57,26 +58,6 @@ Y = TypeVar("Y")
 S = TypeVar("S")
 E = TypeVar("E")
 
-_EMPTY: Final[dict[str, Any]] = {}
-
-#: The store.  Its value is a plain ``dict`` that nobody mutates once it is set:
-#: every change builds a new dict.  That makes a read one ``get()`` and lets
-#: readers cache work keyed on the dict's identity.
-_STORE: Final[ContextVar[dict[str, Any]]] = ContextVar("ctxlog", default=_EMPTY)
-
-
-class _Hidden:
-    """Marks a registered name hidden by :func:`unbind`."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<ctxlog hidden>"
-
-
-_HIDDEN: Final = _Hidden()
-_MISSING: Final = object()
-
 _GENERATOR_HINT: Final = (
     "The usual cause is a bind() held across a `yield`: the generator was resumed or "
     "closed in another context (another task, thread or consumer). Wrap the generator "
@@ -85,42 +66,9 @@ _GENERATOR_HINT: Final = (
 )
 
 
-class ContextError(RuntimeError):
-    """Raised on every misuse of the context that ctxlog detects.
-
-    The message says what happened and how to fix it.
-
-    .. versionadded:: 0.1.0
-    """
-
-
 # --------------------------------------------------------------------------
 # registry of foreign ContextVars
 # --------------------------------------------------------------------------
-
-
-class _Source(Protocol):
-    """What the registry reads: a ContextVar, or a provider that computes its value.
-
-    A provider (``ctxlog.otel`` registers two) answers ``get()`` with the value
-    to merge now, or with ``_MISSING`` when it has none (as an unset ContextVar
-    without a default raises :class:`LookupError`, which costs more than a
-    return on every log record).  The readers need nothing else.
-    """
-
-    def get(self) -> Any: ...
-
-
-_registry: tuple[tuple[_Source, str], ...] = ()
-_registry_lock = threading.Lock()
-
-#: Registered names that unbind() has hidden at some point.  A hidden name is a
-#: marker in the store, which only the merge removes; readers skip the merge
-#: while the registry is empty.  So unregistering such a name leaves a
-#: placeholder (a variable that is never set) in the registry, keeping the merge
-#: on for contexts that may still hold the marker.
-_ever_hidden: builtins_set[str] = builtins_set()
-_placeholders: builtins_set[ContextVar[Any]] = builtins_set()
 
 
 def register(var: ContextVar[Any], name: str | None = None) -> None:
@@ -129,8 +77,9 @@ def register(var: ContextVar[Any], name: str | None = None) -> None:
     *name* defaults to ``var.name``.  The variable is read each time the context
     is read (by :func:`current`, :func:`get`, the logging filter and processors);
     while it is unset and has no default it is skipped.  A value bound with
-    :func:`bind` under the same name wins over the registered variable.
-    Registering the same variable again changes its name.
+    :func:`bind` (or annotated with :func:`annotate`) under the same name wins
+    over the registered variable.  Registering the same variable again changes
+    its name.
 
     :raises ContextError: *var* is not a ContextVar, or *name* is empty or
         already used by another registered variable.
@@ -141,28 +90,8 @@ def register(var: ContextVar[Any], name: str | None = None) -> None:
         msg = f"register() takes a contextvars.ContextVar, not {type(var).__name__}."
         raise ContextError(msg)
     key = var.name if name is None else name
-    _check_key(key, "register")
-    _add_source(var, key, "register")
-
-
-def _add_source(source: _Source, key: str, where: str) -> None:
-    """Put *source* in the registry under *key* (a ContextVar, or a provider)."""
-    global _registry  # noqa: PLW0603 -- the registry is process-wide by design
-    with _registry_lock:
-        for other, other_name in _registry:
-            if other_name == key and other is not source and other not in _placeholders:
-                msg = (
-                    f"{where}(): the name {key!r} is already used by another registered "
-                    f"ContextVar or provider ({other!r}). Pass a different name, or "
-                    "unregister that one first."
-                )
-                raise ContextError(msg)
-        kept = (
-            (v, n)
-            for v, n in _registry
-            if v is not source and not (n == key and v in _placeholders)
-        )
-        _registry = (*kept, (source, key))
+    check_key(key, "register")
+    store.add_provider(var, key, "register")
 
 
 def unregister(var: ContextVar[Any]) -> None:
@@ -172,56 +101,7 @@ def unregister(var: ContextVar[Any]) -> None:
 
     .. versionadded:: 0.1.0
     """
-    _remove_source(var, "unregister")
-
-
-def _remove_source(source: _Source, where: str) -> None:
-    """Take *source* out of the registry (see :func:`unregister`)."""
-    global _registry  # noqa: PLW0603 -- see _add_source()
-    with _registry_lock:
-        remaining = tuple((v, n) for v, n in _registry if v is not source)
-        if len(remaining) == len(_registry) or source in _placeholders:
-            msg = f"{where}(): {source!r} is not registered with ctxlog.register()."
-            raise ContextError(msg)
-        (name,) = (n for v, n in _registry if v is source)
-        if name in _ever_hidden:
-            placeholder: ContextVar[Any] = ContextVar(f"ctxlog.unregistered:{name}")
-            _placeholders.add(placeholder)
-            remaining = (*remaining, (placeholder, name))
-        _registry = remaining
-
-
-def _merged() -> Mapping[str, Any]:
-    """Return the whole context: bound values plus registered variables.
-
-    With no registered variable this is one ``ContextVar.get()`` and returns the
-    stored dict itself; callers must not mutate it.
-    """
-    data = _STORE.get()
-    if not _registry:
-        return data
-    return _merge_registered(data)
-
-
-def _merge_registered(data: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for var, name in _registry:
-        if name in data:
-            continue
-        # No get(default) here: an explicit default would shadow the variable's own.
-        try:
-            value = var.get()
-        except LookupError:
-            continue
-        if value is not _MISSING:
-            out[name] = value
-    # Identity checks only: a bound value's __eq__ must never run (or raise) here.
-    # No marker can be in any store until unbind() has hidden a registered name.
-    hidden = bool(_ever_hidden) and any(v is _HIDDEN for v in data.values())
-    if not out and not hidden:
-        return data
-    out.update(data)
-    return {k: v for k, v in out.items() if v is not _HIDDEN} if hidden else out
+    store.remove_provider(var, "unregister")
 
 
 # --------------------------------------------------------------------------
@@ -230,34 +110,24 @@ def _merge_registered(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def get(key: str, default: Any = None) -> Any:
-    """Return the value bound (or registered) under *key*, else *default*.
+    """Return the value bound (annotated, or registered) under *key*, else *default*.
 
     .. versionadded:: 0.1.0
     """
-    data = _STORE.get()
-    value = data.get(key, _MISSING)
-    if value is _HIDDEN:
-        return default
-    if value is not _MISSING:
-        return value
-    for var, name in _registry:
-        if name == key:
-            try:
-                value = var.get()
-            except LookupError:
-                return default
-            return default if value is _MISSING else value
-    return default
+    return store.value(key, default)
 
 
 def current() -> Mapping[str, Any]:
-    """Return a read-only snapshot of the whole context (bound + registered).
+    """Return a read-only snapshot of the whole context (bound, annotated and
+    registered values).
 
     The mapping never changes afterwards, whatever is bound later.
 
     .. versionadded:: 0.1.0
     """
-    return MappingProxyType(_merged())
+    merged = store.merged()
+    # The store's own mapping when nothing is merged; a copy otherwise.
+    return MappingProxyType(merged if isinstance(merged, dict) else dict(merged))
 
 
 # --------------------------------------------------------------------------
@@ -275,7 +145,7 @@ class Token:
 
     __slots__ = ("_token", "_used")
 
-    def __init__(self, token: _VarToken[dict[str, Any]]) -> None:
+    def __init__(self, token: VarToken[dict[str, Any]]) -> None:
         self._token = token
         self._used = False
 
@@ -292,37 +162,7 @@ class Token:
         return f"<ctxlog.Token {state} at {id(self):#x}>"
 
 
-def _check_key(key: object, where: str) -> None:
-    if not isinstance(key, str) or not key:
-        msg = f"{where}(): context keys must be non-empty strings, got {key!r}."
-        raise ContextError(msg)
-
-
-def _bound_with(values: Mapping[str, Any]) -> dict[str, Any]:
-    if "" in values:
-        _check_key("", "bind")
-    old = _STORE.get()
-    if not old:
-        return dict(values)
-    new = old.copy()
-    new.update(values)
-    return new
-
-
-def _bound_without(keys: tuple[str, ...]) -> dict[str, Any]:
-    for key in keys:
-        _check_key(key, "unbind")
-    old = _STORE.get()
-    new = {k: v for k, v in old.items() if k not in keys}
-    registered = {name for _, name in _registry}
-    for key in keys:
-        if key in registered:
-            new[key] = _HIDDEN
-            _ever_hidden.add(key)
-    return new
-
-
-def set(**values: Any) -> Token:  # noqa: A001 -- the public name DESIGN.md fixes
+def set(**values: Any) -> Token:  # noqa: A001 -- the public name of the API
     """Bind *values* until :func:`reset` is called with the returned token.
 
     The imperative form of :func:`bind`, for hook-style code (a "before request"
@@ -333,17 +173,20 @@ def set(**values: Any) -> Token:  # noqa: A001 -- the public name DESIGN.md fixe
 
     .. versionadded:: 0.1.0
     """
-    return Token(_STORE.set(_bound_with(values)))
+    if "" in values:
+        check_key("", "set")
+    return Token(store.bind(values))
 
 
 def clear() -> Token:
     """Empty the bound context; returns a token that :func:`reset` restores.
 
-    Registered variables are not touched (they belong to their owners).
+    Registered variables are not touched (they belong to their owners), and
+    neither is the unit of work: its annotated values stay until it ends.
 
     .. versionadded:: 0.1.0
     """
-    return Token(_STORE.set(_EMPTY))
+    return Token(store.replace({}))
 
 
 def reset(token: Token) -> None:
@@ -368,7 +211,7 @@ def reset(token: Token) -> None:
         )
         raise ContextError(msg)
     try:
-        _STORE.reset(token._token)
+        store.restore(token._token)
     except ValueError:
         msg = (
             "This ctxlog token was created in a different context (another asyncio "
@@ -384,14 +227,14 @@ def reset(token: Token) -> None:
 
 
 # --------------------------------------------------------------------------
-# bind / unbind: context managers and decorators
+# bind / unbind / scope: context managers and decorators
 # --------------------------------------------------------------------------
 
 
 class _Reusable(Generic[E]):
     """A reusable, reentrant context manager that is also a decorator.
 
-    Each entry pushes what :meth:`_push` returns on a per-object stack, so one
+    Each entry pushes what :meth:`_push` returns on a per-object list, so one
     object can be entered by several tasks or threads at once and each leaves
     its own entry; a decorated function gets a fresh entry per call.
 
@@ -438,23 +281,25 @@ class _Reusable(Generic[E]):
             return
         # By identity, not pop(): another task or thread using this same object
         # may have entered since, and its entry stays until it leaves.
-        entries.remove(entry)
+        _remove(entries, entry)
 
     def _pop_own(self, exc: BaseException | None) -> None:
-        """Leave the newest entry made in the current context, the newest one
-        having failed.
+        """Leave the newest entry made in the current context.
 
         One object used as ``with`` by several tasks or threads at once holds
-        their entries interleaved; an entry leaves only in the context that made
-        it, and within one context the newest entry leaves first.
+        their entries interleaved, and the others enter and leave while this
+        runs: so every entry of a copy of the list is tried, newest first.  An
+        entry leaves only in the context that made it (the others' raise
+        before changing anything), and within one context the newest entry
+        leaves first.
         """
         entries = self._entries
-        for entry in entries[-2::-1]:
+        for entry in reversed(entries.copy()):
             try:
                 self._pop(entry)
             except (ValueError, RuntimeError):
                 continue
-            entries.remove(entry)
+            _remove(entries, entry)
             return
         # None is: this block was entered elsewhere (held across a yield).  Drop
         # the newest entry, as a lone object would, so that an enclosing block of
@@ -533,19 +378,25 @@ class _Reusable(Generic[E]):
         return wrapper
 
 
-class _Binding(_Reusable[_VarToken[dict[str, Any]]]):
+def _remove(entries: list[Any], entry: object) -> None:
+    """Remove *entry* from *entries* by identity (``list.remove`` compares with ``==``)."""
+    for index in range(len(entries) - 1, -1, -1):
+        if entries[index] is entry:
+            del entries[index]
+            return
+
+
+class _Binding(_Reusable[VarToken[dict[str, Any]]]):
     """Shared machinery of :class:`bind`, :class:`unbind` and ``Snapshot.apply()``:
     an entry is the store token of what :meth:`_push` bound."""
 
     __slots__ = ()
 
-    # The ContextVar's own method, not a def calling it: one frame less per
-    # decorated call.
-    _pop = staticmethod(_STORE.reset)  # type: ignore[assignment]  # the same call, as a builtin
+    _pop = staticmethod(store.restore)  # type: ignore[assignment]  # the same call, as a builtin
 
     def _pop_foreign(
         self,
-        entry: _VarToken[dict[str, Any]],  # noqa: ARG002 -- another context's token undoes nothing here
+        entry: VarToken[dict[str, Any]],  # noqa: ARG002 -- another context's token undoes nothing here
         exc: BaseException | None,
     ) -> None:
         msg = (
@@ -554,25 +405,8 @@ class _Binding(_Reusable[_VarToken[dict[str, Any]]]):
         )
         raise ContextError(msg) from exc
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # The hot path of every ``with bind(...)``: _Reusable.__exit__ with _pop()
-        # inlined (benchmarks/bench_core.py measures it).
-        entries = self._entries
-        token = entries[-1]
-        try:
-            _STORE.reset(token)
-        except (ValueError, RuntimeError):  # another context's token (RuntimeError: just used)
-            self._pop_own(exc)
-            return
-        entries.remove(token)
 
-
-class bind(_Binding):  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
+class bind(_Binding):  # noqa: N801 -- a function-like name, as the API fixes it
     """Bind *values* for the duration of a block or of each call of a function.
 
     Works as ``with bind(...)``, ``async with bind(...)`` and as a decorator on
@@ -595,21 +429,14 @@ class bind(_Binding):  # noqa: N801 -- a function-like name, as DESIGN.md fixes 
 
     def __init__(self, **values: Any) -> None:
         if "" in values:
-            _check_key("", "bind")
+            check_key("", "bind")
+        # This object's own ``**values`` dict, never mutated: over an empty
+        # context the store may hold it as it is.
         self._values = values
         self._entries = []
 
-    def _push(self) -> _VarToken[dict[str, Any]]:
-        # The keys were checked in __init__.  Over an empty context the mapping is
-        # self._values itself: this object's own ``**values`` dict, never mutated.
-        old = _STORE.get()
-        return _STORE.set({**old, **self._values} if old else self._values)
-
-    def __enter__(self) -> None:
-        # The hot path of every ``with bind(...)``: _Reusable.__enter__ with
-        # _push() inlined (benchmarks/bench_core.py measures it).
-        old = _STORE.get()
-        self._entries.append(_STORE.set({**old, **self._values} if old else self._values))
+    def _push(self) -> VarToken[dict[str, Any]]:
+        return store.bind(self._values)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
@@ -620,7 +447,7 @@ class unbind(_Binding):  # noqa: N801 -- see bind
     """Hide *keys* for the duration of a block or of each call; restore them after.
 
     Same shapes as :class:`bind`.  Hiding a key that is not bound is allowed.
-    A hidden registered variable is hidden too.
+    A registered variable or an annotated value of that name is hidden too.
 
     :raises ContextError: a key is not a non-empty string.
 
@@ -631,15 +458,119 @@ class unbind(_Binding):  # noqa: N801 -- see bind
 
     def __init__(self, *keys: str) -> None:
         for key in keys:
-            _check_key(key, "unbind")
+            check_key(key, "unbind")
         self._keys = keys
         self._entries = []
 
-    def _push(self) -> _VarToken[dict[str, Any]]:
-        return _STORE.set(_bound_without(self._keys))
+    def _push(self) -> VarToken[dict[str, Any]]:
+        return store.hide(self._keys)
 
     def __repr__(self) -> str:
         return f"ctxlog.unbind({', '.join(map(repr, self._keys))})"
+
+
+class scope(_Reusable[UnitEntry]):  # noqa: N801 -- see bind
+    """Open a **unit of work**: what a request, a Celery task or one job of a
+    worker loop is.
+
+    Works as ``with scope(...)``, ``async with scope(...)`` and as a decorator
+    on sync and ``async def`` functions (a new unit per call).  It binds
+    *values* as :class:`bind` does, and the unit owns two things for as long
+    as it is open:
+
+    * its **request-wide values**, added with :func:`annotate` from any task or
+      thread working for it, also from copies of the context made before the
+      call (a thread started earlier, a FastAPI sync dependency running in the
+      thread pool), and carried by :func:`ctxlog.snapshot`, ctxlog's executors
+      and :mod:`ctxlog.celery` like bound values;
+    * its **memoize cache**: ``@memoize`` functions cache inside the innermost
+      unit (``cache_scope()`` is another name for ``scope()``).
+
+    A unit opened inside another starts with the outer unit's annotated
+    values.  Leaving it restores the previous context and drops its values
+    and its cache, even if a thread or task that shares it is still running
+    (its lines keep the values it had; its memoized calls call through).
+
+    The ASGI, WSGI and Django middlewares open one per request, and
+    :mod:`ctxlog.celery` one per task.
+
+    :raises ContextError: a key is empty, the block is left in another context
+        than it was entered in, or the decorator is put on a generator
+        function (open the unit inside the generator instead).
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_values",)
+
+    _generators = (
+        "scope() cannot decorate the generator function {}: the unit would end before "
+        "the first item. Use `with ctxlog.scope():` inside the generator."
+    )
+
+    def __init__(self, **values: Any) -> None:
+        if "" in values:
+            check_key("", "scope")
+        self._values = values
+        self._entries = []
+
+    def _push(self) -> UnitEntry:
+        return store.open_unit(self._values)
+
+    _pop = staticmethod(store.close_unit)
+
+    def _pop_foreign(self, entry: UnitEntry, exc: BaseException | None) -> None:
+        store.end(entry.unit)
+        msg = (
+            "scope() block left in a different context than it was entered in "
+            "(another task or thread, or a generator resumed elsewhere); open and close "
+            "the unit of work in the same task."
+        )
+        raise ContextError(msg) from exc
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
+        return f"ctxlog.scope({args})"
+
+
+#: Another name for :class:`scope`: ``with cache_scope():`` opens a unit of
+#: work, whose memoize cache is what ``@memoize`` uses.
+#:
+#: .. versionadded:: 0.1.0
+cache_scope: Final = scope
+
+
+def annotate(**values: Any) -> None:
+    """Add *values* to the innermost unit of work (see :class:`scope`).
+
+    Every line logged for the unit from then on carries them, from whichever
+    task or thread logs it, including threads started and context copies made
+    before the call.  A value bound with :func:`bind` under the same key wins
+    inside its block; leaving the unit drops the annotated values; units never
+    share them.  Safe to call from many threads at once: nothing is lost.
+
+    :raises ContextError: a key is empty, no unit of work is open (open one
+        with :class:`scope`, or use :func:`bind`), or the unit has ended.
+
+    .. versionadded:: 0.1.0
+    """
+    for key in values:
+        check_key(key, "annotate")
+    unit = store.annotate(values)
+    if unit is None:
+        msg = (
+            "annotate() needs a unit of work, and none is open here. Open one with "
+            "`with ctxlog.scope(...):` (the web middlewares and ctxlog.celery open one per "
+            "request and task), or bind the values with `with ctxlog.bind(...):` instead."
+        )
+        raise ContextError(msg)
+    if not unit.open:
+        msg = (
+            "annotate(): the unit of work this code runs for has already ended (the "
+            "request or task returned while this thread or task went on); nothing was "
+            "added. Bind the values with ctxlog.bind() for work that outlives its unit."
+        )
+        raise ContextError(msg)
 
 
 # --------------------------------------------------------------------------

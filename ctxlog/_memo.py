@@ -1,13 +1,15 @@
-"""Per-context memoization: ``@memoize`` caches inside the innermost ``cache_scope()``.
+"""Per-unit memoization: ``@memoize`` caches inside the innermost unit of work.
 
-A scope is typically one request: a web middleware opens one, and every
-memoized call made while handling the request (in its asyncio tasks, or in
-threads it hands work to through ctxlog's executors, ``wrap`` or ``Thread``)
-shares one cache that is dropped when the request ends.
+A unit of work (:func:`ctxlog.scope`) is typically one request: a web
+middleware opens one, and every memoized call made while handling the request
+(in its asyncio tasks, or in threads it hands work to through ctxlog's
+executors, ``wrap`` or ``Thread``) shares one cache that is dropped when the
+unit ends.
 
-The scope lives in its own :class:`~contextvars.ContextVar` (it is never read
-per log record, so it does not belong in the store); context copies carry it
-to tasks and threads like any variable.
+The unit owns its cache (:class:`ctxlog._store.Unit`); the cache is also
+reachable through a ContextVar of its own, :data:`MEMO`, which the store sets
+and resets with the unit, so that a cache hit costs one ``ContextVar.get()``
+and two dict subscripts.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeAlias, TypeVar, cast, overload
 
-from ctxlog._context import ContextError, _Reusable
+from ctxlog._errors import ContextError
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["cache_scope", "memoize"]
+__all__ = ["MEMO", "Scope", "close_scope", "memoize", "new_scope"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -102,11 +104,12 @@ Scope: TypeAlias = dict[object, Any]
 _LOCK: Final = object()
 
 
-def _new_scope() -> Scope:
+def new_scope() -> Scope:
+    """A new, empty, open cache."""
     return {_LOCK: threading.Lock()}
 
 
-def _close(scope: Scope) -> None:
+def close_scope(scope: Scope) -> None:
     """Drop every cached result; later calls in this scope call through."""
     with scope[_LOCK]:
         scope.clear()
@@ -130,63 +133,8 @@ def _caches(
         return results, scope[state_key]
 
 
-_SCOPE: Final[ContextVar[Scope | None]] = ContextVar("ctxlog.cache_scope", default=None)
-
-#: What one entry of a cache_scope leaves: the token of its _SCOPE.set, and the scope.
-_Entry: TypeAlias = tuple[Token[Scope | None], Scope]
-
-
-# --------------------------------------------------------------------------
-# cache_scope
-# --------------------------------------------------------------------------
-
-
-class cache_scope(_Reusable[_Entry]):  # noqa: N801 -- a function-like name, as DESIGN.md fixes it
-    """Open a memoization scope: ``@memoize`` functions cache inside it.
-
-    Works as ``with cache_scope():``, ``async with cache_scope():`` and as a
-    decorator on sync and ``async def`` functions (a new scope per call).  Each
-    entry opens a new, empty scope that hides any outer one; leaving it drops
-    every result cached in it, even if a thread or task that shares the scope
-    is still running (its later calls then call through uncached).
-
-    :raises ContextError: the block is left in another context than it was
-        entered in, or the decorator is put on a generator function (open the
-        scope inside the generator instead).
-
-    .. versionadded:: 0.1.0
-    """
-
-    __slots__ = ()
-
-    _generators = (
-        "cache_scope() cannot decorate the generator function {}: the scope would end "
-        "before the first item. Use `with cache_scope():` inside the generator."
-    )
-
-    def __init__(self) -> None:
-        self._entries = []
-
-    def _push(self) -> _Entry:
-        scope = _new_scope()
-        return _SCOPE.set(scope), scope
-
-    def _pop(self, entry: _Entry) -> None:
-        token, scope = entry
-        _SCOPE.reset(token)
-        _close(scope)
-
-    def _pop_foreign(self, entry: _Entry, exc: BaseException | None) -> None:
-        _close(entry[1])
-        msg = (
-            "cache_scope() block left in a different context than it was entered in "
-            "(another task or thread, or a generator resumed elsewhere); open and close "
-            "the scope in the same task."
-        )
-        raise ContextError(msg) from exc
-
-    def __repr__(self) -> str:
-        return "ctxlog.cache_scope()"
+#: The innermost unit of work's cache; set and reset by the store with the unit.
+MEMO: Final[ContextVar[Scope | None]] = ContextVar("ctxlog.memo", default=None)
 
 
 # --------------------------------------------------------------------------
@@ -248,7 +196,7 @@ def _sync_miss(
 def _memoize_sync(fn: Callable[P, R], maxsize: int | None) -> Callable[P, R]:
     owner = object()  # this function's results in every scope
     state_key = object()  # and its _FnState
-    current_scope = _SCOPE.get
+    current_scope = MEMO.get
 
     def slow(scope: Scope, key: Any, args: Any, kwargs: Any) -> R:
         found = _caches(scope, owner, state_key, maxsize)
@@ -382,7 +330,7 @@ def _memoize_async(
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     owner = object()
     state_key = object()
-    current_scope = _SCOPE.get
+    current_scope = MEMO.get
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -416,7 +364,8 @@ def memoize(*, maxsize: int | None = None) -> Callable[[Callable[P, R]], Callabl
 def memoize(
     fn: Callable[P, R] | None = None, /, *, maxsize: int | None = None
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Cache a function's results inside the innermost :class:`cache_scope`.
+    """Cache a function's results inside the innermost unit of work
+    (:func:`ctxlog.scope`, also spelled :func:`ctxlog.cache_scope`).
 
     ``@memoize`` or ``@memoize(maxsize=128)`` on a sync or ``async def``
     function or method.  Inside a scope, a call with the same arguments

@@ -11,10 +11,11 @@ import concurrent.futures
 import concurrent.futures.process
 from collections.abc import Callable
 from contextvars import Context, copy_context
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
-from ctxlog._context import ContextError, _merged
-from ctxlog._handoff import UnpicklablePolicy, _call_bound, _dumps, _loads
+from ctxlog._errors import ContextError
+from ctxlog._snapshot import UnpicklablePolicy, call_bound, dump_payload, load_payload
+from ctxlog._store import store
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -26,8 +27,8 @@ def _call_with_payload(
     payload: bytes, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> R:
     """Run in the worker process: bind the submitter's values around ``fn``."""
-    data = _loads(payload)
-    return copy_context().run(_call_bound, data, fn, args, kwargs)
+    data = load_payload(payload)
+    return copy_context().run(call_bound, data, fn, args, kwargs)
 
 
 class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
@@ -73,7 +74,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
 
         .. versionadded:: 0.1.0
         """
-        payload = _dumps(cast("dict[str, Any]", _merged()), self.on_unpicklable)
+        payload = dump_payload(dict(store.merged()), self.on_unpicklable)
         # Processes forked during this call copy the calling thread's context:
         # fork them from an empty one.
         return Context().run(super().submit, _call_with_payload, payload, fn, args, kwargs)

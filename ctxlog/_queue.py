@@ -12,8 +12,10 @@ import queue as queue_mod
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ctxlog._handoff import _picklable, _safe_str
-from ctxlog.stdlib import ConflictPolicy, ContextFilter
+from ctxlog._projection import ConflictPolicy
+from ctxlog._snapshot import picklable
+from ctxlog._values import safe_str
+from ctxlog.stdlib import ContextFilter
 
 __all__ = ["QueueHandler"]
 
@@ -23,11 +25,11 @@ _SIMPLE_TYPES: Final = frozenset({str, int, float, bool, type(None)})
 
 def _pickle_safe(value: Any) -> Any:
     """*value* if it pickles, else a copy in which what does not pickle is ``str()``-ed."""
-    if _picklable(value):
+    if picklable(value):
         return value
     if isinstance(value, dict):
         return {key: _pickle_safe(item) for key, item in value.items()}
-    return _safe_str(value)
+    return safe_str(value)
 
 
 class QueueHandler(logging.handlers.QueueHandler):

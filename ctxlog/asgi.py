@@ -10,14 +10,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, TypeAlias
 
-from ctxlog._context import _STORE
-from ctxlog._memo import _SCOPE, _close, _new_scope
+from ctxlog._middleware import Policy
+from ctxlog._store import store
 from ctxlog.headers import (
-    _TRACE_FLAGS,
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
-    _Policy,
-    _rejection_message,
     is_valid_request_id,
     new_request_id,
 )
@@ -59,7 +56,8 @@ class RequestContextMiddleware:
     * binds it under *key*, plus the trace id of a valid W3C ``traceparent``
       under *trace_key* (when *traceparent* is on) and the *request_fields*
       asked for (``"method"``, ``"path"``, ``"client"``);
-    * opens a :func:`ctxlog.cache_scope` for the request;
+    * opens a unit of work (:func:`ctxlog.scope`) for the request: its
+      memoize cache, and what :func:`ctxlog.annotate` adds;
     * echoes the id in the response (and websocket accept) headers, unless
       *echo* is off or the application set that header itself;
     * keeps all of it bound until the application returns: streamed bodies,
@@ -111,7 +109,7 @@ class RequestContextMiddleware:
     ) -> None:
         self.app = app
         self.error_response = error_response
-        self._policy = _Policy(
+        self._policy = Policy(
             header=header,
             key=key,
             validator=validator,
@@ -124,9 +122,7 @@ class RequestContextMiddleware:
             where="RequestContextMiddleware",
         )
 
-    async def __call__(  # noqa: PLR0915 -- the per-request path, kept in one frame on purpose
-        self, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":  # noqa: PLR1714 -- two compares beat a set lookup here
             await self.app(scope, receive, send)
@@ -147,7 +143,7 @@ class RequestContextMiddleware:
                 traceparent_count += 1
         if policy.request_fields:
             client = scope.get("client")
-            values, request_id, flags, rejection = policy.incoming(
+            incoming = policy.incoming(
                 raw_id,
                 id_count,
                 raw_traceparent,
@@ -157,10 +153,8 @@ class RequestContextMiddleware:
                 client=f"{client[0]}:{client[1]}" if client else None,
             )
         else:
-            values, request_id, flags, rejection = policy.incoming(
-                raw_id, id_count, raw_traceparent, traceparent_count
-            )
-        pair = (wanted, request_id.encode("ascii"))
+            incoming = policy.incoming(raw_id, id_count, raw_traceparent, traceparent_count)
+        pair = (wanted, incoming[1].encode("ascii"))
         echo = policy.echo
         started = False
 
@@ -186,36 +180,24 @@ class RequestContextMiddleware:
                         message = {**message, "headers": [*headers, pair]}
             await send(message)
 
-        token = _STORE.set(policy.bound(values))
-        # Set whenever it differs, never assumed: a leaked context may hold old flags.
-        flags_token = _TRACE_FLAGS.set(flags) if _TRACE_FLAGS.get() != flags else None
-        # What `with cache_scope():` does, without its per-use object: this
-        # runs on every request (a third of the middleware's own cost otherwise).
-        memo = _new_scope()
-        memo_token = _SCOPE.set(memo)
-        failed = False
+        unit = policy.open(incoming, _logger)
         try:
-            if rejection is not None:
-                _logger.warning(*_rejection_message(policy, rejection, request_id))
             await self.app(scope, receive, send_with_id)
         except Exception:
-            failed = True
-            if not started and self.error_response and kind == "http":
-                await _send_error(send, pair if echo else None)
-            raise
-        finally:
-            _close(memo)
-            _SCOPE.reset(memo_token)
-            # On an error the binding stays on while the exception propagates:
-            # what logs it next runs in this task, after this frame (uvicorn's
-            # "Exception in ASGI application" line, the 500 handler of Starlette's
+            # The binding stays on while the exception propagates: what logs it
+            # next runs in this task, after this frame (uvicorn's "Exception in
+            # ASGI application" line, the 500 handler of Starlette's
             # ServerErrorMiddleware, which sits outside added middlewares), and
             # must carry the id.  Servers run each request in a task of its own,
             # whose context ends with it; the next request sets every key anew.
-            if not failed:
-                if flags_token is not None:
-                    _TRACE_FLAGS.reset(flags_token)
-                _STORE.reset(token)
+            store.end(unit.unit)
+            if not started and self.error_response and kind == "http":
+                await _send_error(send, pair if echo else None)
+            raise
+        except BaseException:
+            store.close_unit(unit)
+            raise
+        store.close_unit(unit)
 
     def __repr__(self) -> str:
         return f"ctxlog.asgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"

@@ -6,9 +6,10 @@
   holds, minus what ctxlog computes itself such as the OpenTelemetry ids)
   goes into one message header, :data:`CONTEXT_HEADER`, as the JSON that
   :meth:`ctxlog.Snapshot.to_headers` writes;
-- ``task_prerun``: the worker replaces its whole bound context with the
-  header's values plus ``task_id`` and ``task_name``, so nothing from an
-  earlier task on the same process, thread or greenlet can show through;
+- ``task_prerun``: the worker opens a unit of work for the task
+  (:func:`ctxlog.scope`) holding only the header's values plus ``task_id``
+  and ``task_name``, so nothing from an earlier task on the same process,
+  thread or greenlet can show through;
 - ``task_postrun`` (which Celery sends even when the task raised): the
   context the worker had before the task comes back, by the token of the
   prerun binding.  Keys are removed, never set to ``None``: a
@@ -36,10 +37,10 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog import _context as _core
-from ctxlog._context import _STORE, ContextError, _check_key
-from ctxlog._handoff import CONTEXT_HEADER as _SNAPSHOT_HEADER
-from ctxlog._handoff import Snapshot
+from ctxlog._errors import ContextError, check_key
+from ctxlog._snapshot import CONTEXT_HEADER as _SNAPSHOT_HEADER
+from ctxlog._snapshot import Snapshot
+from ctxlog._store import UnitEntry, store
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
 
@@ -78,8 +79,8 @@ _lock = threading.Lock()
 
 #: Per running task (keyed by its request object, which Celery keeps on its
 #: request stack from before ``task_prerun`` to after ``task_postrun``): the
-#: prerun token, the mapping it set, and the mapping it replaced.
-_running: dict[int, tuple[Any, dict[str, Any], dict[str, Any]]] = {}
+#: task's unit of work, and the mapping it replaced.
+_running: dict[int, tuple[UnitEntry, dict[str, Any]]] = {}
 
 
 def install(
@@ -145,10 +146,10 @@ def install(
         raise ContextError(msg)
     allowed = None if keys is None else frozenset(keys)
     for key in allowed or ():
-        _check_key(key, "ctxlog.celery.install")
+        check_key(key, "ctxlog.celery.install")
     for task_key in (task_id_key, task_name_key):
         if task_key is not None:
-            _check_key(task_key, "ctxlog.celery.install")
+            check_key(task_key, "ctxlog.celery.install")
     if task_id_key is not None and task_id_key == task_name_key:
         msg = (
             f"ctxlog.celery.install(): task_id_key and task_name_key are both "
@@ -195,10 +196,9 @@ def installed() -> bool:
 
 def _outgoing(options: _Options) -> dict[str, Any]:
     """The values to carry: the merged context without computed values and task fields."""
-    bound = _STORE.get()
-    registry = _core._registry
-    data: dict[str, Any] = dict(_core._merged()) if registry else dict(bound)
-    for source, name in registry:
+    bound = store.read()
+    data: dict[str, Any] = dict(store.merged(bound))
+    for source, name in store.providers:
         # A provider (not a ContextVar) computes a value for wherever it is read:
         # the worker computes its own.  A value bound under the same name travels.
         if not isinstance(source, ContextVar) and name not in bound:
@@ -264,13 +264,12 @@ def _on_prerun(
         return
     request = task.request
     values = _incoming(options, task, task_id)
-    before = _STORE.get()
+    before = store.read()
     # A worker starts from nothing: whatever its thread held (another task's
     # values, had anything gone wrong) must not show through.  An eager task
     # runs inside its caller, whose context it shares.
-    new = {**before, **values} if request.is_eager else values
-    token = _STORE.set(new)
-    _running[id(request)] = (token, new, before)
+    entry = store.open_unit(values, fresh=not request.is_eager)
+    _running[id(request)] = (entry, before)
 
 
 def _on_postrun(
@@ -282,13 +281,14 @@ def _on_postrun(
         return
     entry = _running.pop(id(task.request), None)
     if entry is not None:
-        token, new, before = entry
+        unit, before = entry
         try:
-            _STORE.reset(token)
+            store.close_unit(unit)
         except (ValueError, RuntimeError):
             # Not the context prerun ran in (a pool that moved the task between
             # contexts): undo our binding only if it is what this context holds.
-            if _STORE.get() is new:
-                _STORE.set(before)
+            store.end(unit.unit)
+            if store.unit() is unit.unit:
+                store.replace(before, keep_unit=False)
     if _options is None and not _running:
         _signals.task_postrun.disconnect(_on_postrun, dispatch_uid=_UID_POSTRUN)

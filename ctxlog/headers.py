@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Final, NamedTuple
 
-from ctxlog._context import _STORE, ContextError, get
+from ctxlog._store import store
 
 __all__ = [
+    "ALLOWED_CHARS",
     "MAX_REQUEST_ID_LENGTH",
     "REQUEST_FIELDS",
     "REQUEST_ID_HEADER",
     "TraceParent",
     "escape_rejected",
+    "forwardable",
     "is_valid_request_id",
+    "match_request_id",
+    "match_request_id_bytes",
     "new_request_id",
     "outgoing_headers",
     "parse_traceparent",
+    "safe_field",
 ]
 
 #: The header a request id is read from and echoed in, by default.
@@ -42,10 +45,15 @@ MAX_REQUEST_ID_LENGTH: Final = 128
 #: request-id alphabet: a proxy header may have set it).
 REQUEST_FIELDS: Final = frozenset({"method", "path", "client"})
 
-_ALLOWED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+#: The characters of a request id the default validator accepts.
+ALLOWED_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+)
 # Explicit ASCII ranges: ``\w`` or ``\d`` would let non-ASCII digits and letters in.
-_ID_MATCH: Final = re.compile(r"[A-Za-z0-9._:\-]+").fullmatch
-_ID_MATCH_BYTES: Final = re.compile(rb"[A-Za-z0-9._:\-]+").fullmatch
+#: Full-matches a string of request-id characters.
+match_request_id: Final = re.compile(r"[A-Za-z0-9._:\-]+").fullmatch
+#: The same, over header bytes.
+match_request_id_bytes: Final = re.compile(rb"[A-Za-z0-9._:\-]+").fullmatch
 
 # A traceparent is 55 characters in version 00; later versions may append
 # fields.  Anything longer than this is refused before the regex sees it.
@@ -62,15 +70,6 @@ _HEX2: Final = re.compile(r"[0-9a-f]{2}").fullmatch
 # The longest value outgoing_headers() forwards: the cap of the default
 # validator is for what we accept, this one only guards the next hop.
 _OUTGOING_CAP: Final = 1024
-
-#: Trace flags of the incoming ``traceparent`` of the current request, so that
-#: :func:`outgoing_headers` forwards the caller's sampling decision.  The
-#: middlewares set it at the start of every request.
-_TRACE_FLAGS: Final[ContextVar[str]] = ContextVar("ctxlog.trace_flags", default="01")
-
-#: Set by :func:`ctxlog.otel.install`: the trace flags of the active
-#: OpenTelemetry span when the given trace id is its trace, else ``None``.
-_active_trace_flags: Callable[[str], str | None] | None = None
 
 # How much of a rejected value a warning line shows, before escaping.
 _ESCAPE_LIMIT: Final = 32
@@ -90,7 +89,7 @@ def is_valid_request_id(value: object) -> bool:
     return (
         isinstance(value, str)
         and 0 < len(value) <= MAX_REQUEST_ID_LENGTH
-        and _ID_MATCH(value) is not None
+        and match_request_id(value) is not None
     )
 
 
@@ -155,7 +154,7 @@ def parse_traceparent(value: str | bytes | None) -> TraceParent | None:
     return TraceParent(version, trace_id, parent_id, flags)
 
 
-def _forwardable(value: object) -> bool:
+def forwardable(value: object) -> bool:
     """Whether *value* is safe to put in an outgoing header (printable ASCII, no space)."""
     return (
         isinstance(value, str)
@@ -193,8 +192,9 @@ def outgoing_headers(
     .. versionadded:: 0.1.0
     """
     out: dict[str, str] = {}
+    get = store.value
     request_id = get(key)
-    if _forwardable(request_id):
+    if forwardable(request_id):
         out[header] = request_id
     trace_id = get(trace_key)
     if isinstance(trace_id, str):
@@ -205,8 +205,7 @@ def outgoing_headers(
                 span_id = span_id.lower()
             if not isinstance(span_id, str) or _HEX16(span_id) is None or span_id == _ZERO_SPAN:
                 span_id = _new_span_id()
-            flags = _active_trace_flags(trace_id) if _active_trace_flags is not None else None
-            out["traceparent"] = f"00-{trace_id}-{span_id}-{flags or _TRACE_FLAGS.get()}"
+            out["traceparent"] = f"00-{trace_id}-{span_id}-{store.trace_flags(trace_id)}"
     return out
 
 
@@ -243,227 +242,18 @@ def escape_rejected(value: str | bytes, limit: int = _ESCAPE_LIMIT) -> str:
     size = len(value)
     head = value[:limit]
     text = head.decode("latin-1") if isinstance(head, bytes) else head
-    out = "".join(c if c in _ALLOWED and c != ":" else _escape_char(c) for c in text)
+    out = "".join(c if c in ALLOWED_CHARS and c != ":" else _escape_char(c) for c in text)
     if size > limit:
         out += f"...len:{size}"
     return out
 
 
-_ESCAPE_PATH_OK: Final = _ALLOWED | {"/"}
+_ESCAPE_PATH_OK: Final = ALLOWED_CHARS | {"/"}
 
 
-def _safe_field(value: str, allowed: frozenset[str] = _ESCAPE_PATH_OK) -> str:
+def safe_field(value: str, allowed: frozenset[str] = _ESCAPE_PATH_OK) -> str:
     """A request field as bound by ``request_fields``: unchanged when it is plain,
     else escaped like a rejected value (at most 1024 characters of it)."""
     if len(value) <= 1024 and all(c in allowed for c in value):
         return value
     return "".join(c if c in allowed and c != ":" else _escape_char(c) for c in value[:1024])
-
-
-#: What a middleware binds for one request: (values to bind, the request id,
-#: the incoming trace flags, why a header value was rejected or ``None``).
-#: A plain tuple: it is built on every request.
-_Incoming: TypeAlias = tuple[dict[str, Any], str, str, str | None]
-
-
-class _Policy:
-    """The options shared by the ASGI and WSGI middlewares, and the per-request work."""
-
-    __slots__ = (
-        "echo",
-        "fast_cap",
-        "generator",
-        "header",
-        "header_bytes",
-        "header_lower",
-        "key",
-        "managed",
-        "max_length",
-        "request_fields",
-        "trace_key",
-        "traceparent",
-        "validator",
-    )
-
-    def __init__(
-        self,
-        *,
-        header: str,
-        key: str,
-        validator: Callable[[str], bool],
-        generator: Callable[[], str],
-        echo: bool,
-        request_fields: Iterable[str],
-        traceparent: bool,
-        trace_key: str,
-        max_length: int,
-        where: str,
-    ) -> None:
-        if not isinstance(header, str) or not header or _ID_MATCH(header) is None:
-            msg = f"{where}(header={header!r}): give a header name such as 'X-Request-ID'."
-            raise ContextError(msg)
-        for name, option in (("key", key), ("trace_key", trace_key)):
-            if not isinstance(option, str) or not option:
-                msg = f"{where}({name}={option!r}): give a non-empty context key."
-                raise ContextError(msg)
-        if isinstance(request_fields, str):
-            msg = (
-                f"{where}(request_fields={request_fields!r}): pass a collection, "
-                f"e.g. request_fields=[{request_fields!r}]."
-            )
-            raise ContextError(msg)
-        fields = tuple(request_fields)
-        unknown = set(fields) - REQUEST_FIELDS
-        if unknown:
-            msg = (
-                f"{where}(request_fields=...): unknown field(s) {sorted(unknown)}; "
-                f"choose among {sorted(REQUEST_FIELDS)}."
-            )
-            raise ContextError(msg)
-        if not isinstance(max_length, int) or max_length < 1:
-            msg = f"{where}(max_length={max_length!r}): give a positive int."
-            raise ContextError(msg)
-        functions: tuple[tuple[str, object], ...] = (
-            ("validator", validator),
-            ("generator", generator),
-        )
-        for name, function in functions:
-            # Found out here, not as a rejected header (or a 500) on every request.
-            if not callable(function):
-                msg = (
-                    f"{where}({name}={function!r}): give a function, not {type(function).__name__}."
-                )
-                raise ContextError(msg)
-        self.header = header
-        self.header_lower = header.lower()
-        self.header_bytes = self.header_lower.encode("ascii")
-        self.key = key
-        self.validator = validator
-        self.generator = generator
-        self.echo = echo
-        self.request_fields = fields
-        self.traceparent = traceparent
-        self.trace_key = trace_key
-        self.max_length = max_length
-        # Values this short are checked by one regex when the validator is the default.
-        self.fast_cap = (
-            min(max_length, MAX_REQUEST_ID_LENGTH) if validator is is_valid_request_id else 0
-        )
-        managed = {key, *fields}
-        if traceparent:
-            managed.add(trace_key)
-        self.managed = frozenset(managed)
-
-    def accept(self, raw: str | bytes | None, count: int) -> tuple[str, str | None]:
-        """Pick the request id from the header value *raw*, sent *count* times.
-
-        Returns the id and, when a value was rejected, why.
-        """
-        if count == 1 and raw and len(raw) <= self.fast_cap:
-            # The default validator on its own alphabet: one regex, no decoding twice.
-            if isinstance(raw, bytes):
-                if _ID_MATCH_BYTES(raw) is not None:
-                    return raw.decode("ascii"), None
-            elif _ID_MATCH(raw) is not None:
-                return raw, None
-        value, rejection = self._check(raw, count)
-        if value is None:
-            return self._generate(), rejection
-        return value, None
-
-    def _check(self, raw: str | bytes | None, count: int) -> tuple[str | None, str | None]:
-        if raw is None or count == 0:
-            return None, None
-        if count > 1:
-            return None, f"sent {count} times"
-        size = len(raw)
-        if size == 0:
-            return None, "empty value"
-        if size > self.max_length:
-            return None, (
-                f"{size} characters, over the {self.max_length} limit, "
-                f"starting {escape_rejected(raw)}"
-            )
-        value = raw.decode("latin-1") if isinstance(raw, bytes) else raw
-        try:
-            ok = value.isascii() and value.isprintable() and " " not in value
-            ok = ok and bool(self.validator(value))
-        except Exception as exc:  # noqa: BLE001 -- a broken validator must not break the request
-            return None, f"the validator raised {type(exc).__name__}"
-        return (value, None) if ok else (None, f"invalid value {escape_rejected(value)}")
-
-    def _generate(self) -> str:
-        if self.generator is new_request_id:
-            return new_request_id()
-        request_id = self.generator()
-        if not _forwardable(request_id):
-            msg = (
-                f"The request-id generator {self.generator!r} returned {request_id!r}; it must "
-                "return a non-empty printable ASCII str without spaces (at most 1024 chars)."
-            )
-            raise ContextError(msg)
-        return request_id
-
-    def incoming(
-        self,
-        raw_id: str | bytes | None,
-        id_count: int,
-        raw_traceparent: str | bytes | None,
-        traceparent_count: int,
-        *,
-        method: str | None = None,
-        path: str | None = None,
-        client: str | None = None,
-    ) -> _Incoming:
-        """Everything to bind for one request (request id, trace id, request fields)."""
-        request_id, rejection = self.accept(raw_id, id_count)
-        values: dict[str, Any] = {self.key: request_id}
-        flags = "01"
-        if self.traceparent and traceparent_count == 1:
-            parsed = parse_traceparent(raw_traceparent)
-            if parsed is not None:
-                values[self.trace_key] = parsed.trace_id
-                flags = parsed.flags
-        for name in self.request_fields:
-            if name == "method" and method is not None:
-                values["method"] = method if _ID_MATCH(method) else escape_rejected(method)
-            elif name == "path" and path is not None:
-                values["path"] = _safe_field(path)
-            elif name == "client" and client is not None:
-                # Not only the server's word: proxy-header middlewares (uvicorn's,
-                # werkzeug's ProxyFix) take it from X-Forwarded-For.
-                values["client"] = _safe_field(client, _ALLOWED)
-        return values, request_id, flags, rejection
-
-    def bound(self, values: dict[str, Any]) -> dict[str, Any]:
-        """The new store mapping: the current one without any managed key, plus *values*.
-
-        Every managed key is replaced or removed, never assumed absent: a
-        context leaked from an earlier request (CPython gh-140947) cannot show
-        through.
-        """
-        old = _STORE.get()
-        if old:
-            new = {k: v for k, v in old.items() if k not in self.managed}
-            new.update(values)
-            return new
-        return values
-
-    def describe(self) -> Mapping[str, Any]:
-        return {
-            "header": self.header,
-            "key": self.key,
-            "echo": self.echo,
-            "request_fields": self.request_fields,
-            "traceparent": self.traceparent,
-        }
-
-
-def _rejection_message(policy: _Policy, rejection: str, request_id: str) -> tuple[str, ...]:
-    """The (format, args...) of the one warning line about a rejected header."""
-    return (
-        "Rejected the %s request header (%s); using the generated request id %s",
-        policy.header,
-        rejection,
-        request_id,
-    )

@@ -27,8 +27,8 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog import headers as _headers
-from ctxlog._context import _MISSING, ContextError, _add_source, _check_key, _remove_source
+from ctxlog._errors import ContextError, check_key
+from ctxlog._store import MISSING, store
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -83,7 +83,7 @@ class _ActiveSpan:
 
 
 class _SpanField:
-    """A registry provider: one id of the active span, or ``_MISSING`` (no span)."""
+    """A registry provider: one id of the active span, or ``MISSING`` (no span)."""
 
     __slots__ = ("_index", "_key", "_span")
 
@@ -93,13 +93,8 @@ class _SpanField:
         self._key = key
 
     def get(self) -> object:
-        # Read for every log record: the cache check of _ActiveSpan.ids() inlined.
-        # get_current() reads a ContextVar that has a default: it does not raise.
-        # Whatever else can fail (a custom span) is caught in _ActiveSpan.ids().
-        span = self._span
-        cache = span.cache
-        ids = cache[1] if cache[0] is _get_current_context() else span.ids()
-        return _MISSING if ids is None else ids[self._index]
+        ids = self._span.ids()
+        return MISSING if ids is None else ids[self._index]
 
     def __repr__(self) -> str:
         what = "trace id" if self._index == 0 else "span id"
@@ -134,9 +129,9 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
     .. versionadded:: 0.1.0
     """
     global _installed  # noqa: PLW0603 -- one installation per process, like the registry
-    _check_key(trace_key, "ctxlog.otel.install")
+    check_key(trace_key, "ctxlog.otel.install")
     if span_key is not None:
-        _check_key(span_key, "ctxlog.otel.install")
+        check_key(span_key, "ctxlog.otel.install")
         if span_key == trace_key:
             msg = (
                 f"ctxlog.otel.install(): trace_key and span_key are both {trace_key!r}; "
@@ -154,22 +149,22 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
         added: list[_SpanField] = []
         try:
             for field in fields:
-                _add_source(field, field._key, "ctxlog.otel.install")
+                store.add_provider(field, field._key, "ctxlog.otel.install")
                 added.append(field)
         except ContextError:
             for field in added:
-                _remove_source(field, "ctxlog.otel.install")
+                store.remove_provider(field, "ctxlog.otel.install")
             for field in previous:
-                _add_source(field, field._key, "ctxlog.otel.install")
+                store.add_provider(field, field._key, "ctxlog.otel.install")
             raise
         _installed = tuple(fields)
-        _headers._active_trace_flags = span.flags_for
+        store.set_trace_source(span.flags_for)
 
 
 def _discard(field: _SpanField) -> None:
     # Tolerant: a test harness may have restored the registry under our feet.
     with contextlib.suppress(ContextError):
-        _remove_source(field, "ctxlog.otel.uninstall")
+        store.remove_provider(field, "ctxlog.otel.uninstall")
 
 
 def uninstall() -> None:
@@ -184,7 +179,7 @@ def uninstall() -> None:
         for field in _installed:
             _discard(field)
         _installed = ()
-        _headers._active_trace_flags = None
+        store.set_trace_source(None)
 
 
 def installed() -> bool:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import threading
 from collections.abc import Iterable, Mapping
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final
 
-from ctxlog import _context as _core
-from ctxlog._context import _STORE, ContextError, _merge_registered
-from ctxlog._handoff import _safe_str
+from ctxlog._errors import ContextError
+from ctxlog._projection import UNCACHED, ConflictPolicy, Projection
+from ctxlog._store import store
+from ctxlog._values import json_safe
 
 __all__ = [
     "RESERVED_ATTRS",
@@ -27,8 +27,6 @@ __all__ = [
     "uninstall_record_factory",
 ]
 
-ConflictPolicy = Literal["rename", "drop"]
-
 #: Attributes a :class:`logging.LogRecord` has (or that formatters add) which a
 #: context key must never overwrite.  ``taskName`` is listed on every Python
 #: version so a config behaves the same on 3.10 and 3.12+.
@@ -36,13 +34,11 @@ RESERVED_ATTRS: Final[frozenset[str]] = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None))
 ) | {"message", "asctime", "taskName", "exc_info", "exc_text", "stack_info"}
 
-_RENAME_PREFIX: Final = "ctx_"
-
 #: How many attributes ``LogRecord()`` sets on this Python version (see ContextFilter.filter).
 _PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 
-#: ``_STORE.get`` bound once: the filter's common path calls it for every record.
-_read_store: Final = _STORE.get
+#: ``store.read`` bound once: the filter's common path calls it for every record.
+_read_store: Final = store.read
 
 
 class ContextFilter(logging.Filter):
@@ -56,7 +52,7 @@ class ContextFilter(logging.Filter):
 
     :param fields: only these keys are added (an allow-list); default: all.
     :param defaults: values for keys that are not bound, so that a format such
-        as ``%(request_id)s`` never fails.
+        as ``%(request_id)s`` never fails (also for keys outside *fields*).
     :param nest_under: add one attribute of this name holding a ``dict`` of the
         context, instead of one attribute per key.
     :param on_conflict: what to do with a key that collides with a standard
@@ -81,48 +77,23 @@ class ContextFilter(logging.Filter):
         on_conflict: ConflictPolicy = "rename",
     ) -> None:
         super().__init__()
-        if on_conflict not in ("rename", "drop"):
-            msg = f"ContextFilter(on_conflict={on_conflict!r}): use 'rename' or 'drop'."
-            raise ContextError(msg)
-        if isinstance(fields, str):
-            msg = (
-                f"ContextFilter(fields={fields!r}): pass a list of keys, "
-                f"e.g. fields=[{fields!r}], not a string."
-            )
-            raise ContextError(msg)
-        self.fields: tuple[str, ...] | None = None if fields is None else tuple(fields)
-        self.defaults: dict[str, Any] = dict(defaults or {})
-        for key in (*(self.fields or ()), *self.defaults):
-            if not isinstance(key, str) or not key:
-                msg = f"ContextFilter: keys must be non-empty strings, got {key!r}."
-                raise ContextError(msg)
-        if nest_under is not None and (not isinstance(nest_under, str) or not nest_under):
-            msg = f"ContextFilter(nest_under={nest_under!r}): give a non-empty attribute name."
-            raise ContextError(msg)
-        if nest_under in RESERVED_ATTRS:
-            msg = (
-                f"ContextFilter(nest_under={nest_under!r}) would overwrite a standard "
-                f"LogRecord attribute; choose another name, such as 'context'."
-            )
-            raise ContextError(msg)
-        self.nest_under = nest_under
-        self.on_conflict: ConflictPolicy = on_conflict
-        # The defaults that apply, under the attribute names they land as.
-        self._defaults: dict[str, Any] = {}
-        for key, value in self.defaults.items():
-            if self.fields is not None and key not in self.fields:
-                continue
-            if nest_under is None and key in RESERVED_ATTRS:
-                if on_conflict == "drop":
-                    continue
-                key = _RENAME_PREFIX + key  # noqa: PLW2901 -- the renamed attribute
-            self._defaults[key] = value
-        # (source mapping, prepared attributes).  The store's mappings are never
-        # mutated, so identity is enough; swapping one tuple keeps it thread-safe.
-        self._cache: tuple[object, dict[str, Any]] = (object(), {})
-        # filter()'s copy of _cache, set only without nest_under: its common path
-        # then needs no nest_under test.
-        self._flat_cache: tuple[object, dict[str, Any]] = self._cache
+        projection = Projection(
+            fields=fields,
+            defaults=defaults,
+            nest_under=nest_under,
+            on_conflict=on_conflict,
+            reserved=RESERVED_ATTRS,
+            reserved_are="standard LogRecord attributes",
+            where="ContextFilter",
+        )
+        self._projection = projection
+        self.fields = projection.fields
+        self.defaults = projection.defaults
+        self.nest_under = projection.nest_under
+        self.on_conflict: ConflictPolicy = projection.on_conflict
+        # What filter()'s common path reads its cache from: the projection when
+        # the attributes land flat, else one whose cache never matches.
+        self._flat: Projection | _NeverCached = projection if nest_under is None else _NeverCached()
 
     def prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Return the attributes this filter adds for the context *data*.
@@ -132,42 +103,14 @@ class ContextFilter(logging.Filter):
 
         .. versionadded:: 0.1.0
         """
-        if self.fields is None:
-            selected: Mapping[str, Any] = data
-        else:
-            selected = {key: data[key] for key in self.fields if key in data}
-        out: dict[str, Any] = {}
-        if self.nest_under is not None:
-            out.update(selected)
-            for key, value in self._defaults.items():
-                out.setdefault(key, value)
-            return out
-        renamed: dict[str, Any] = {}
-        for key, value in selected.items():
-            if key not in RESERVED_ATTRS:
-                out[key] = value
-            elif self.on_conflict == "rename":
-                renamed[_RENAME_PREFIX + key] = value
-        for key, value in renamed.items():
-            out.setdefault(key, value)
-        for key, value in self._defaults.items():
-            out.setdefault(key, value)
-        return out
+        return self._projection.prepare(data)
 
     def attributes(self) -> dict[str, Any]:
         """The attributes this filter would add to a record logged right now.
 
         .. versionadded:: 0.1.0
         """
-        data = _STORE.get()
-        if _core._registry:  # read the module attribute: register() rebinds it
-            data = _merge_registered(data)
-        cache = self._cache
-        if cache[0] is data:
-            return cache[1]
-        out = self.prepare(data)
-        self._cache = (data, out)
-        return out
+        return self._projection.current()
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the context to *record*; always returns ``True``.
@@ -176,15 +119,23 @@ class ContextFilter(logging.Filter):
         """
         try:
             attrs = record.__dict__
-            source, prepared = self._flat_cache
-            # The common path, for every record: attributes() would answer from its
-            # cache, and the record holds just the attributes LogRecord() sets, none of
-            # which can be a context attribute (those are never reserved names).
-            # extra=, another filter or a record factory make it longer: the key check.
-            if source is _read_store() and len(attrs) == _PLAIN_RECORD_LEN and not _core._registry:
+            raw, unit, values, prepared = self._flat.cache
+            # The common path, for every record, is Projection.current()'s cache
+            # check written out: the record holds just the attributes LogRecord()
+            # sets, none of which can be a context attribute (those are never
+            # reserved names).  extra=, another filter or a record factory make
+            # it longer: the key check below.  Written out, it costs 15-20 %
+            # less per record than the call (benchmarks/bench_core.py, the
+            # "filter" rows against "filter through Projection.current()").
+            if (
+                raw is _read_store()
+                and len(attrs) == _PLAIN_RECORD_LEN
+                and not store.providers
+                and (unit is None or unit.values is values)
+            ):
                 attrs.update(prepared)
                 return True
-            out = self.attributes()
+            out = self._projection.current()
             # Membership through keys(): the record factory's __dict__ answers
             # False to `in` for what it added (so extra= may overwrite it), but
             # those values, captured where the record was made, win here too.
@@ -193,7 +144,6 @@ class ContextFilter(logging.Filter):
                 if self.nest_under not in present:
                     attrs[self.nest_under] = dict(out)
                 return True
-            self._flat_cache = self._cache
             if present.isdisjoint(out):
                 attrs.update(out)
             else:
@@ -207,10 +157,16 @@ class ContextFilter(logging.Filter):
         return True
 
     def __repr__(self) -> str:
-        return (
-            f"ctxlog.ContextFilter(fields={self.fields!r}, defaults={self.defaults!r}, "
-            f"nest_under={self.nest_under!r}, on_conflict={self.on_conflict!r})"
-        )
+        return f"ctxlog.ContextFilter({self._projection.describe()})"
+
+
+class _NeverCached:
+    """Stands in for the projection in ``ContextFilter.filter``'s common path
+    when the context is nested: its cache never matches."""
+
+    __slots__ = ()
+
+    cache: Final = UNCACHED
 
 
 # --------------------------------------------------------------------------
@@ -247,19 +203,19 @@ class _RecordDict(dict[str, Any]):
 class _ContextRecordFactory:
     """Wraps the previous record factory and adds the context at creation."""
 
-    __slots__ = ("context_filter", "previous")
+    __slots__ = ("previous", "projection")
 
-    def __init__(self, previous: Any, context_filter: ContextFilter) -> None:
+    def __init__(self, previous: Any, projection: Projection) -> None:
         self.previous = previous
-        self.context_filter = context_filter
+        self.projection = projection
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = self.previous(*args, **kwargs)
         try:
-            filt = self.context_filter
-            out = filt.attributes()
-            if filt.nest_under is not None:
-                out = {filt.nest_under: dict(out)}
+            projection = self.projection
+            out = projection.current()
+            if projection.nest_under is not None:
+                out = {projection.nest_under: dict(out)}
             attrs = record.__dict__
             added = {k: v for k, v in out.items() if k not in attrs}
             if added:
@@ -295,15 +251,21 @@ def install_record_factory(
 
     .. versionadded:: 0.1.0
     """
-    filt = ContextFilter(
-        fields=fields, defaults=defaults, nest_under=nest_under, on_conflict=on_conflict
+    projection = Projection(
+        fields=fields,
+        defaults=defaults,
+        nest_under=nest_under,
+        on_conflict=on_conflict,
+        reserved=RESERVED_ATTRS,
+        reserved_are="standard LogRecord attributes",
+        where="install_record_factory",
     )
     with _factory_lock:
         factory = logging.getLogRecordFactory()
         if isinstance(factory, _ContextRecordFactory):
-            factory.context_filter = filt
+            factory.projection = projection
         else:
-            logging.setLogRecordFactory(_ContextRecordFactory(factory, filt))
+            logging.setLogRecordFactory(_ContextRecordFactory(factory, projection))
 
 
 def uninstall_record_factory() -> None:
@@ -343,55 +305,25 @@ JSON_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
 JSON_RENAME: Final = {"asctime": "time", "levelname": "level", "name": "logger"}
 
 
-#: How deep :func:`_json_safe` follows containers before writing ``str()`` of the rest.
-_JSON_SAFE_DEPTH: Final = 32
-
-
-def _json_safe(value: Any, depth: int = _JSON_SAFE_DEPTH) -> Any:
-    """A copy of *value* that :func:`json.dumps` always writes as strict JSON.
-
-    Mapping keys become strings, non-finite floats and ints too long to print
-    become strings, and containers nested deeper than *depth* (or circular)
-    become ``str()``; other objects are left to the formatter's ``default``.
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            str(value)
-        except ValueError:  # longer than sys.get_int_max_str_digits()
-            return f"<int of {value.bit_length()} bits>"
-    elif isinstance(value, dict | list | tuple):
-        if depth <= 0:
-            return _safe_str(value)
-        if isinstance(value, dict):
-            return {
-                key if isinstance(key, str) else _safe_str(key): _json_safe(item, depth - 1)
-                for key, item in value.items()
-            }
-        return [_json_safe(item, depth - 1) for item in value]
-    return value
-
-
 def _json_dumps(obj: Any, **kwargs: Any) -> str:
     """``json.dumps`` that never loses a log line over one of its values.
 
     The common case is one plain ``json.dumps``.  When a value cannot be
     written as strict JSON (a non-string mapping key, NaN, an int too long to
     print, deep or circular nesting) the line is written again from
-    :func:`_json_safe`; when it holds a lone surrogate (a ``surrogateescape``
+    :func:`ctxlog._values.json_safe`; when it holds a lone surrogate (a ``surrogateescape``
     file name), which no UTF-8 stream can write, it is written ASCII-escaped.
     """
     try:
         text = json.dumps(obj, allow_nan=False, **kwargs)
     except (TypeError, ValueError, RecursionError):
-        text = json.dumps(_json_safe(obj), allow_nan=False, **kwargs)
+        text = json.dumps(json_safe(obj), allow_nan=False, **kwargs)
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             kwargs["ensure_ascii"] = True
-            text = json.dumps(_json_safe(obj), allow_nan=False, **kwargs)
+            text = json.dumps(json_safe(obj), allow_nan=False, **kwargs)
     return text
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
-from contextvars import Token as _VarToken
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 try:
@@ -36,18 +35,10 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name="structlog") from exc
 
-from ctxlog import _context as _core
-from ctxlog._context import (
-    _EMPTY,
-    _STORE,
-    ContextError,
-    _bound_with,
-    _bound_without,
-    _check_key,
-    _merge_registered,
-    _merged,
-    _Reusable,
-)
+from ctxlog._context import _Reusable
+from ctxlog._errors import ContextError, check_key
+from ctxlog._projection import Projection
+from ctxlog._store import UNIT_KEY, VarToken, store
 from ctxlog.stdlib import RESERVED_ATTRS
 
 if TYPE_CHECKING:
@@ -127,29 +118,19 @@ _structlog_values: Final = _pick_structlog_reader(
 class _ContextMerger:
     """The processor :func:`merge_context` returns when given options."""
 
-    __slots__ = ("_cache", "defaults", "fields", "structlog_contextvars")
+    __slots__ = ("_projection", "structlog_contextvars")
 
-    def __init__(
-        self,
-        fields: tuple[str, ...] | None,
-        defaults: dict[str, Any],
-        structlog_contextvars: bool,
-    ) -> None:
-        self.fields = fields
-        self.defaults = defaults
+    def __init__(self, projection: Projection, structlog_contextvars: bool) -> None:
+        self._projection = projection
         self.structlog_contextvars = structlog_contextvars
-        # (source mapping, prepared mapping): store mappings are never mutated,
-        # so identity is enough; one tuple swap keeps it thread-safe.
-        self._cache: tuple[object, dict[str, Any]] = (object(), {})
 
-    def _prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        if self.fields is None:
-            out = dict(data)
-        else:
-            out = {key: data[key] for key in self.fields if key in data}
-        for key, value in self.defaults.items():
-            out.setdefault(key, value)
-        return out
+    @property
+    def fields(self) -> tuple[str, ...] | None:
+        return self._projection.fields
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self._projection.defaults
 
     def __call__(
         self,
@@ -157,25 +138,15 @@ class _ContextMerger:
         method_name: str,  # noqa: ARG002 -- same
         event_dict: EventDict,
     ) -> EventDict:
-        data = _STORE.get()
-        if _core._registry:  # read the module attribute: register() rebinds it
-            data = _merge_registered(data)
+        projection = self._projection
         if self.structlog_contextvars:
             legacy = _structlog_values()
-            if legacy:
-                data = {**legacy, **data}
-        cache = self._cache
-        if cache[0] is data:
-            prepared = cache[1]
+            prepared = (
+                projection.prepare({**legacy, **store.merged()}) if legacy else projection.current()
+            )
         else:
-            prepared = self._prepare(data)
-            self._cache = (data, prepared)
-        if prepared:
-            before = {**event_dict}
-            event_dict.update(prepared)
-            if len(event_dict) != len(before) + len(prepared):
-                event_dict.update(before)
-        return event_dict
+            prepared = projection.current()
+        return _merge_into(event_dict, prepared)
 
     def __repr__(self) -> str:
         return (
@@ -183,6 +154,23 @@ class _ContextMerger:
             f"defaults={self.defaults!r}, "
             f"structlog_contextvars={self.structlog_contextvars!r})"
         )
+
+
+def _merge_into(event_dict: EventDict, prepared: Mapping[str, Any]) -> EventDict:
+    """Add *prepared* to *event_dict*, whose own keys win; in place, in
+    structlog's key order (the event's keys, then the context)."""
+    if prepared:
+        # Update, then put back the event's own values if a key collided:
+        # cheaper than checking each key first, and exact.
+        before = {**event_dict}
+        event_dict.update(prepared)
+        if len(event_dict) != len(before) + len(prepared):
+            event_dict.update(before)
+    return event_dict
+
+
+#: The projection of :func:`merge_context` without options.
+_PLAIN: Final = Projection(where="merge_context")
 
 
 @overload
@@ -215,11 +203,12 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
         structlog.configure(processors=[merge_context, ..., JSONRenderer()])
 
     It adds everything bound with :func:`ctxlog.bind` (or this module's
-    ``bind_contextvars``) plus registered ContextVars, with one
-    ``ContextVar.get()``: its cost does not depend on how many other
-    ContextVars are alive.  A key already in the event dict (a keyword of the
-    log call, a value bound on the logger) wins.  The event dict is updated in
-    place and keeps structlog's key order: the event's keys, then the context.
+    ``bind_contextvars``), annotated with :func:`ctxlog.annotate`, plus
+    registered ContextVars, with one ``ContextVar.get()``: its cost does not
+    depend on how many other ContextVars are alive.  A key already in the
+    event dict (a keyword of the log call, a value bound on the logger) wins.
+    The event dict is updated in place and keeps structlog's key order: the
+    event's keys, then the context.
 
     Called with keywords only, it returns a processor with options instead:
 
@@ -237,17 +226,7 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
     """
     if event_dict is None:
         return _configured(fields, defaults, structlog_contextvars)
-    data = _STORE.get()
-    if _core._registry:  # read the module attribute: register() rebinds it
-        data = _merge_registered(data)
-    if data:
-        # Update in place, then put back the event's own values if a key
-        # collided: cheaper than checking each key first, and exact.
-        before = {**event_dict}
-        event_dict.update(data)
-        if len(event_dict) != len(before) + len(data):
-            event_dict.update(before)
-    return event_dict
+    return _merge_into(event_dict, _PLAIN.current())
 
 
 def _configured(
@@ -257,21 +236,8 @@ def _configured(
 ) -> Processor:
     if fields is None and not defaults and not structlog_contextvars:
         return merge_context
-    if isinstance(fields, str):
-        msg = (
-            f"merge_context(fields={fields!r}): pass a list of keys, "
-            f"e.g. fields=[{fields!r}], not a string."
-        )
-        raise ContextError(msg)
-    field_tuple = None if fields is None else tuple(fields)
-    default_map = dict(defaults or {})
-    for key in (*(field_tuple or ()), *default_map):
-        if not isinstance(key, str) or not key:
-            msg = f"merge_context: keys must be non-empty strings, got {key!r}."
-            raise ContextError(msg)
-    if field_tuple is not None:
-        default_map = {k: v for k, v in default_map.items() if k in field_tuple}
-    return _ContextMerger(field_tuple, default_map, bool(structlog_contextvars))
+    projection = Projection(fields=fields, defaults=defaults, where="merge_context")
+    return _ContextMerger(projection, bool(structlog_contextvars))
 
 
 #: Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
@@ -306,7 +272,7 @@ class ContextVarsToken:
 
     __slots__ = ("_before", "_keys", "_set", "_token", "_used")
 
-    _token: _VarToken[dict[str, Any]]  # the store token; proves the context on reset
+    _token: VarToken[dict[str, Any]]  # the store token; proves the context on reset
     _before: dict[str, Any]  # the store mapping before the bind (never mutated)
     _set: dict[str, Any]  # the store mapping the bind set
     _keys: Mapping[str, Any]  # the keys the bind bound
@@ -346,17 +312,13 @@ def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
     if not kw:
         return {}
     if "" in kw:
-        _check_key("", "bind_contextvars")
-    before = _STORE.get()
-    if before:
-        bound = before.copy()
-        bound.update(kw)
-    else:
-        bound = kw  # a fresh dict that only this call holds: safe to store as is
+        check_key("", "bind_contextvars")
+    before = store.read()
     token: ContextVarsToken = _new_token(ContextVarsToken)
-    token._token = _STORE.set(bound)
+    # kw: a fresh dict that only this call holds, safe for the store to keep.
+    token._token = store.bind(kw)
     token._before = before
-    token._set = bound
+    token._set = store.read()
     token._keys = kw
     token._used = None
     return dict.fromkeys(kw, token)
@@ -390,11 +352,11 @@ def reset_contextvars(**kw: ContextVarsToken) -> None:
     else:
         if first is None:
             return
-        if len(kw) == len(first._keys) and _STORE.get() is first._set:
+        if len(kw) == len(first._keys) and store.read() is first._set:
             # One bind, all of its keys, nothing changed since: restoring the
             # whole mapping is the same as restoring each key.
             try:
-                _STORE.reset(first._token)
+                store.restore(first._token)
             except ValueError:
                 raise _other_context() from None
             first._used = first._keys
@@ -423,7 +385,7 @@ def _reset_each(kw: Mapping[str, ContextVarsToken]) -> None:
     at the first that does not, the keys before it stay restored, as with
     structlog's one ContextVar per key, and the error is raised.
     """
-    current = _STORE.get()
+    current = store.read()
     proved: list[ContextVarsToken] = []
     done: dict[str, ContextVarsToken] = {}
     for key, token in kw.items():
@@ -438,7 +400,7 @@ def _reset_each(kw: Mapping[str, ContextVarsToken]) -> None:
 
 def _proves_context(token: ContextVarsToken) -> bool:
     try:
-        _STORE.reset(token._token)
+        store.restore(token._token)
     except ValueError:
         return False
     return True
@@ -461,13 +423,13 @@ def _restore_keys(
         if not isinstance(used, set):
             used = token._used = set(used or ())
         used.add(key)
-    last: _VarToken[dict[str, Any]] | None = None
+    last: VarToken[dict[str, Any]] | None = None
     for token in tokens:
         if len(token._used or ()) < len(token._keys):
             # Keys still to reset need a store token of this context to prove it.
-            token._token = last = _STORE.set(new)
+            token._token = last = store.replace(new)
     if last is None:
-        _STORE.set(new)
+        store.replace(new)
 
 
 def _misused(key: str, token: object) -> ContextError:
@@ -513,12 +475,12 @@ def unbind_contextvars(*keys: str) -> None:
     """
     if not keys:
         return
-    data = _STORE.get()
-    if not _core._registry and not any(key in data for key in keys):
-        for key in keys:  # nothing to remove, but a bad key is still an error
-            _check_key(key, "unbind_contextvars")
-        return
-    _STORE.set(_bound_without(keys))
+    for key in keys:
+        check_key(key, "unbind_contextvars")
+    data = store.read()
+    if not store.providers and UNIT_KEY not in data and not any(key in data for key in keys):
+        return  # nothing to remove or hide
+    store.hide(keys)
 
 
 def clear_contextvars() -> None:
@@ -530,7 +492,7 @@ def clear_contextvars() -> None:
 
     .. versionadded:: 0.1.0
     """
-    _STORE.set(_EMPTY)
+    store.replace({})
 
 
 def get_contextvars() -> dict[str, Any]:
@@ -542,7 +504,7 @@ def get_contextvars() -> dict[str, Any]:
 
     .. versionadded:: 0.1.0
     """
-    return dict(_merged())
+    return dict(store.merged())
 
 
 def get_merged_contextvars(bound_logger: BindableLogger) -> dict[str, Any]:
@@ -559,7 +521,7 @@ def get_merged_contextvars(bound_logger: BindableLogger) -> dict[str, Any]:
 
 #: What one entry of a bound_contextvars leaves: the token of its store set,
 #: the mapping from before and the mapping it bound.
-_State = tuple[_VarToken[dict[str, Any]], dict[str, Any], dict[str, Any]]
+_State = tuple[VarToken[dict[str, Any]], dict[str, Any], dict[str, Any]]
 
 
 def _restored(
@@ -595,26 +557,26 @@ class bound_contextvars(_Reusable[_State]):  # noqa: N801 -- the name of the str
 
     def __init__(self, **kw: Any) -> None:
         if "" in kw:
-            _check_key("", "bound_contextvars")
+            check_key("", "bound_contextvars")
         self._values = kw
         self._entries = []
 
     def _push(self) -> _State:
-        before = _STORE.get()
-        bound = _bound_with(self._values)
-        return _STORE.set(bound), before, bound
+        before = store.read()
+        token = store.bind(dict(self._values))
+        return token, before, store.read()
 
     def _pop(self, entry: _State) -> None:
         token, before, bound = entry
-        current = _STORE.get()
-        _STORE.reset(token)  # raises first when the entry is another context's
+        current = store.read()
+        store.restore(token)  # raises first when the entry is another context's
         if current is not bound:
             # Something was bound inside the block: it stays, as with structlog.
-            _STORE.set(_restored(self._values, before, current))
+            store.replace(_restored(self._values, before, current))
 
     def _pop_foreign(self, entry: _State, exc: BaseException | None) -> None:  # noqa: ARG002 -- nothing to raise: restoring these keys is always possible
         # Entered in another context: restore these keys here.
-        _STORE.set(_restored(self._values, entry[1], _STORE.get()))
+        store.replace(_restored(self._values, entry[1], store.read()))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._values.items())

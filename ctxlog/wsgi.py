@@ -17,15 +17,11 @@ from contextvars import Context, copy_context
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
-from ctxlog._context import _STORE
-from ctxlog._memo import cache_scope
+from ctxlog._middleware import Incoming, Policy
+from ctxlog._store import UnitEntry, store
 from ctxlog.headers import (
-    _TRACE_FLAGS,
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
-    _Incoming,
-    _Policy,
-    _rejection_message,
     is_valid_request_id,
     new_request_id,
 )
@@ -51,8 +47,8 @@ class RequestContextMiddleware:
     same options and the same rules for the header (exactly one value that
     passes *validator*, else a generated id and at most one escaped warning on
     the ``ctxlog.wsgi`` logger), the ``traceparent`` trace id, the
-    *request_fields* and the echoed response header.  A ``cache_scope()`` is
-    open for each request.
+    *request_fields* and the echoed response header.  A unit of work
+    (:func:`ctxlog.scope`) is open for each request.
 
     The application call and every step of the response iterable (``next`` and
     ``close``) run in one :class:`contextvars.Context` the middleware owns for
@@ -91,7 +87,7 @@ class RequestContextMiddleware:
         max_length: int = MAX_REQUEST_ID_LENGTH,
     ) -> None:
         self.app = app
-        self._policy = _Policy(
+        self._policy = Policy(
             header=header,
             key=key,
             validator=validator,
@@ -159,33 +155,24 @@ class RequestContextMiddleware:
 
 
 class _Scope:
-    """What :func:`_enter` opened for one request, for :func:`_leave` to close."""
+    """The request's unit of work, opened by :func:`_enter`, closed once by :func:`_leave`."""
 
-    __slots__ = ("cache", "open")
+    __slots__ = ("entry",)
 
-    def __init__(self, cache: cache_scope) -> None:
-        self.cache = cache
-        self.open = True
+    def __init__(self, entry: UnitEntry) -> None:
+        self.entry: UnitEntry | None = entry
 
 
-def _enter(policy: _Policy, incoming: _Incoming) -> _Scope:
-    """Runs inside the request's own Context: bind, open the cache scope, warn."""
-    values, request_id, flags, rejection = incoming
-    _STORE.set(policy.bound(values))
-    _TRACE_FLAGS.set(flags)
-    scope = _Scope(cache_scope())
-    scope.cache.__enter__()
-    if rejection is not None:
-        _logger.warning(*_rejection_message(policy, rejection, request_id))
-    return scope
+def _enter(policy: Policy, incoming: Incoming) -> _Scope:
+    """Runs inside the request's own Context: open its unit of work."""
+    return _Scope(policy.open(incoming, _logger))
 
 
 def _leave(scope: _Scope) -> None:
-    """Runs inside the request's own Context: close what :func:`_enter` opened, once."""
-    if not scope.open:
-        return
-    scope.open = False
-    scope.cache.__exit__(None, None, None)
+    """Runs inside the request's own Context: close the unit, once."""
+    entry, scope.entry = scope.entry, None
+    if entry is not None:
+        store.close_unit(entry)
 
 
 class _ContextIterable(Iterator[bytes]):

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-import ctxlog
-from ctxlog import _context
+from ctxlog._store import store
 
 # Shared, noisy machines: no per-example deadline.
 settings.register_profile(
@@ -24,12 +23,14 @@ settings.load_profile("ci" if os.environ.get("CI") else "ctxlog")
 
 @pytest.fixture(autouse=True)
 def _clean_context() -> Iterator[None]:
-    """Each test starts with an empty context and no registered variables."""
-    registry = _context._registry
-    token = ctxlog.clear()
+    """Each test starts with an empty context, outside any unit of work, and
+    leaves the core's process-wide state (providers, hidden markers, the trace
+    source) as it found it."""
+    state = store.save()
+    token = store.replace({}, keep_unit=False)
     yield
-    ctxlog.reset(token)
-    _context._registry = registry
+    store.restore(token)
+    store.load(state)
 
 
 @pytest.fixture(autouse=True)

@@ -234,7 +234,7 @@ class TestDecorator:
 
         with pytest.raises(ContextError, match=r"^bind\(\) block left in a different context"):
             run_in_two_contexts(ctxlog.bind(job="j")(body))
-        with pytest.raises(ContextError, match=r"^cache_scope\(\) block left in a different"):
+        with pytest.raises(ContextError, match=r"^scope\(\) block left in a different"):
             run_in_two_contexts(ctxlog.cache_scope()(body))
         assert snapshot() == {}
 

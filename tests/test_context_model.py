@@ -1,5 +1,6 @@
-"""Random sequences of bind/unbind/set/reset/clear (and register/unregister of
-foreign ContextVars) against a plain stack-of-dicts model."""
+"""Random sequences of bind/unbind/set/reset/clear, units of work (scope and
+annotate) and register/unregister of foreign ContextVars, against a plain
+stack-of-dicts model."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from hypothesis.stateful import (
 )
 
 import ctxlog
-from ctxlog import ContextError, _context
+from ctxlog import ContextError
+from ctxlog._store import store
 
 keys = st.sampled_from(["a", "b", "c", "request_id", "user_id"])
 values = st.one_of(st.integers(-3, 3), st.text(max_size=3), st.none())
@@ -29,8 +31,16 @@ class Boom(Exception):
     pass
 
 
-#: Stands, in the model, for a registered name that unbind() hides.
+#: Stands, in the model, for a name that unbind() hides.
 HIDDEN = object()
+
+
+class Unit:
+    """The model of a unit of work: its annotated values, and whether it is open."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.open = True
 
 
 def value_of(var: contextvars.ContextVar[Any]) -> Any:
@@ -48,10 +58,11 @@ class ContextModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.open: list[ctxlog.bind | ctxlog.unbind] = []  # innermost last
+        self.open: list[ctxlog.bind | ctxlog.unbind | ctxlog.scope] = []  # innermost last
         self.outer = ctxlog.clear()
-        self.model: dict[str, Any] = {}  # the bound values, HIDDEN for hidden registered names
-        self.blocks: list[dict[str, Any]] = []  # what leaving each open block restores
+        self.model: dict[str, Any] = {}  # the bound values, HIDDEN for hidden names
+        self.unit: Unit | None = None  # the innermost unit of work
+        self.blocks: list[tuple[dict[str, Any], Unit | None]] = []  # what leaving each restores
         self.used: list[ctxlog.Token] = []
         # Two foreign variables: "x" has a default, "y" is unset until set_foreign.
         self.foreign = {
@@ -60,27 +71,45 @@ class ContextModel(RuleBasedStateMachine):
         }
         self.registered: dict[str, str] = {}  # foreign variable -> the name it merges under
 
-    def _enter(self, block: ctxlog.bind | ctxlog.unbind) -> None:
+    def _enter(self, block: ctxlog.bind | ctxlog.unbind | ctxlog.scope) -> None:
         block.__enter__()
         self.open.append(block)
+        self.blocks.append((self.model, self.unit))
 
     @rule(values=bindings)
     def enter_bind(self, values: dict[str, Any]) -> None:
         self._enter(ctxlog.bind(**values))
-        self.blocks.append(self.model)
         self.model = {**self.model, **values}
 
     @rule(names=st.lists(keys, max_size=3))
     def enter_unbind(self, names: list[str]) -> None:
         self._enter(ctxlog.unbind(*names))
-        self.blocks.append(self.model)
         self.model = {k: v for k, v in self.model.items() if k not in names}
-        # unbind() marks the names ctxlog merges now: registered ones, and those
-        # kept merged (never set) after an unregister() while hidden.
-        merged_names = {name for _, name in _context._registry}
+        # unbind() marks the names something else may supply: inside a unit of
+        # work any name (it may be annotated), else the registered ones.
+        shadowed = set(names) if self.unit is not None else store.provider_names()
         for name in names:
-            if name in merged_names:
+            if name in shadowed:
                 self.model[name] = HIDDEN
+
+    @rule(values=bindings)
+    def enter_scope(self, values: dict[str, Any]) -> None:
+        self._enter(ctxlog.scope(**values))
+        self.model = {**self.model, **values}
+        # A unit opened inside another starts with the outer one's values.
+        self.unit = Unit(dict(self.unit.values) if self.unit is not None else {})
+
+    @rule(values=bindings)
+    def annotate(self, values: dict[str, Any]) -> None:
+        if self.unit is None:
+            with pytest.raises(ContextError, match="needs a unit of work"):
+                ctxlog.annotate(**values)
+        elif not self.unit.open:
+            with pytest.raises(ContextError, match="already ended"):
+                ctxlog.annotate(**values)
+        else:
+            ctxlog.annotate(**values)
+            self.unit.values = {**self.unit.values, **values}
 
     @rule(var=st.sampled_from(["x", "y"]), name=keys)
     def register(self, var: str, name: str) -> None:
@@ -107,14 +136,20 @@ class ContextModel(RuleBasedStateMachine):
 
     def expected(self) -> dict[str, Any]:
         merged = {name: value_of(self.foreign[var]) for var, name in self.registered.items()}
+        if self.unit is not None:
+            merged.update(self.unit.values)
         merged.update(self.model)
         return {k: v for k, v in merged.items() if v is not HIDDEN}
 
     @precondition(lambda self: self.blocks)
     @rule()
     def leave_block(self) -> None:
-        self.open.pop().__exit__(None, None, None)
-        self.model = self.blocks.pop()
+        block = self.open.pop()
+        block.__exit__(None, None, None)
+        if isinstance(block, ctxlog.scope):
+            assert self.unit is not None
+            self.unit.open = False
+        self.model, self.unit = self.blocks.pop()
 
     @rule(values=bindings)
     def raise_in_block(self, values: dict[str, Any]) -> None:
@@ -125,24 +160,26 @@ class ContextModel(RuleBasedStateMachine):
         assert dict(ctxlog.current()) == before
 
     @rule(target=tokens, values=bindings)
-    def set_values(self, values: dict[str, Any]) -> tuple[ctxlog.Token, dict[str, Any]]:
+    def set_values(self, values: dict[str, Any]) -> tuple[ctxlog.Token, Any]:
         token = ctxlog.set(**values)
-        saved = self.model
+        saved = (self.model, self.unit)
         self.model = {**self.model, **values}
         return token, saved
 
     @rule(target=tokens)
-    def clear(self) -> tuple[ctxlog.Token, dict[str, Any]]:
+    def clear(self) -> tuple[ctxlog.Token, Any]:
         token = ctxlog.clear()
-        saved = self.model
-        self.model = {}
+        saved = (self.model, self.unit)
+        self.model = {}  # the unit of work stays
         return token, saved
 
     @rule(entry=consumes(tokens))
-    def reset(self, entry: tuple[ctxlog.Token, dict[str, Any]]) -> None:
+    def reset(self, entry: tuple[ctxlog.Token, Any]) -> None:
         token, saved = entry
         ctxlog.reset(token)
-        self.model = saved
+        # Back to the mapping set() replaced, with the unit it held (maybe one
+        # that has ended since: its values are still what its lines show).
+        self.model, self.unit = saved
         self.used.append(token)
 
     @precondition(lambda self: self.used)

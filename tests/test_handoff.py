@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import ctxlog
 from ctxlog import ContextError, ContextFilter, Snapshot
-from ctxlog._handoff import CONTEXT_HEADER, MAX_HEADER_DEPTH, MAX_HEADER_SIZE
+from ctxlog._snapshot import CONTEXT_HEADER, MAX_HEADER_DEPTH, MAX_HEADER_SIZE
 from ctxlog.stdlib import json_formatter
 from tests.conftest import Captured
 

@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import ctxlog
-from ctxlog import headers
+from ctxlog._store import store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
     TraceParent,
@@ -222,14 +222,15 @@ def test_traceparent_from_the_bound_trace_id() -> None:
 
 
 def test_traceparent_uses_a_bound_span_id_and_the_incoming_flags() -> None:
-    token = headers._TRACE_FLAGS.set("00")
+    # The middlewares open the request's unit of work with its incoming flags.
+    entry = store.open_unit({}, trace_flags="00")
     try:
         with ctxlog.bind(trace_id="0AF7651916CD43DD8448EB211C80319C", span_id="B7AD6B7169203331"):
             assert outgoing_headers() == {
                 "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
             }
     finally:
-        headers._TRACE_FLAGS.reset(token)
+        store.close_unit(entry)
 
 
 @pytest.mark.parametrize("trace_id", ["0" * 32, "xyz", 123, "0af7651916cd43dd8448eb211c80319"])

@@ -702,4 +702,7 @@ class TestCacheScope:
         assert request_scope._entries == []
 
     def test_repr(self) -> None:
-        assert repr(ctxlog.cache_scope()) == "ctxlog.cache_scope()"
+        # One concept: cache_scope is scope.
+        assert ctxlog.cache_scope is ctxlog.scope
+        assert repr(ctxlog.cache_scope()) == "ctxlog.scope()"
+        assert repr(ctxlog.scope(job="j")) == "ctxlog.scope(job='j')"

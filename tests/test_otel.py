@@ -429,9 +429,9 @@ def test_unbind_then_uninstall_leaves_no_marker(tracing: Tracing, text: Captured
 
 
 def test_provider_repr(otel: None) -> None:
-    from ctxlog import _context  # noqa: PLC0415 -- the registry is what is inspected here
+    from ctxlog._store import store  # noqa: PLC0415 -- the providers are what is inspected here
 
-    names = [repr(source) for source, _ in _context._registry]
+    names = [repr(source) for source, _ in store.providers]
     assert any("trace id" in name and "'trace_id'" in name for name in names)
     assert any("span id" in name and "'span_id'" in name for name in names)
 

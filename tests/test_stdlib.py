@@ -169,7 +169,7 @@ class TestContextFilter:
             ({"fields": [""]}, "non-empty strings"),
             ({"defaults": {"": 1}}, "non-empty strings"),
             ({"nest_under": ""}, "non-empty attribute name"),
-            ({"nest_under": "msg"}, "standard LogRecord attribute"),
+            ({"nest_under": "msg"}, "standard LogRecord attributes"),
         ],
     )
     def test_invalid_options(self, options: dict[str, Any], match: str) -> None:

@@ -141,9 +141,10 @@ def test_processor_options_fields_and_defaults() -> None:
             "secret": "s",
             "tenant": "none",
         }
-    # A default outside the allow-list is not added.
+    # A default applies to its key also outside the allow-list: the field is
+    # always there.
     narrow = cs.merge_context(fields=["user_id"], defaults={"request_id": "-"})
-    assert narrow(None, "info", {"event": "x"}) == {"event": "x"}
+    assert narrow(None, "info", {"event": "x"}) == {"event": "x", "request_id": "-"}
     with ctxlog.bind(user_id=5):
         # The second call reuses what the first prepared for this context.
         assert narrow(None, "info", {"event": "x"}) == narrow(None, "info", {"event": "x"})

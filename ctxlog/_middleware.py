@@ -1,0 +1,235 @@
+"""The engine the request-context middlewares share: options, the request id
+and trace id of one request, and its unit of work.
+
+:mod:`ctxlog.asgi` and :mod:`ctxlog.wsgi` read the headers the way their
+protocol gives them and hand them to one :class:`Policy`; it validates the
+options once, picks the request id, and opens and closes the request's unit
+of work (:func:`ctxlog.scope`) through the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias
+
+from ctxlog._errors import ContextError
+from ctxlog._store import UnitEntry, store
+from ctxlog.headers import (
+    ALLOWED_CHARS,
+    MAX_REQUEST_ID_LENGTH,
+    REQUEST_FIELDS,
+    escape_rejected,
+    forwardable,
+    is_valid_request_id,
+    match_request_id,
+    match_request_id_bytes,
+    new_request_id,
+    parse_traceparent,
+    safe_field,
+)
+
+__all__ = ["Incoming", "Policy"]
+
+#: What a middleware binds for one request: (values to bind, the request id,
+#: the incoming trace flags, why a header value was rejected or ``None``).
+#: A plain tuple: it is built on every request.
+Incoming: TypeAlias = tuple[dict[str, Any], str, str, str | None]
+
+
+class Policy:
+    """The options shared by the ASGI and WSGI middlewares, and the per-request work."""
+
+    __slots__ = (
+        "echo",
+        "fast_cap",
+        "generator",
+        "header",
+        "header_bytes",
+        "header_lower",
+        "key",
+        "managed",
+        "max_length",
+        "request_fields",
+        "trace_key",
+        "traceparent",
+        "validator",
+    )
+
+    def __init__(
+        self,
+        *,
+        header: str,
+        key: str,
+        validator: Callable[[str], bool],
+        generator: Callable[[], str],
+        echo: bool,
+        request_fields: Iterable[str],
+        traceparent: bool,
+        trace_key: str,
+        max_length: int,
+        where: str,
+    ) -> None:
+        if not isinstance(header, str) or not header or match_request_id(header) is None:
+            msg = f"{where}(header={header!r}): give a header name such as 'X-Request-ID'."
+            raise ContextError(msg)
+        for name, option in (("key", key), ("trace_key", trace_key)):
+            if not isinstance(option, str) or not option:
+                msg = f"{where}({name}={option!r}): give a non-empty context key."
+                raise ContextError(msg)
+        if isinstance(request_fields, str):
+            msg = (
+                f"{where}(request_fields={request_fields!r}): pass a collection, "
+                f"e.g. request_fields=[{request_fields!r}]."
+            )
+            raise ContextError(msg)
+        fields = tuple(request_fields)
+        unknown = set(fields) - REQUEST_FIELDS
+        if unknown:
+            msg = (
+                f"{where}(request_fields=...): unknown field(s) {sorted(unknown)}; "
+                f"choose among {sorted(REQUEST_FIELDS)}."
+            )
+            raise ContextError(msg)
+        if not isinstance(max_length, int) or max_length < 1:
+            msg = f"{where}(max_length={max_length!r}): give a positive int."
+            raise ContextError(msg)
+        functions: tuple[tuple[str, object], ...] = (
+            ("validator", validator),
+            ("generator", generator),
+        )
+        for name, function in functions:
+            # Found out here, not as a rejected header (or a 500) on every request.
+            if not callable(function):
+                msg = (
+                    f"{where}({name}={function!r}): give a function, not {type(function).__name__}."
+                )
+                raise ContextError(msg)
+        self.header = header
+        self.header_lower = header.lower()
+        self.header_bytes = self.header_lower.encode("ascii")
+        self.key = key
+        self.validator = validator
+        self.generator = generator
+        self.echo = echo
+        self.request_fields = fields
+        self.traceparent = traceparent
+        self.trace_key = trace_key
+        self.max_length = max_length
+        # Values this short are checked by one regex when the validator is the default.
+        self.fast_cap = (
+            min(max_length, MAX_REQUEST_ID_LENGTH) if validator is is_valid_request_id else 0
+        )
+        managed = {key, *fields}
+        if traceparent:
+            managed.add(trace_key)
+        self.managed = frozenset(managed)
+
+    def accept(self, raw: str | bytes | None, count: int) -> tuple[str, str | None]:
+        """Pick the request id from the header value *raw*, sent *count* times.
+
+        Returns the id and, when a value was rejected, why.
+        """
+        if count == 1 and raw and len(raw) <= self.fast_cap:
+            # The default validator on its own alphabet: one regex, no decoding twice.
+            if isinstance(raw, bytes):
+                if match_request_id_bytes(raw) is not None:
+                    return raw.decode("ascii"), None
+            elif match_request_id(raw) is not None:
+                return raw, None
+        value, rejection = self._check(raw, count)
+        if value is None:
+            return self._generate(), rejection
+        return value, None
+
+    def _check(self, raw: str | bytes | None, count: int) -> tuple[str | None, str | None]:
+        if raw is None or count == 0:
+            return None, None
+        if count > 1:
+            return None, f"sent {count} times"
+        size = len(raw)
+        if size == 0:
+            return None, "empty value"
+        if size > self.max_length:
+            return None, (
+                f"{size} characters, over the {self.max_length} limit, "
+                f"starting {escape_rejected(raw)}"
+            )
+        value = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        try:
+            ok = value.isascii() and value.isprintable() and " " not in value
+            ok = ok and bool(self.validator(value))
+        except Exception as exc:  # noqa: BLE001 -- a broken validator must not break the request
+            return None, f"the validator raised {type(exc).__name__}"
+        return (value, None) if ok else (None, f"invalid value {escape_rejected(value)}")
+
+    def _generate(self) -> str:
+        if self.generator is new_request_id:
+            return new_request_id()
+        request_id = self.generator()
+        if not forwardable(request_id):
+            msg = (
+                f"The request-id generator {self.generator!r} returned {request_id!r}; it must "
+                "return a non-empty printable ASCII str without spaces (at most 1024 chars)."
+            )
+            raise ContextError(msg)
+        return request_id
+
+    def incoming(
+        self,
+        raw_id: str | bytes | None,
+        id_count: int,
+        raw_traceparent: str | bytes | None,
+        traceparent_count: int,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        client: str | None = None,
+    ) -> Incoming:
+        """Everything to bind for one request (request id, trace id, request fields)."""
+        request_id, rejection = self.accept(raw_id, id_count)
+        values: dict[str, Any] = {self.key: request_id}
+        flags = "01"
+        if self.traceparent and traceparent_count == 1:
+            parsed = parse_traceparent(raw_traceparent)
+            if parsed is not None:
+                values[self.trace_key] = parsed.trace_id
+                flags = parsed.flags
+        for name in self.request_fields:
+            if name == "method" and method is not None:
+                values["method"] = method if match_request_id(method) else escape_rejected(method)
+            elif name == "path" and path is not None:
+                values["path"] = safe_field(path)
+            elif name == "client" and client is not None:
+                # Not only the server's word: proxy-header middlewares (uvicorn's,
+                # werkzeug's ProxyFix) take it from X-Forwarded-For.
+                values["client"] = safe_field(client, ALLOWED_CHARS)
+        return values, request_id, flags, rejection
+
+    def open(self, incoming: Incoming, logger: logging.Logger) -> UnitEntry:
+        """Open the request's unit of work, binding what :meth:`incoming` found,
+        and log the one warning about a rejected header.
+
+        Every managed key is replaced or removed, never assumed absent: a
+        context leaked from an earlier request (CPython gh-140947) cannot show
+        through.
+        """
+        values, request_id, flags, rejection = incoming
+        entry = store.open_unit(values, drop=self.managed, trace_flags=flags)
+        if rejection is not None:
+            logger.warning(
+                "Rejected the %s request header (%s); using the generated request id %s",
+                self.header,
+                rejection,
+                request_id,
+            )
+        return entry
+
+    def describe(self) -> Mapping[str, Any]:
+        return {
+            "header": self.header,
+            "key": self.key,
+            "echo": self.echo,
+            "request_fields": self.request_fields,
+            "traceparent": self.traceparent,
+        }

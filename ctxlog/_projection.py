@@ -1,0 +1,155 @@
+"""The projection: from the context to what a log record or event carries.
+
+One object does it for the stdlib :class:`~ctxlog.ContextFilter`, the record
+factory and the structlog processor: the ``fields`` allow-list, ``defaults``,
+renaming keys that collide with the output's own names, ``nest_under``, and a
+cache keyed on the identity of the store's mapping (and of the unit of work's
+values), so that a record costs one ``ContextVar.get()`` and a cache check
+while the context does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Literal
+
+from ctxlog._errors import ContextError
+from ctxlog._store import UNIT_KEY, Unit, store
+
+__all__ = ["RENAME_PREFIX", "UNCACHED", "ConflictPolicy", "Projection"]
+
+ConflictPolicy = Literal["rename", "drop"]
+
+#: A context key that collides with a reserved name is kept under this prefix.
+RENAME_PREFIX: Final = "ctx_"
+
+_read: Final = store.read
+
+#: The cache of a projection that has prepared nothing yet: (store mapping, its
+#: unit or None, that unit's values, the prepared attributes).
+UNCACHED: Final[tuple[object, Unit | None, object, dict[str, Any]]] = (object(), None, None, {})
+
+
+class Projection:
+    """Options of one reader of the context, validated once, and its cache.
+
+    :param fields: only these keys are added (an allow-list); default: all.
+    :param defaults: values for keys that are not in the context.
+    :param nest_under: the one name that holds the whole mapping (the caller
+        nests it); *reserved* is then not applied to the keys.
+    :param on_conflict: a key in *reserved*: ``"rename"`` (kept as
+        ``ctx_<key>``) or ``"drop"``.
+    :param reserved: names the output owns; *reserved_are* says what they are.
+    :param where: the caller's name, for error messages.
+
+    :raises ContextError: an option is invalid.
+    """
+
+    __slots__ = (
+        "_defaults",
+        "cache",
+        "defaults",
+        "fields",
+        "nest_under",
+        "on_conflict",
+        "reserved",
+    )
+
+    def __init__(
+        self,
+        *,
+        fields: Iterable[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        nest_under: str | None = None,
+        on_conflict: ConflictPolicy = "rename",
+        reserved: frozenset[str] = frozenset(),
+        reserved_are: str = "names the output owns",
+        where: str,
+    ) -> None:
+        if on_conflict not in ("rename", "drop"):
+            msg = f"{where}(on_conflict={on_conflict!r}): use 'rename' or 'drop'."
+            raise ContextError(msg)
+        if isinstance(fields, str):
+            msg = (
+                f"{where}(fields={fields!r}): pass a list of keys, "
+                f"e.g. fields=[{fields!r}], not a string."
+            )
+            raise ContextError(msg)
+        if defaults is not None and not isinstance(defaults, Mapping):
+            msg = f"{where}(defaults={defaults!r}): pass a mapping of keys to values."
+            raise ContextError(msg)
+        self.fields: tuple[str, ...] | None = None if fields is None else tuple(fields)
+        self.defaults: dict[str, Any] = dict(defaults or {})
+        for key in (*(self.fields or ()), *self.defaults):
+            if not isinstance(key, str) or not key:
+                msg = f"{where}(): keys must be non-empty strings, got {key!r}."
+                raise ContextError(msg)
+        if nest_under is not None and (not isinstance(nest_under, str) or not nest_under):
+            msg = f"{where}(nest_under={nest_under!r}): give a non-empty attribute name."
+            raise ContextError(msg)
+        if nest_under in reserved:
+            msg = (
+                f"{where}(nest_under={nest_under!r}): {nest_under!r} is one of the "
+                f"{reserved_are}; choose another name, such as 'context'."
+            )
+            raise ContextError(msg)
+        self.nest_under = nest_under
+        self.on_conflict: ConflictPolicy = on_conflict
+        self.reserved = frozenset() if nest_under is not None else reserved
+        # The defaults under the names they land as.  A default applies to its
+        # key whether or not the key is in *fields*: a format that names it
+        # (``%(request_id)s``) must never fail.
+        self._defaults = self._renamed(self.defaults)
+        self.cache = UNCACHED
+
+    def _renamed(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """*data* with reserved keys renamed or dropped; a renamed key never
+        overwrites a key of that name."""
+        reserved = self.reserved
+        if reserved.isdisjoint(data):
+            return dict(data)
+        out: dict[str, Any] = {}
+        renamed: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in reserved:
+                out[key] = value
+            elif self.on_conflict == "rename":
+                renamed[RENAME_PREFIX + key] = value
+        for key, value in renamed.items():
+            out.setdefault(key, value)
+        return out
+
+    def prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """What this projection adds for the context *data* (never mutate it)."""
+        if self.fields is None:
+            selected: Mapping[str, Any] = data
+        else:
+            selected = {key: data[key] for key in self.fields if key in data}
+        out = self._renamed(selected)
+        for key, value in self._defaults.items():
+            out.setdefault(key, value)
+        return out
+
+    def current(self) -> dict[str, Any]:
+        """:meth:`prepare` of the current context, from the cache while it holds."""
+        raw = _read()
+        cache = self.cache
+        if cache[0] is raw and not store.providers:
+            unit = cache[1]
+            if unit is None or unit.values is cache[2]:
+                return cache[3]
+        unit = raw.get(UNIT_KEY)
+        # The unit's values are read before the merge: if another thread
+        # annotates meanwhile, the cache misses next time instead of serving
+        # the older values.
+        values = None if unit is None else unit.values
+        out = self.prepare(store.merged(raw))
+        if not store.providers:
+            self.cache = (raw, unit, values, out)
+        return out
+
+    def describe(self) -> str:
+        return (
+            f"fields={self.fields!r}, defaults={self.defaults!r}, "
+            f"nest_under={self.nest_under!r}, on_conflict={self.on_conflict!r}"
+        )

@@ -1,0 +1,378 @@
+"""The store: the one ContextVar behind every log line, and the verbs that use it.
+
+Everything ctxlog knows about "the current work" lives in one
+:class:`contextvars.ContextVar` holding a ``dict`` that is never mutated once
+it is set (copy-on-write), so reading the whole context is one
+``ContextVar.get()`` whatever else lives in the process's contexts, and a
+reader can cache work keyed on the dict's identity.
+
+Nothing outside this module touches that variable.  The API, one object
+(:data:`store`) with a handful of verbs, is what the rest of ctxlog (the
+public functions, the logging filter, the structlog processor, the
+middlewares, Celery, OpenTelemetry) calls:
+
+========================  ====================================================
+``read()``                the raw mapping (for identity caches)
+``merged()``              the whole context: bound + unit + providers
+``value(key, default)``   one key of it
+``bind(values)``          bind over the current mapping; returns a token
+``hide(keys)``            bind with *keys* hidden; returns a token
+``replace(mapping)``      set a whole new mapping; returns a token
+``restore(token)``        undo a ``bind``/``hide``/``replace``
+``open_unit(...)``        open a unit of work; ``close_unit(entry)`` ends it
+``unit()``                the innermost open unit of work, or ``None``
+``annotate(values)``      add request-wide values to the innermost unit
+``add_provider(...)``     merge a foreign ContextVar or a computed value
+``remove_provider(...)``  stop merging it
+``set_trace_source(fn)``  where ``outgoing_headers()`` takes trace flags from
+``save()``/``load(s)``    the process-wide state, for test isolation
+========================  ====================================================
+
+The unit of work (:class:`Unit`) rides in the mapping under the one key no
+caller can bind, the empty string: every bind carries it along at no cost,
+and context copies made earlier (a thread pool's, a thread's) still reach it.
+Its values live in the unit object, not in the mapping, which is what lets a
+value annotated in one copy reach all the others.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from contextvars import Token as VarToken
+from typing import Any, Final, NamedTuple, Protocol
+
+from ctxlog._errors import ContextError
+from ctxlog._memo import MEMO, close_scope, new_scope
+
+__all__ = [
+    "EMPTY",
+    "HIDDEN",
+    "MISSING",
+    "UNIT_KEY",
+    "Provider",
+    "Store",
+    "Unit",
+    "UnitEntry",
+    "VarToken",
+    "store",
+]
+
+#: The mapping of an empty context (shared; never mutated).
+EMPTY: Final[dict[str, Any]] = {}
+
+#: The key the innermost unit of work is stored under: ``check_key`` refuses
+#: it, so no bound value can ever collide with it.
+UNIT_KEY: Final = ""
+
+_VAR: Final[ContextVar[dict[str, Any]]] = ContextVar("ctxlog", default=EMPTY)
+
+
+class _Marker:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<ctxlog {self._name}>"
+
+
+#: Stands for a key hidden by ``unbind()``: it shadows a unit's or a provider's value.
+HIDDEN: Final = _Marker("hidden")
+#: "No value": what a provider answers when it has none (cheaper than raising).
+MISSING: Final = _Marker("missing")
+
+
+class Provider(Protocol):
+    """What the store merges besides bound values: a ContextVar, or an object
+    whose ``get()`` computes the value now, or returns :data:`MISSING`."""
+
+    def get(self) -> Any: ...
+
+
+class Unit:
+    """One unit of work (a request, a task, a job): its request-wide values,
+    its memoize cache and the trace flags of its incoming request.
+
+    ``values`` is a dict that is never mutated: :meth:`Store.annotate`
+    replaces it under the lock, so readers need no lock and may cache on its
+    identity.
+    """
+
+    __slots__ = ("__weakref__", "lock", "memo", "open", "trace_flags", "values")
+
+    def __init__(self, values: dict[str, Any], trace_flags: str | None) -> None:
+        self.values = values
+        self.trace_flags = trace_flags
+        self.lock = threading.Lock()
+        self.memo = new_scope()
+        self.open = True
+
+    def __repr__(self) -> str:
+        state = "open" if self.open else "closed"
+        return f"<ctxlog unit of work ({state}) {self.values!r}>"
+
+
+class UnitEntry(NamedTuple):
+    """What :meth:`Store.open_unit` returns, for :meth:`Store.close_unit`."""
+
+    token: VarToken[dict[str, Any]]
+    memo_token: VarToken[Any]
+    unit: Unit
+
+
+class _State(NamedTuple):
+    providers: tuple[tuple[Provider, str], ...]
+    hiding: bool
+    trace_source: Callable[[str], str | None] | None
+
+
+class Store:
+    """The verbs over the one ContextVar; :data:`store` is the only instance."""
+
+    __slots__ = ("_lock", "hiding", "providers", "trace_source")
+
+    #: The raw mapping: bound values, the unit under :data:`UNIT_KEY`, and
+    #: :data:`HIDDEN` markers.  Never mutate it.  Use :meth:`merged` for the
+    #: context itself; this is for readers that cache on its identity.
+    read = staticmethod(_VAR.get)
+
+    #: Undo what the ``bind``/``hide``/``replace`` that returned *token* did.
+    #: Raises what ``ContextVar.reset`` raises: ``ValueError`` for a token of
+    #: another context, ``RuntimeError`` for one used already.
+    restore = staticmethod(_VAR.reset)
+
+    def __init__(self) -> None:
+        #: (provider, name) pairs merged into every read; replaced, never mutated.
+        self.providers: tuple[tuple[Provider, str], ...] = ()
+        #: True once a HIDDEN marker was stored: readers then remove markers.
+        self.hiding = False
+        #: ``trace_id -> flags or None``: set by ``ctxlog.otel``.
+        self.trace_source: Callable[[str], str | None] | None = None
+        self._lock = threading.Lock()
+
+    # -- reading -----------------------------------------------------------
+
+    def merged(self, raw: dict[str, Any] | None = None) -> Mapping[str, Any]:
+        """The whole context (of *raw*, default the current mapping): the
+        providers' values, under the unit's values, under the bound values.
+
+        Returns *raw* itself when there is nothing to merge: callers must not
+        mutate the result.
+        """
+        data = _VAR.get() if raw is None else raw
+        if not self.providers and not self.hiding and UNIT_KEY not in data:
+            return data
+        return self._merge(data)
+
+    def _merge(self, data: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for source, name in self.providers:
+            if name in data:
+                continue
+            # No get(default): an explicit default would shadow the variable's own.
+            try:
+                value = source.get()
+            except LookupError:
+                continue
+            if value is not MISSING:
+                out[name] = value
+        unit = data.get(UNIT_KEY)
+        if unit is not None:
+            out.update(unit.values)
+        out.update(data)
+        out.pop(UNIT_KEY, None)
+        if self.hiding:
+            # Identity checks only: a bound value's __eq__ must never run here.
+            return {k: v for k, v in out.items() if v is not HIDDEN}
+        return out
+
+    def value(self, key: str, default: Any = None) -> Any:
+        """One key of :meth:`merged`, without building it."""
+        data = _VAR.get()
+        value = data.get(key, MISSING) if key else MISSING
+        if value is HIDDEN:
+            return default
+        if value is not MISSING:
+            return value
+        unit = data.get(UNIT_KEY)
+        if unit is not None:
+            value = unit.values.get(key, MISSING)
+            if value is not MISSING:
+                return value
+        for source, name in self.providers:
+            if name == key:
+                try:
+                    value = source.get()
+                except LookupError:
+                    return default
+                return default if value is MISSING else value
+        return default
+
+    def unit(self) -> Unit | None:
+        """The innermost unit of work of the current context, or ``None``."""
+        unit: Unit | None = _VAR.get().get(UNIT_KEY)
+        return unit
+
+    # -- writing -----------------------------------------------------------
+
+    def bind(self, values: dict[str, Any]) -> VarToken[dict[str, Any]]:
+        """Bind *values* over the current mapping; *values* (checked keys, a
+        dict nobody mutates afterwards) may become the stored mapping itself."""
+        old = _VAR.get()
+        return _VAR.set({**old, **values} if old else values)
+
+    def hide(self, keys: Iterable[str]) -> VarToken[dict[str, Any]]:
+        """Bind a mapping in which *keys* are hidden: removed, and shadowed
+        (a :data:`HIDDEN` marker) where a unit or a provider may supply them."""
+        old = _VAR.get()
+        keys = frozenset(keys)
+        new = {k: v for k, v in old.items() if k not in keys}
+        shadowed = keys if UNIT_KEY in old else keys & {name for _, name in self.providers}
+        if shadowed:
+            self.hiding = True
+            new.update(dict.fromkeys(shadowed, HIDDEN))
+        return _VAR.set(new)
+
+    def replace(
+        self, mapping: Mapping[str, Any], *, keep_unit: bool = True
+    ) -> VarToken[dict[str, Any]]:
+        """Make *mapping* the whole bound context (the unit of work stays,
+        unless *keep_unit* is false)."""
+        new = dict(mapping)
+        new.pop(UNIT_KEY, None)
+        if keep_unit:
+            unit = _VAR.get().get(UNIT_KEY)
+            if unit is not None:
+                new[UNIT_KEY] = unit
+        return _VAR.set(new or EMPTY)
+
+    # -- units of work -----------------------------------------------------
+
+    def open_unit(
+        self,
+        values: Mapping[str, Any],
+        *,
+        drop: Iterable[str] = (),
+        fresh: bool = False,
+        trace_flags: str | None = None,
+    ) -> UnitEntry:
+        """Open a unit of work and bind *values* over the current mapping.
+
+        *drop*: keys removed first (a middleware's managed keys, never assumed
+        absent).  *fresh*: start from nothing instead (a worker's task).  A
+        unit opened inside another starts with the outer unit's values.
+        """
+        old = EMPTY if fresh else _VAR.get()
+        outer = old.get(UNIT_KEY)
+        unit = Unit(dict(outer.values) if outer is not None else {}, trace_flags)
+        if drop and old:
+            dropped = frozenset(drop)
+            new = {k: v for k, v in old.items() if k not in dropped}
+            new.update(values)
+        else:
+            new = {**old, **values}
+        new[UNIT_KEY] = unit
+        return UnitEntry(_VAR.set(new), MEMO.set(unit.memo), unit)
+
+    def close_unit(self, entry: UnitEntry) -> None:
+        """End the unit: restore what was there, drop its values and its cache.
+
+        Raises ``ValueError`` (nothing changed) when *entry* belongs to another
+        context, as :meth:`restore` does.
+        """
+        _VAR.reset(entry.token)
+        MEMO.reset(entry.memo_token)
+        self.end(entry.unit)
+
+    def end(self, unit: Unit) -> None:
+        """Drop *unit*'s values and cache without restoring the context (a
+        context that is being thrown away, or that cannot be restored here)."""
+        with unit.lock:
+            unit.open = False
+        close_scope(unit.memo)
+
+    def annotate(self, values: Mapping[str, Any]) -> Unit | None:
+        """Add *values* to the innermost open unit; ``None`` when there is none."""
+        unit: Unit | None = _VAR.get().get(UNIT_KEY)
+        if unit is None:
+            return None
+        with unit.lock:
+            if not unit.open:
+                return unit
+            unit.values = {**unit.values, **values}
+        return unit
+
+    # -- providers ---------------------------------------------------------
+
+    def add_provider(self, source: Provider, name: str, where: str) -> None:
+        """Merge *source* under *name*; registering it again renames it.
+
+        :raises ContextError: *name* is used by another provider.
+        """
+        with self._lock:
+            for other, other_name in self.providers:
+                if other_name == name and other is not source:
+                    msg = (
+                        f"{where}(): the name {name!r} is already used by another registered "
+                        f"ContextVar or provider ({other!r}). Pass a different name, or "
+                        "unregister that one first."
+                    )
+                    raise ContextError(msg)
+            kept = tuple((s, n) for s, n in self.providers if s is not source)
+            self.providers = (*kept, (source, name))
+
+    def remove_provider(self, source: Provider, where: str) -> None:
+        """Stop merging *source*.
+
+        :raises ContextError: *source* is not merged.
+        """
+        with self._lock:
+            kept = tuple((s, n) for s, n in self.providers if s is not source)
+            if len(kept) == len(self.providers):
+                msg = f"{where}(): {source!r} is not registered with ctxlog.register()."
+                raise ContextError(msg)
+            self.providers = kept
+
+    def provider_names(self) -> frozenset[str]:
+        """The names the providers' values are merged under."""
+        return frozenset(name for _, name in self.providers)
+
+    # -- trace flags -------------------------------------------------------
+
+    def set_trace_source(self, source: Callable[[str], str | None] | None) -> None:
+        """Where :meth:`trace_flags` looks first (``None``: nowhere)."""
+        self.trace_source = source
+
+    def trace_flags(self, trace_id: str) -> str:
+        """The W3C trace flags to send on for *trace_id*: the trace source's
+        (an active OpenTelemetry span), else the incoming request's, else ``01``."""
+        source = self.trace_source
+        if source is not None:
+            flags = source(trace_id)
+            if flags is not None:
+                return flags
+        unit: Unit | None = _VAR.get().get(UNIT_KEY)
+        if unit is not None and unit.trace_flags is not None:
+            return unit.trace_flags
+        return "01"
+
+    # -- process-wide state ------------------------------------------------
+
+    def save(self) -> object:
+        """The process-wide state (providers, markers, the trace source)."""
+        return _State(self.providers, self.hiding, self.trace_source)
+
+    def load(self, state: object) -> None:
+        """Restore what :meth:`save` returned."""
+        if not isinstance(state, _State):
+            msg = f"Store.load() takes what Store.save() returned, not {type(state).__name__}."
+            raise TypeError(msg)
+        with self._lock:
+            self.providers, self.hiding, self.trace_source = state
+
+
+#: The store.
+store: Final = Store()
