@@ -13,6 +13,7 @@ middlewares, Celery, OpenTelemetry) calls:
 
 ========================  ====================================================
 ``read()``                the raw mapping (for identity caches)
+``write(raw)``            set a raw mapping built from ``read()`` (hot paths)
 ``merged()``              the whole context: bound + unit + providers
 ``value(key, default)``   one key of it
 ``bind(values)``          bind over the current mapping; returns a token
@@ -138,6 +139,11 @@ class Store:
     #: :data:`HIDDEN` markers.  Never mutate it.  Use :meth:`merged` for the
     #: context itself; this is for readers that cache on its identity.
     read = staticmethod(_VAR.get)
+
+    #: Set the raw mapping as it is: the one write under :meth:`bind`, for the
+    #: hot path that writes :meth:`bind` out (``ctxlog.bind``).  The caller
+    #: builds the mapping from :meth:`read`, so the unit of work rides along.
+    write = staticmethod(_VAR.set)
 
     #: Undo what the ``bind``/``hide``/``replace`` that returned *token* did.
     #: Raises what ``ContextVar.reset`` raises: ``ValueError`` for a token of

@@ -69,6 +69,22 @@ def make_app(engine: AsyncEngine) -> FastAPI:
             )
             return {"count": result.scalar_one()}
 
+    def authenticated(user: str, how: str = "annotate") -> str:
+        # A sync dependency: FastAPI runs it in its thread pool, on a copy of
+        # the request's context.
+        if how == "annotate":
+            ctxlog.annotate(user_id=user)
+        else:
+            ctxlog.set(user_id=user)  # lost with the copy: the contrast
+        log.info("authenticated n=%s", user)
+        return user
+
+    @app.get("/me/{user}")
+    async def me_endpoint(user: str = Depends(authenticated)) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        log.info("endpoint n=%s", user)
+        return {"context": dict(ctxlog.current())}
+
     @app.get("/boom/{n}")
     async def boom_endpoint(n: str) -> dict[str, Any]:
         log.info("about to fail n=%s", n)
@@ -164,3 +180,28 @@ def test_a_raising_endpoint_gets_a_500_with_the_id(
         lambda line: line.logger == "uvicorn.error" and "Exception in ASGI" in line.message
     )
     assert [line.request_id for line in logged] == ["fa-err"]
+
+
+def test_a_sync_dependency_annotates_the_whole_request(
+    server: UvicornServer, lines: LineCapture
+) -> None:
+    """What a sync dependency (in the thread pool) annotates reaches the endpoint's
+    lines; what it binds does not."""
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            return await asyncio.gather(
+                *(client.get(f"/me/u{n}", headers={"X-Request-ID": f"me-{n}"}) for n in range(50))
+            )
+
+    responses = asyncio.run(main())
+    for n, response in enumerate(responses):
+        assert response.json()["context"]["user_id"] == f"u{n}"
+    written = [line for line in lines.of(log.name) if "n=u" in line.message]
+    assert len(written) == 100
+    for line in written:
+        n = line.message.rsplit("n=u", 1)[1]
+        assert (line.request_id, line.context.get("user_id")) == (f"me-{n}", f"u{n}"), line
+
+    bound = httpx.get(f"{server.url}/me/b1", params={"how": "bind"}).json()
+    assert "user_id" not in bound["context"]

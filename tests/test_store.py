@@ -1,0 +1,123 @@
+"""The store's own guarantees: shared blocks across threads, bounded state, its verbs."""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import threading
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+
+import ctxlog
+from ctxlog import ContextError
+from ctxlog._store import store
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Threads switch as often as the interpreter allows: exits interleave."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ctxlog.bind(shared="yes"),
+        lambda: ctxlog.unbind("other"),
+        lambda: ctxlog.scope(shared="yes"),
+    ],
+    ids=["bind", "unbind", "scope"],
+)
+def test_one_block_object_shared_by_threads(make: object, fast_switching: None) -> None:
+    """Every exit is clean and restores what its own thread found, however the
+    threads' entries and exits interleave on the one object."""
+    block = make()  # type: ignore[operator]  # the parametrized factories
+    errors: list[BaseException] = []
+    leftovers: list[object] = []
+    barrier = threading.Barrier(6)
+
+    def worker(n: int) -> None:
+        try:
+            with ctxlog.bind(other=n):
+                barrier.wait(5)
+                for _ in range(2_000):
+                    with block:
+                        pass
+                if ctxlog.get("shared") is not None or ctxlog.get("other") != n:
+                    leftovers.append(dict(ctxlog.current()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert leftovers == []
+    assert block._entries == []  # type: ignore[attr-defined]  # every entry left
+
+
+def test_register_unbind_unregister_cycles_stay_bounded() -> None:
+    """Memory and the per-record cost stay flat over any number of cycles."""
+    var = contextvars.ContextVar[str]("cycled", default="v")
+    filt = ctxlog.ContextFilter()
+
+    def cycle() -> None:
+        ctxlog.register(var, "cycled")
+        with ctxlog.unbind("cycled"):
+            filt.attributes()
+        ctxlog.unregister(var)
+
+    for _ in range(1_000):
+        cycle()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _ in range(20_000):
+            cycle()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 50_000
+    # Nothing is left merged: records go back to the one-read path.
+    assert store.providers == ()
+    assert filt.attributes() == {}
+
+
+def test_set_names_itself_in_errors() -> None:
+    with pytest.raises(ContextError, match=r"^set\(\)"):
+        ctxlog.set(**{"": 1})
+
+
+def test_save_and_load_cover_the_process_wide_state() -> None:
+    var = contextvars.ContextVar[str]("saved")
+    saved = store.save()
+    ctxlog.register(var)
+    with ctxlog.unbind("saved"):
+        pass
+    store.set_trace_source(lambda trace_id: "00")
+    assert store.providers and store.hiding and store.trace_source is not None
+    store.load(saved)
+    assert store.save() == saved
+    assert (store.providers, store.hiding, store.trace_source) == ((), False, None)
+    with pytest.raises(TypeError, match="Store.save"):
+        store.load(object())
+
+
+def test_replace_keeps_or_drops_the_unit() -> None:
+    with ctxlog.scope():
+        ctxlog.annotate(user_id="u")
+        token = store.replace({"a": 1})
+        assert dict(ctxlog.current()) == {"a": 1, "user_id": "u"}
+        store.restore(token)
+        token = store.replace({"a": 1}, keep_unit=False)
+        assert dict(ctxlog.current()) == {"a": 1}
+        assert store.unit() is None
+        store.restore(token)
+        assert store.unit() is not None
