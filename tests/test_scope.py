@@ -7,7 +7,7 @@ import contextvars
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -250,7 +250,7 @@ class TestOnTheLines:
         ctxlog.install_record_factory()
         events: list[dict[str, Any]] = []
 
-        def keep(_: Any, __: str, event_dict: dict[str, Any]) -> str:
+        def keep(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:
             events.append(dict(event_dict))
             return ""
 

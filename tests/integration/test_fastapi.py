@@ -200,8 +200,8 @@ def test_a_sync_dependency_annotates_the_whole_request(
     written = [line for line in lines.of(log.name) if "n=u" in line.message]
     assert len(written) == 100
     for line in written:
-        n = line.message.rsplit("n=u", 1)[1]
-        assert (line.request_id, line.context.get("user_id")) == (f"me-{n}", f"u{n}"), line
+        which = line.message.rsplit("n=u", 1)[1]
+        assert (line.request_id, line.context.get("user_id")) == (f"me-{which}", f"u{which}")
 
     bound = httpx.get(f"{server.url}/me/b1", params={"how": "bind"}).json()
     assert "user_id" not in bound["context"]
