@@ -59,7 +59,7 @@ from loguru import logger as loguru_logger
 from structlog.contextvars import bound_contextvars
 
 import ctxlog
-from ctxlog._context import _Reusable
+from ctxlog._context import Reusable
 from ctxlog.stdlib import json_formatter
 
 __all__ = ["main"]
@@ -176,8 +176,8 @@ class _GenericBind(ctxlog.bind):
     written-out __enter__/__exit__ save."""
 
     __slots__ = ()
-    __enter__ = _Reusable.__enter__
-    __exit__ = _Reusable.__exit__
+    __enter__ = Reusable.__enter__
+    __exit__ = Reusable.__exit__
 
 
 def _binds(runs: int, seconds: float) -> Result:

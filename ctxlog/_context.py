@@ -34,7 +34,11 @@ from ctxlog._errors import ContextError, check_key
 from ctxlog._store import UnitEntry, VarToken, store
 
 __all__ = [
+    "AsyncIsolated",
+    "Binding",
     "ContextError",
+    "Isolated",
+    "Reusable",
     "Token",
     "aisolate",
     "annotate",
@@ -46,6 +50,7 @@ __all__ = [
     "isolate",
     "register",
     "reset",
+    "run_awaitable_in",
     "scope",
     "set",
     "unbind",
@@ -231,7 +236,7 @@ def reset(token: Token) -> None:
 # --------------------------------------------------------------------------
 
 
-class _Reusable(Generic[E]):
+class Reusable(Generic[E]):
     """A reusable, reentrant context manager that is also a decorator.
 
     Each entry pushes what :meth:`_push` returns on a per-object list, so one
@@ -346,7 +351,7 @@ class _Reusable(Generic[E]):
                 ctx = copy_context()
                 ctx.run(push)
                 gen = gen_fn(*args, **kwargs)
-                return _AsyncIsolated(gen, ctx) if is_agen else _Isolated(gen, ctx)
+                return AsyncIsolated(gen, ctx) if is_agen else Isolated(gen, ctx)
 
             return gen_wrapper
         if inspect.iscoroutinefunction(fn):
@@ -385,7 +390,7 @@ _write: Final = store.write
 _restore: Final = store.restore
 
 
-class _Binding(_Reusable[VarToken[dict[str, Any]]]):
+class Binding(Reusable[VarToken[dict[str, Any]]]):
     """Shared machinery of :class:`bind`, :class:`unbind` and ``Snapshot.apply()``:
     an entry is the store token of what :meth:`_push` bound."""
 
@@ -399,7 +404,7 @@ class _Binding(_Reusable[VarToken[dict[str, Any]]]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # _Reusable.__exit__ with _pop() written out, and bind.__enter__ with
+        # Reusable.__exit__ with _pop() written out, and bind.__enter__ with
         # _push() and store.bind(): together 20-25 % less per ``with bind(2 keys)``
         # (benchmarks/bench_core.py, "ctxlog.bind" against "the generic path").
         entries = self._entries
@@ -423,7 +428,7 @@ class _Binding(_Reusable[VarToken[dict[str, Any]]]):
         raise ContextError(msg) from exc
 
 
-class bind(_Binding):  # noqa: N801 -- a function-like name, as the API fixes it
+class bind(Binding):  # noqa: N801 -- a function-like name, as the API fixes it
     """Bind *values* for the duration of a block or of each call of a function.
 
     Works as ``with bind(...)``, ``async with bind(...)`` and as a decorator on
@@ -456,8 +461,8 @@ class bind(_Binding):  # noqa: N801 -- a function-like name, as the API fixes it
         return _bind_over(self._values)
 
     def __enter__(self) -> None:
-        # _Reusable.__enter__ with _push() and store.bind() written out; see
-        # _Binding.__exit__.  Over an empty context the mapping is this object's
+        # Reusable.__enter__ with _push() and store.bind() written out; see
+        # Binding.__exit__.  Over an empty context the mapping is this object's
         # own ``**values`` dict, never mutated.
         old = _read()
         self._entries.append(_write({**old, **self._values} if old else self._values))
@@ -467,7 +472,7 @@ class bind(_Binding):  # noqa: N801 -- a function-like name, as the API fixes it
         return f"ctxlog.bind({args})"
 
 
-class unbind(_Binding):  # noqa: N801 -- see bind
+class unbind(Binding):  # noqa: N801 -- see bind
     """Hide *keys* for the duration of a block or of each call; restore them after.
 
     Same shapes as :class:`bind`.  Hiding a key that is not bound is allowed.
@@ -493,7 +498,7 @@ class unbind(_Binding):  # noqa: N801 -- see bind
         return f"ctxlog.unbind({', '.join(map(repr, self._keys))})"
 
 
-class scope(_Reusable[UnitEntry]):  # noqa: N801 -- see bind
+class scope(Reusable[UnitEntry]):  # noqa: N801 -- see bind
     """Open a **unit of work**: what a request, a Celery task or one job of a
     worker loop is.
 
@@ -602,7 +607,7 @@ def annotate(**values: Any) -> None:
 # --------------------------------------------------------------------------
 
 
-class _Isolated(Generator[Y, S, R]):
+class Isolated(Generator[Y, S, R]):
     """A generator whose every step runs in one private :class:`Context`."""
 
     __slots__ = ("_ctx", "_gen")
@@ -648,10 +653,10 @@ def isolate(gen: Generator[Y, S, R]) -> Generator[Y, S, R]:
         hint = " (call the generator function: isolate(gen()))" if callable(gen) else ""
         msg = f"isolate() takes a generator object, not {type(gen).__name__}{hint}."
         raise ContextError(msg)
-    return _Isolated(gen, copy_context())
+    return Isolated(gen, copy_context())
 
 
-class _AsyncIsolated(AsyncGenerator[Y, S]):
+class AsyncIsolated(AsyncGenerator[Y, S]):
     """An async generator whose every step runs in one private :class:`Context`."""
 
     __slots__ = ("__weakref__", "_agen", "_ctx", "_hooked")
@@ -687,13 +692,13 @@ class _AsyncIsolated(AsyncGenerator[Y, S]):
         return step
 
     def asend(self, value: S) -> Coroutine[Any, Any, Y]:
-        return _run_awaitable_in(self._ctx, self._step, self._agen.asend, value)
+        return run_awaitable_in(self._ctx, self._step, self._agen.asend, value)
 
     def athrow(self, *args: Any) -> Coroutine[Any, Any, Y]:
-        return _run_awaitable_in(self._ctx, self._step, self._agen.athrow, *args)
+        return run_awaitable_in(self._ctx, self._step, self._agen.athrow, *args)
 
     def aclose(self) -> Coroutine[Any, Any, None]:
-        return _run_awaitable_in(self._ctx, self._step, self._agen.aclose)
+        return run_awaitable_in(self._ctx, self._step, self._agen.aclose)
 
     def __repr__(self) -> str:
         return f"ctxlog.aisolate({self._agen!r})"
@@ -704,10 +709,10 @@ def _finalize_isolated(
 ) -> None:
     """The inner generator of an abandoned :func:`aisolate` wrapper is being
     collected: let the event loop close it, in its private context."""
-    loop_finalizer(_AsyncIsolated(agen, ctx, hooked=True))
+    loop_finalizer(AsyncIsolated(agen, ctx, hooked=True))
 
 
-async def _run_awaitable_in(ctx: Context, make: Callable[..., Awaitable[R]], *args: Any) -> R:
+async def run_awaitable_in(ctx: Context, make: Callable[..., Awaitable[R]], *args: Any) -> R:
     """Await ``make(*args)``, running each of its steps inside *ctx*.
 
     Works under any event loop: it drives the awaitable's iterator itself and
@@ -755,4 +760,4 @@ def aisolate(agen: AsyncGenerator[Y, S]) -> AsyncGenerator[Y, S]:
         hint = " (call the generator function: aisolate(agen()))" if callable(agen) else ""
         msg = f"aisolate() takes an async generator object, not {type(agen).__name__}{hint}."
         raise ContextError(msg)
-    return _AsyncIsolated(agen, copy_context())
+    return AsyncIsolated(agen, copy_context())

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextvars import Context, copy_context
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ctxlog._context import _AsyncIsolated, _Isolated, _run_awaitable_in
+from ctxlog._context import AsyncIsolated, Isolated, run_awaitable_in
 
 __all__ = ["Thread", "ThreadPoolExecutor", "wrap"]
 
@@ -53,7 +53,7 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def agen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             own = ctx.copy()
-            return _AsyncIsolated(own.run(agen_fn, *args, **kwargs), own)
+            return AsyncIsolated(own.run(agen_fn, *args, **kwargs), own)
 
         return cast("Callable[P, R]", agen_wrapper)
     if inspect.isgeneratorfunction(fn):
@@ -62,7 +62,7 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def gen_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             own = ctx.copy()
-            return _Isolated(own.run(gen_fn, *args, **kwargs), own)
+            return Isolated(own.run(gen_fn, *args, **kwargs), own)
 
         return cast("Callable[P, R]", gen_wrapper)
     if inspect.iscoroutinefunction(fn):
@@ -70,7 +70,7 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
 
         @functools.wraps(fn)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return await _run_awaitable_in(ctx.copy(), functools.partial(coro_fn, *args, **kwargs))
+            return await run_awaitable_in(ctx.copy(), functools.partial(coro_fn, *args, **kwargs))
 
         return cast("Callable[P, R]", async_wrapper)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import copy_context
 from typing import Any, Final, Literal, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
-from ctxlog._context import _Binding
+from ctxlog._context import Binding
 from ctxlog._errors import ContextError, check_key
 from ctxlog._store import EMPTY, VarToken, store
 from ctxlog._values import safe_str
@@ -71,7 +71,7 @@ HeadersLike: TypeAlias = _HasItems | Iterable[tuple[Any, Any]]
 # --------------------------------------------------------------------------
 
 
-class _Applied(_Binding):
+class _Applied(Binding):
     """``with snap.apply():``: the snapshot's values replace the bound context."""
 
     __slots__ = ("_data",)
@@ -163,7 +163,7 @@ class Snapshot(Mapping[str, Any]):
         """
         return copy_context().run(call_bound, self._data, fn, args, kwargs)
 
-    def apply(self) -> _Binding:
+    def apply(self) -> Binding:
         """Bind this snapshot for a ``with`` / ``async with`` block (or as a decorator).
 
         Inside the block the bound values are exactly the snapshot's: what was

@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name="structlog") from exc
 
-from ctxlog._context import _Reusable
+from ctxlog._context import Reusable
 from ctxlog._errors import ContextError, check_key
 from ctxlog._projection import Projection
 from ctxlog._store import UNIT_KEY, VarToken, store
@@ -535,7 +535,7 @@ def _restored(
     return restored
 
 
-class bound_contextvars(_Reusable[_State]):  # noqa: N801 -- the name of the structlog function it replaces
+class bound_contextvars(Reusable[_State]):  # noqa: N801 -- the name of the structlog function it replaces
     """Bind *kw* for a block or for each call of a function, then restore those
     keys: the drop-in for ``structlog.contextvars.bound_contextvars``.
 

@@ -63,6 +63,7 @@ class ContextModel(RuleBasedStateMachine):
         self.model: dict[str, Any] = {}  # the bound values, HIDDEN for hidden names
         self.unit: Unit | None = None  # the innermost unit of work
         self.blocks: list[tuple[dict[str, Any], Unit | None]] = []  # what leaving each restores
+        self.block_units: list[Unit | None] = []  # the unit each open block opened, if any
         self.used: list[ctxlog.Token] = []
         # Two foreign variables: "x" has a default, "y" is unset until set_foreign.
         self.foreign = {
@@ -75,6 +76,7 @@ class ContextModel(RuleBasedStateMachine):
         block.__enter__()
         self.open.append(block)
         self.blocks.append((self.model, self.unit))
+        self.block_units.append(None)
 
     @rule(values=bindings)
     def enter_bind(self, values: dict[str, Any]) -> None:
@@ -98,6 +100,7 @@ class ContextModel(RuleBasedStateMachine):
         self.model = {**self.model, **values}
         # A unit opened inside another starts with the outer one's values.
         self.unit = Unit(dict(self.unit.values) if self.unit is not None else {})
+        self.block_units[-1] = self.unit
 
     @rule(values=bindings)
     def annotate(self, values: dict[str, Any]) -> None:
@@ -144,11 +147,10 @@ class ContextModel(RuleBasedStateMachine):
     @precondition(lambda self: self.blocks)
     @rule()
     def leave_block(self) -> None:
-        block = self.open.pop()
-        block.__exit__(None, None, None)
-        if isinstance(block, ctxlog.scope):
-            assert self.unit is not None
-            self.unit.open = False
+        self.open.pop().__exit__(None, None, None)
+        opened = self.block_units.pop()
+        if opened is not None:
+            opened.open = False
         self.model, self.unit = self.blocks.pop()
 
     @rule(values=bindings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import gc
 import io
 import json
@@ -246,3 +247,55 @@ def test_worker_threads_hold_no_reference_to_finished_requests() -> None:
 
     asyncio.run(main())
     assert len(refs) == 200
+
+
+def test_annotate_across_threads_and_tasks_on_the_json_lines() -> None:
+    """1,000 units of work, each annotated from a pool thread, a ctxlog.Thread and a
+    task at once, each logging from tasks and threads: every JSON line carries its
+    own unit's values and all of them."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    handler.addFilter(ctxlog.ContextFilter())
+    log = logging.getLogger(f"{LOGGER}.annotate")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    pool = ctxlog.ThreadPoolExecutor(max_workers=8)
+
+    async def unit(n: int) -> None:
+        async with ctxlog.scope(request_id=f"r{n}"):
+            thread = ctxlog.Thread(target=ctxlog.annotate, kwargs={"tenant": f"t{n}"})
+            thread.start()
+            loop = asyncio.get_running_loop()
+
+            async def in_task() -> None:
+                await asyncio.sleep(0)
+                ctxlog.annotate(role=f"x{n}")
+
+            await asyncio.gather(
+                loop.run_in_executor(pool, functools.partial(ctxlog.annotate, user_id=f"u{n}")),
+                asyncio.create_task(in_task()),
+                asyncio.to_thread(thread.join),
+            )
+            log.info("task", extra={"n": n})
+            await loop.run_in_executor(pool, functools.partial(log.info, "pool", extra={"n": n}))
+
+    async def main() -> None:
+        await asyncio.gather(*(unit(n) for n in range(1_000)))
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
+        log.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 2_000
+    for line in lines:
+        n = line["n"]
+        assert (line["request_id"], line["user_id"], line["tenant"], line["role"]) == (
+            f"r{n}",
+            f"u{n}",
+            f"t{n}",
+            f"x{n}",
+        ), line

@@ -692,3 +692,29 @@ def test_missing_celery_names_the_extra() -> None:
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert "pip install 'ctxlog[celery]'" in out
+
+
+def test_annotated_values_travel_and_each_task_is_a_unit_of_work(
+    unit_app: Any, published: Published
+) -> None:
+    task = as_task(unit_app, "unit.noop", noop)
+    with ctxlog.scope(request_id="r-u"):
+        ctxlog.annotate(user_id="alice")
+        task.delay()
+    assert published.context() == {"request_id": "r-u", "user_id": "alice"}
+
+    seen: list[dict[str, Any]] = []
+
+    def annotating() -> None:
+        ctxlog.annotate(step="inside")  # a unit of work is open for the task
+        seen.append(dict(ctxlog.current()))
+
+    annotating_task = as_task(unit_app, "unit.annotating", annotating)
+    header = {ctxlog.celery.CONTEXT_HEADER: '{"request_id":"r-w"}'}
+    run_as_worker(annotating_task, header)
+    run_as_worker(annotating_task)
+    assert [(s.get("request_id"), s["step"]) for s in seen] == [("r-w", "inside"), (None, "inside")]
+    # Nothing of either task's unit is left behind.
+    assert dict(ctxlog.current()) == {}
+    with pytest.raises(ctxlog.ContextError, match="needs a unit of work"):
+        ctxlog.annotate(step="after")

@@ -46,6 +46,14 @@ def make_app(engine: sa.Engine) -> Flask:
         profile(n)
         return {"request_id": ctxlog.get("request_id"), "context": dict(ctxlog.current())}
 
+    @app.get("/annotated/<n>")
+    def annotated_view(n: str) -> dict[str, object]:
+        # A unit of work is open for the request: a pool thread annotates it.
+        with ctxlog.ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(ctxlog.annotate, user_id=f"u{n}").result()
+        log.info("annotated n=%s", n)
+        return {"context": dict(ctxlog.current())}
+
     @app.get("/async/<n>")
     async def async_view(n: str) -> dict[str, object]:
         async def sub(i: int) -> None:
@@ -140,6 +148,19 @@ def test_sync_view_and_memoize(server: WerkzeugServer, lines: LineCapture) -> No
     assert [(rid, msg) for _, rid, msg in app_lines(lines)] == [
         ("f-1", "sync n=a1"),
         ("f-1", "profile loaded n=a1"),  # memoized: once per request
+    ]
+
+
+def test_each_request_is_a_unit_of_work(server: WerkzeugServer, lines: LineCapture) -> None:
+    for n in ("x", "y"):
+        response = requests.get(
+            f"{server.url}/annotated/{n}", headers={"X-Request-ID": f"f-{n}"}, timeout=10
+        )
+        assert response.json()["context"] == {"request_id": f"f-{n}", "user_id": f"u{n}"}
+    written = [line for line in lines.of(log.name) if "annotated" in line.message]
+    assert [(line.request_id, line.context["user_id"]) for line in written] == [
+        ("f-x", "ux"),
+        ("f-y", "uy"),
     ]
 
 
