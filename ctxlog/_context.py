@@ -405,7 +405,7 @@ class Binding(Reusable[VarToken[dict[str, Any]]]):
         tb: TracebackType | None,
     ) -> None:
         # Reusable.__exit__ with _pop() written out, and bind.__enter__ with
-        # _push() and store.bind(): together 20-25 % less per ``with bind(2 keys)``
+        # _push() and store.bind(): together 8-11 % less per ``with bind(2 keys)``
         # (benchmarks/bench_core.py, "ctxlog.bind" against "the generic path").
         entries = self._entries
         token = entries[-1]

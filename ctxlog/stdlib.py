@@ -124,9 +124,9 @@ class ContextFilter(logging.Filter):
             # check written out: the record holds just the attributes LogRecord()
             # sets, none of which can be a context attribute (those are never
             # reserved names).  extra=, another filter or a record factory make
-            # it longer: the key check below.  Written out, it costs 15-20 %
-            # less per record than the call (benchmarks/bench_core.py, the
-            # "filter" rows against "filter through Projection.current()").
+            # it longer: the key check below.  Written out, it costs 6-9 %
+            # less per record than the call (benchmarks/bench_core.py, "through
+            # Projection.current()" against "ctxlog.ContextFilter").
             if (
                 raw is _read_store()
                 and len(attrs) == _PLAIN_RECORD_LEN
