@@ -41,6 +41,25 @@ _PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None
 _read_store: Final = store.read
 
 
+def _record_projection(
+    where: str,
+    fields: Iterable[str] | None,
+    defaults: Mapping[str, Any] | None,
+    nest_under: str | None,
+    on_conflict: ConflictPolicy,
+) -> Projection:
+    """The projection of the context onto a LogRecord's attributes."""
+    return Projection(
+        fields=fields,
+        defaults=defaults,
+        nest_under=nest_under,
+        on_conflict=on_conflict,
+        reserved=RESERVED_ATTRS,
+        reserved_are="standard LogRecord attributes",
+        where=where,
+    )
+
+
 class ContextFilter(logging.Filter):
     """Adds the current context to every record that passes, as attributes.
 
@@ -77,15 +96,7 @@ class ContextFilter(logging.Filter):
         on_conflict: ConflictPolicy = "rename",
     ) -> None:
         super().__init__()
-        projection = Projection(
-            fields=fields,
-            defaults=defaults,
-            nest_under=nest_under,
-            on_conflict=on_conflict,
-            reserved=RESERVED_ATTRS,
-            reserved_are="standard LogRecord attributes",
-            where="ContextFilter",
-        )
+        projection = _record_projection("ContextFilter", fields, defaults, nest_under, on_conflict)
         self._projection = projection
         self.fields = projection.fields
         self.defaults = projection.defaults
@@ -251,14 +262,8 @@ def install_record_factory(
 
     .. versionadded:: 0.1.0
     """
-    projection = Projection(
-        fields=fields,
-        defaults=defaults,
-        nest_under=nest_under,
-        on_conflict=on_conflict,
-        reserved=RESERVED_ATTRS,
-        reserved_are="standard LogRecord attributes",
-        where="install_record_factory",
+    projection = _record_projection(
+        "install_record_factory", fields, defaults, nest_under, on_conflict
     )
     with _factory_lock:
         factory = logging.getLogRecordFactory()
