@@ -9,12 +9,12 @@ import bisect
 import dataclasses
 import json
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-__all__ = ["CheckReport", "Problem", "check_files", "check_lines"]
+__all__ = ["CheckReport", "Problem", "check_files", "check_lines", "check_records"]
 
 ProblemKind = Literal["invalid-json", "missing", "crossed"]
 
@@ -89,31 +89,60 @@ def check_lines(
     ignore_loggers: Collection[str] = (),
     logger_key: str = "logger",
 ) -> CheckReport:
-    """Check JSON log *lines*.
+    """Check JSON log *lines* (see :func:`check_records`); a line that is not a
+    JSON object is an ``invalid-json`` problem.  Blank lines are ignored."""
+    invalid: list[Problem] = []
+
+    def parsed() -> Iterable[tuple[int, Mapping[str, Any]]]:
+        for lineno, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (ValueError, RecursionError) as exc:
+                invalid.append(Problem(lineno, "invalid-json", f"{exc}: {_short(raw)}"))
+                continue
+            if not isinstance(record, dict):
+                invalid.append(Problem(lineno, "invalid-json", f"not an object: {_short(raw)}"))
+                continue
+            yield lineno, record
+
+    report = _check(parsed(), key=key, ignore_loggers=ignore_loggers, logger_key=logger_key)
+    report.problems.extend(invalid)
+    report.problems.sort(key=lambda problem: problem.lineno)
+    return report
+
+
+def check_records(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    key: str = "request_id",
+    ignore_loggers: Collection[str] = (),
+    logger_key: str = "logger",
+) -> CheckReport:
+    """Check log lines already parsed into mappings (numbered from 1).
 
     A line is *missing* when *key* is absent or empty (or ``"-"``, ``None``); it
     is *crossed* when any of its other string values mentions, as a whole token
     of ``[A-Za-z0-9._:-]+``, an id that other lines carry under *key* but that is
     not the line's own.  Lines whose *logger_key* is in *ignore_loggers* are
-    skipped (startup lines outside any request, for example).  Blank lines are
-    ignored.
+    skipped (startup lines outside any request, for example).
     """
+    return _check(
+        enumerate(records, start=1), key=key, ignore_loggers=ignore_loggers, logger_key=logger_key
+    )
+
+
+def _check(
+    numbered: Iterable[tuple[int, Mapping[str, Any]]],
+    *,
+    key: str,
+    ignore_loggers: Collection[str],
+    logger_key: str,
+) -> CheckReport:
+    """The one implementation behind :func:`check_lines` and :func:`check_records`."""
     report = CheckReport()
-    records: list[tuple[int, dict[str, Any]]] = []
-    for lineno, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except ValueError as exc:
-            report.problems.append(Problem(lineno, "invalid-json", f"{exc}: {_short(raw)}"))
-            continue
-        if not isinstance(record, dict):
-            report.problems.append(Problem(lineno, "invalid-json", f"not an object: {_short(raw)}"))
-            continue
-        if record.get(logger_key) in ignore_loggers:
-            continue
-        records.append((lineno, record))
+    records = [(n, rec) for n, rec in numbered if rec.get(logger_key) not in ignore_loggers]
     report.lines = len(records)
     ids = {
         str(rec[key]) for _, rec in records if key in rec and str(rec[key]) not in MISSING_VALUES

@@ -1,4 +1,9 @@
-"""Fixtures every test gets: a clean context, and logging left as it was found."""
+"""Fixtures every test gets: logging left as it was found.
+
+A clean context for each test, and the undoing of whatever a test leaves
+bound or installed, come from ctxlog's own pytest plugin (``ctxlog_leaks``
+in pyproject.toml makes a leak fail the test).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from ctxlog._store import store
+pytest_plugins = ["pytester"]
 
 # Shared, noisy machines: no per-example deadline.
 settings.register_profile(
@@ -19,18 +24,6 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("ctxlog"), max_examples=200)
 settings.load_profile("ci" if os.environ.get("CI") else "ctxlog")
-
-
-@pytest.fixture(autouse=True)
-def _clean_context() -> Iterator[None]:
-    """Each test starts with an empty context, outside any unit of work, and
-    leaves the core's process-wide state (providers, hidden markers, the trace
-    source) as it found it."""
-    state = store.save()
-    token = store.replace({}, keep_unit=False)
-    yield
-    store.restore(token)
-    store.load(state)
 
 
 @pytest.fixture(autouse=True)

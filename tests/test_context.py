@@ -285,6 +285,7 @@ class TestUnbind:
         with ctxlog.bind(a=1, b=2):
             assert asyncio.run(main()) == {"b": 2}
 
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_hides_registered_variable(self) -> None:
         var: contextvars.ContextVar[str] = contextvars.ContextVar("corr")
         ctxlog.register(var)
@@ -422,18 +423,21 @@ class TestRegister:
         var.set("r-10")
         assert ctxlog.get("request_id") is None
 
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_default_name_and_default_value(self) -> None:
         var: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="public")
         ctxlog.register(var)
         assert ctxlog.get("tenant") == "public"
         assert dict(ctxlog.current()) == {"tenant": "public"}
 
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_register_again_renames(self) -> None:
         var: contextvars.ContextVar[str] = contextvars.ContextVar("v", default="x")
         ctxlog.register(var)
         ctxlog.register(var, "w")
         assert dict(ctxlog.current()) == {"w": "x"}
 
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_errors(self) -> None:
         a: contextvars.ContextVar[int] = contextvars.ContextVar("a")
         b: contextvars.ContextVar[int] = contextvars.ContextVar("b")
@@ -447,6 +451,7 @@ class TestRegister:
         with pytest.raises(ContextError, match="non-empty"):
             ctxlog.register(b, "")
 
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_values_with_hostile_eq_are_never_compared(self) -> None:
         class Hostile:
             def __eq__(self, other: object) -> bool:

@@ -73,6 +73,7 @@ class TestPlainGenerators:
         gen.close()
         assert captured.lines() == ["-|gen|consumer", "-|gen|cleanup"]
 
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_closed_from_another_thread_fails(self, captured: Captured) -> None:
         log = fmt(captured)
         gen = stepper(log)

@@ -143,6 +143,7 @@ def worker_log_to_queue(message: str) -> str:
 
 
 class TestSnapshot:
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_captures_bound_and_registered_values(self) -> None:
         var: contextvars.ContextVar[str] = contextvars.ContextVar("corr")
         ctxlog.register(var, "correlation_id")
@@ -770,6 +771,7 @@ class TestThreadPoolExecutor:
 
 class TestProcessPoolExecutor:
     @pytest.mark.parametrize("method", START_METHODS)
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_submit_and_map_carry_the_context(self, method: str) -> None:
         var: contextvars.ContextVar[str] = contextvars.ContextVar("corr")
         ctxlog.register(var, "correlation_id")

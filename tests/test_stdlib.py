@@ -128,6 +128,7 @@ class TestContextFilter:
         captured.logger.info("still logged")
         assert captured.lines()[-1] == "still logged"
 
+    @pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
     def test_registered_vars_reach_records(self, captured: Captured) -> None:
         import contextvars  # noqa: PLC0415 -- local to the one test that needs it
 

@@ -95,6 +95,7 @@ def test_processor_updates_the_event_dict_in_place() -> None:
     assert cs.merge_contextvars is cs.merge_context
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_processor_merges_registered_contextvars(slog: Lines) -> None:
     request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
     tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
@@ -230,6 +231,7 @@ def test_threads_each_log_their_own_context(slog: Lines) -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_one_context_for_both_stacks(slog: Lines, captured: Captured) -> None:
     captured.handler.addFilter(ctxlog.ContextFilter())
     captured.handler.setFormatter(logging.Formatter("%(request_id)s %(user_id)s %(message)s"))
@@ -249,6 +251,7 @@ def test_one_context_for_both_stacks(slog: Lines, captured: Captured) -> None:
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_bind_and_reset_restore_each_key() -> None:
     cs.bind_contextvars(a=1, keep="k")
     tokens = cs.bind_contextvars(a=2, b=3)
@@ -260,6 +263,7 @@ def test_bind_and_reset_restore_each_key() -> None:
     cs.reset_contextvars()
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_reset_keeps_what_was_bound_since() -> None:
     tokens = cs.bind_contextvars(a=1, b=2)
     cs.bind_contextvars(c=3)
@@ -269,6 +273,7 @@ def test_reset_keeps_what_was_bound_since() -> None:
     assert cs.get_contextvars() == {"c": 3}
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_reset_after_clear_brings_back_the_old_values() -> None:
     cs.bind_contextvars(a=1)
     tokens = cs.bind_contextvars(a=2, b=2)
@@ -294,6 +299,7 @@ def test_reset_twice_raises() -> None:
     assert isinstance(info.value, ctxlog.ContextError)
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_reset_with_the_token_of_another_key_raises() -> None:
     tokens = cs.bind_contextvars(a=1)
     with pytest.raises(ValueError, match="not for 'b'") as info:
@@ -350,6 +356,7 @@ def test_reset_in_another_task_raises() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_unbind_and_clear() -> None:
     cs.bind_contextvars(a=1, b=2)
     cs.unbind_contextvars("a", "never-bound")
@@ -365,6 +372,7 @@ def test_unbind_and_clear() -> None:
     assert cs.get_contextvars() == {"b": 2}
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_unbind_hides_a_registered_contextvar() -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="r-0")
     ctxlog.register(var)
@@ -375,6 +383,7 @@ def test_unbind_hides_a_registered_contextvar() -> None:
     assert cs.get_contextvars() == {"request_id": "r-0"}
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_get_merged_contextvars() -> None:
     cs.bind_contextvars(x=1, y=1)
     log = structlog.get_logger().bind(y=2)
@@ -388,6 +397,7 @@ def test_empty_keys_are_rejected() -> None:
         cs.bound_contextvars(**{"": 1})
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_bound_contextvars_restores_only_its_keys() -> None:
     cs.bind_contextvars(x="original", z="unrelated")
     with cs.bound_contextvars(x=42, y="foo"):
@@ -469,6 +479,7 @@ def test_bound_contextvars_left_in_another_context() -> None:
     cs.unbind_contextvars("x")
 
 
+@pytest.mark.ctxlog_leaks("ignore")  # relies on the isolation
 def test_bound_contextvars_as_a_decorator_keeps_the_signature() -> None:
     @cs.bound_contextvars(x=42)
     def wrapped(arg1: int) -> dict[str, Any]:
