@@ -19,6 +19,7 @@ from contextvars import Context, copy_context
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ctxlog._context import AsyncIsolated, Isolated, run_awaitable_in
+from ctxlog._errors import ContextError
 
 __all__ = ["Thread", "ThreadPoolExecutor", "wrap"]
 
@@ -44,6 +45,9 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
 
     .. versionadded:: 0.1.0
     """
+    if not callable(fn):
+        msg = f"wrap() takes a function (or any callable), not {type(fn).__name__}."
+        raise ContextError(msg)
     import inspect  # noqa: PLC0415 -- costly to import; see ctxlog._context.bind
 
     ctx = copy_context()
@@ -138,6 +142,12 @@ class Thread(threading.Thread):
         daemon: bool | None = None,
         context: Context | None = None,
     ) -> None:
+        if context is not None and not isinstance(context, Context):
+            msg = (
+                f"ctxlog.Thread(context=...) takes a contextvars.Context, not "
+                f"{type(context).__name__}; leave it out to run in a copy of the caller's."
+            )
+            raise ContextError(msg)
         if sys.version_info >= (3, 14):  # pragma: no cover -- 3.14+; the suite runs 3.10-3.13
             # An explicit, empty base context: what the thread runs is decided by
             # start() below, never by sys.flags.thread_inherit_context.

@@ -10,18 +10,36 @@ while the context does not change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any, Final, Literal
 
 from ctxlog._errors import ContextError
 from ctxlog._store import UNIT_KEY, Unit, store
 
-__all__ = ["RENAME_PREFIX", "UNCACHED", "ConflictPolicy", "Projection"]
+__all__ = ["LINE_FIELDS", "RENAME_PREFIX", "UNCACHED", "ConflictPolicy", "Projection", "free_key"]
 
 ConflictPolicy = Literal["rename", "drop"]
 
 #: A context key that collides with a reserved name is kept under this prefix.
 RENAME_PREFIX: Final = "ctx_"
+
+#: The fields of every JSON line ctxlog writes, stdlib records and structlog
+#: events alike, which always hold the line's own values: a context key (or an
+#: ``extra=`` key) of one of these names is kept under a free ``ctx_`` name.
+LINE_FIELDS: Final = ("time", "level", "logger", "message", "exception", "stack")
+
+
+def free_key(key: str, taken: Container[str]) -> str:
+    """``ctx_<key>``, or ``ctx_ctx_<key>`` ... : the first such name not in *taken*.
+
+    So a renamed key never replaces another value (``bind(name=1, ctx_name=2)``
+    keeps both: ``ctx_name=2`` as given, ``ctx_ctx_name=1``).
+    """
+    key = RENAME_PREFIX + key
+    while key in taken:
+        key = RENAME_PREFIX + key
+    return key
+
 
 _read: Final = store.read
 
@@ -103,20 +121,16 @@ class Projection:
         self.cache = UNCACHED
 
     def _renamed(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """*data* with reserved keys renamed or dropped; a renamed key never
-        overwrites a key of that name."""
+        """*data* with reserved keys renamed (:func:`free_key`) or dropped; a
+        renamed key never overwrites another key."""
         reserved = self.reserved
         if reserved.isdisjoint(data):
             return dict(data)
-        out: dict[str, Any] = {}
-        renamed: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in reserved:
-                out[key] = value
-            elif self.on_conflict == "rename":
-                renamed[RENAME_PREFIX + key] = value
-        for key, value in renamed.items():
-            out.setdefault(key, value)
+        out = {key: value for key, value in data.items() if key not in reserved}
+        if self.on_conflict == "rename":
+            for key, value in data.items():
+                if key in reserved:
+                    out[free_key(key, data.keys() | out.keys())] = value
         return out
 
     def prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -49,8 +49,12 @@ MAX_HEADER_SIZE: Final = 8192
 MAX_HEADER_DEPTH: Final = 8
 
 # C0 and C1 control characters (a newline in a value forges a line in a plain-text
-# log) and lone surrogates (no encoder can write them).
-_UNSAFE_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# log), the line and paragraph separators (str.splitlines() splits there), the
+# bidirectional overrides and isolates (they reorder what a reader sees) and
+# lone surrogates (no encoder can write them).
+_UNSAFE_CHARS: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 _PICKLE_PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
 
@@ -250,7 +254,8 @@ class Snapshot(Mapping[str, Any]):
         nesting depth before parsing, and anything that is not what
         :meth:`to_headers` writes raises.
 
-        :raises ContextError: the header appears more than once, is longer than
+        :raises ContextError: *headers* is neither a mapping nor pairs, the
+            header appears more than once, is longer than
             :data:`MAX_HEADER_SIZE`, is not ASCII, is not a JSON object, nests
             deeper than :data:`MAX_HEADER_DEPTH`, has an empty key, or holds a
             control character or lone surrogate in a key or string.
@@ -409,7 +414,16 @@ def _find_header(headers: HeadersLike) -> str | None:
     # Anything with .items() (dict, email.message.Message, werkzeug and Starlette
     # headers) gives pairs; otherwise *headers* is an iterable of pairs.
     items = getattr(headers, "items", None)
-    pairs: Iterable[Any] = items() if callable(items) else cast("Iterable[Any]", headers)
+    if callable(items):
+        pairs: Iterable[Any] = items()
+    elif isinstance(headers, Iterable) and not isinstance(headers, str | bytes):
+        pairs = headers
+    else:
+        msg = (
+            "Snapshot.from_headers() takes a mapping or (name, value) pairs, "
+            f"not {type(headers).__name__}."
+        )
+        raise ContextError(msg)
     found: str | None = None
     for pair in pairs:
         if not isinstance(pair, tuple | list) or len(pair) != 2:

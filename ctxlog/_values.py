@@ -1,50 +1,152 @@
 """Turning any bound value into something a log line or a header can hold.
 
-One place for it: the JSON lines of :mod:`ctxlog.stdlib`, the snapshot's
-header codec and the queue handler all use these, so a value that one output
-can write is written the same way by the others.
+One place for it: the JSON lines of :mod:`ctxlog.stdlib` and of
+:mod:`ctxlog.structlog`, the snapshot's header codec and the queue handler
+all use these, so a value one output can write is written the same way by
+the others, and no value can cost a line.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
+import re
+import time
+from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["JSON_SAFE_DEPTH", "json_safe", "safe_str"]
+__all__ = [
+    "JSON_SAFE_DEPTH",
+    "dumps_line",
+    "escape_unsafe",
+    "json_safe",
+    "placeholder",
+    "rfc3339",
+    "safe_str",
+]
 
 #: How deep :func:`json_safe` follows containers before writing ``str()`` of the rest.
 JSON_SAFE_DEPTH: Final = 32
 
+# What a JSON string may hold raw but a line must not: DEL and the C1 controls
+# (a terminal acts on them), U+2028/U+2029 (str.splitlines() and JavaScript
+# split a line there) and lone surrogates (no UTF-8 stream can write them).
+# JSON already escapes the C0 controls.
+_UNSAFE: Final = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def placeholder(value: object) -> str:
+    """What a value that cannot be written becomes: a string naming its type.
+
+    ``type()`` never runs the value's code (``__class__`` may raise: lazy proxies).
+    """
+    return f"<unrepresentable {type(value).__name__}>"
+
 
 def safe_str(value: Any) -> str:
-    """``str(value)``, or a placeholder naming its type when ``__str__`` raises."""
+    """``str(value)``, or :func:`placeholder` when ``__str__`` raises."""
     try:
         return str(value)
     except Exception:  # noqa: BLE001 -- a broken __str__ must not break the line
-        return f"<unprintable {type(value).__name__}>"
+        return placeholder(value)
 
 
-def json_safe(value: Any, depth: int = JSON_SAFE_DEPTH) -> Any:
-    """A copy of *value* that :func:`json.dumps` always writes as strict JSON.
+def _key(key: object) -> str:
+    if type(key) is str:
+        return key
+    if isinstance(key, str):
+        return str.__str__(key)  # a str subclass: its own __str__ bypassed
+    return safe_str(key)
 
-    Mapping keys become strings, non-finite floats and ints too long to print
-    become strings, and containers nested deeper than *depth* (or circular)
-    become ``str()``; other objects are left to the formatter's ``default``.
+
+def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
+    value: Any,
+    depth: int = JSON_SAFE_DEPTH,
+    default: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A copy of *value* made only of what :func:`json.dumps` writes as strict JSON.
+
+    Plain ``str``/``int``/``float``/``bool``/``None``, ``dict`` with string
+    keys and ``list``; subclasses are read through the base type's own methods
+    (an overridden ``items()`` or ``__repr__`` never runs), non-finite floats
+    and ints too long to print become strings, dates and times their ISO
+    form, containers nested deeper than *depth* (or circular) ``str()``, other
+    objects what *default* makes of them (then ``str()``).  Anything that
+    raises on the way becomes :func:`placeholder`.
     """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            str(value)
-        except ValueError:  # longer than sys.get_int_max_str_digits()
-            return f"<int of {value.bit_length()} bits>"
-    elif isinstance(value, dict | list | tuple):
-        if depth <= 0:
-            return safe_str(value)
-        if isinstance(value, dict):
-            return {
-                key if isinstance(key, str) else safe_str(key): json_safe(item, depth - 1)
-                for key, item in value.items()
-            }
-        return [json_safe(item, depth - 1) for item in value]
-    return value
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    try:
+        if issubclass(kind, str):
+            return str.__str__(value)
+        if issubclass(kind, int):
+            number = int.__int__(value)
+            try:
+                str(number)
+            except ValueError:  # longer than sys.get_int_max_str_digits()
+                return f"<int of {number.bit_length()} bits>"
+            return number
+        if issubclass(kind, float):
+            real = float.__float__(value)
+            return real if math.isfinite(real) else str(real)
+        if issubclass(kind, dict | list | tuple):
+            if depth <= 0:
+                return safe_str(value)
+            if issubclass(kind, dict):
+                return {
+                    _key(key): json_safe(item, depth - 1, default)
+                    for key, item in dict.items(value)
+                }
+            items = list.__iter__(value) if issubclass(kind, list) else tuple.__iter__(value)
+            return [json_safe(item, depth - 1, default) for item in items]
+        if issubclass(kind, datetime.date | datetime.time):
+            return str(value.isoformat())
+        if default is not None:
+            return json_safe(default(value), depth - 1)
+        return safe_str(value)
+    except Exception:  # noqa: BLE001 -- whatever a value does, the line is written
+        return placeholder(value)
+
+
+def escape_unsafe(text: str) -> str:
+    """*text* (JSON) with DEL, C1 controls, U+2028/U+2029 and lone surrogates
+    written as ``\\uXXXX`` escapes: still the same JSON, one line, valid UTF-8."""
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def dumps_line(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` for log lines: strict JSON (RFC 8259) on one line, always.
+
+    The common case is one plain ``json.dumps``.  When it fails on any value
+    (a non-string mapping key, NaN, an int too long to print, deep or circular
+    nesting, a value whose methods raise), the line is written from
+    :func:`json_safe` instead of being lost.  Keyword arguments are those of
+    :func:`json.dumps` (``default`` included); ``allow_nan`` is always off.
+    """
+    kwargs["allow_nan"] = False
+    try:
+        text = json.dumps(obj, **kwargs)
+    except Exception:  # noqa: BLE001 -- any failure: the safe copy below never fails
+        default = kwargs.pop("default", None)
+        kwargs.pop("cls", None)
+        text = json.dumps(json_safe(obj, default=default), **kwargs)
+    return escape_unsafe(text)
+
+
+# One entry: the whole second of the last timestamp written, as text.
+_second: tuple[int, str] = (-1, "")
+
+
+def rfc3339(created: float) -> str:
+    """*created* (``time.time()``) as an RFC 3339 UTC timestamp with microseconds:
+    ``2026-12-01T09:30:00.123456Z``, as structlog's ``TimeStamper(fmt="iso", utc=True)``."""
+    global _second  # noqa: PLW0603 -- a one-entry cache, swapped whole (thread-safe)
+    whole = int(created)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int((created - whole) * 1_000_000):06d}Z"

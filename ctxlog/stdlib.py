@@ -7,7 +7,6 @@ record does not depend on how much else lives in the process's contexts.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -15,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Any, Final
 
 from ctxlog._errors import ContextError
-from ctxlog._projection import UNCACHED, ConflictPolicy, Projection
+from ctxlog._projection import LINE_FIELDS, UNCACHED, ConflictPolicy, Projection, free_key
 from ctxlog._store import store
-from ctxlog._values import json_safe
+from ctxlog._values import dumps_line, rfc3339
 
 __all__ = [
     "RESERVED_ATTRS",
@@ -305,48 +304,14 @@ def uninstall_record_factory() -> None:
 
 _CONFIGURED_MARK: Final = "_ctxlog_configured"
 
-#: The JSON line ``configure()`` writes: these record attributes, renamed.
-JSON_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
-JSON_RENAME: Final = {"asctime": "time", "levelname": "level", "name": "logger"}
+_EXCEPTION_KEYS: Final = {"exc_info": "exception", "stack_info": "stack"}
 
 
-def _json_dumps(obj: Any, **kwargs: Any) -> str:
-    """``json.dumps`` that never loses a log line over one of its values.
-
-    The common case is one plain ``json.dumps``.  When a value cannot be
-    written as strict JSON (a non-string mapping key, NaN, an int too long to
-    print, deep or circular nesting) the line is written again from
-    :func:`ctxlog._values.json_safe`; when it holds a lone surrogate (a ``surrogateescape``
-    file name), which no UTF-8 stream can write, it is written ASCII-escaped.
-    """
-    try:
-        text = json.dumps(obj, allow_nan=False, **kwargs)
-    except (TypeError, ValueError, RecursionError):
-        text = json.dumps(json_safe(obj), allow_nan=False, **kwargs)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            kwargs["ensure_ascii"] = True
-            text = json.dumps(json_safe(obj), allow_nan=False, **kwargs)
-    return text
-
-
-def json_formatter() -> logging.Formatter:
-    """Return python-json-logger's ``JsonFormatter`` set up as ``configure()`` uses it.
-
-    Keys ``time``, ``level``, ``logger``, ``message``, then the record's other
-    attributes (the context).  Every line is strict JSON and valid UTF-8
-    whatever is bound: a value JSON cannot hold as it is (a mapping with
-    non-string keys, NaN, an int too long to print, deep or circular nesting, a
-    lone surrogate) is written as a string instead of losing the line.  From
-    ``dictConfig``: ``{"()": "ctxlog.stdlib.json_formatter"}``.
-
-    :raises ImportError: python-json-logger is not installed; the message names
-        the extra to install.
-
-    .. versionadded:: 0.1.0
-    """
+def _json_formatter_class() -> type[Any]:
+    """python-json-logger's ``JsonFormatter``, writing ctxlog's line (made once)."""
+    global _JSON_FORMATTER  # noqa: PLW0603 -- built on first use: the import is optional
+    if _JSON_FORMATTER is not None:
+        return _JSON_FORMATTER
     try:
         from pythonjsonlogger.json import JsonFormatter  # noqa: PLC0415 -- optional dependency
     except (
@@ -357,13 +322,65 @@ def json_formatter() -> logging.Formatter:
             "installed: pip install 'ctxlog[json]'"
         )
         raise ImportError(msg, name="pythonjsonlogger") from exc
-    return JsonFormatter(
-        JSON_FORMAT,
-        rename_fields=dict(JSON_RENAME),
-        datefmt="%Y-%m-%dT%H:%M:%S%z",
-        json_ensure_ascii=False,
-        json_serializer=_json_dumps,
+
+    class ContextJsonFormatter(JsonFormatter):
+        """One JSON object per record: ``time``, ``level``, ``logger``, ``message``,
+        then the context and ``extra=`` values, then ``exception`` / ``stack``."""
+
+        def add_fields(
+            self,
+            log_data: dict[str, Any],
+            record: logging.LogRecord,
+            message_dict: dict[str, Any],
+        ) -> None:
+            log_data["time"] = rfc3339(record.created)
+            log_data["level"] = record.levelname
+            log_data["logger"] = record.name
+            log_data["message"] = record.message
+            for key, value in record.__dict__.items():
+                if key not in RESERVED_ATTRS:
+                    log_data[free_key(key, log_data) if key in _LINE_FIELDS else key] = value
+            # The formatted traceback and stack, and the keys of a dict logged as
+            # the message (which win over the context, as extra= does).
+            for key, value in message_dict.items():
+                if key in _EXCEPTION_KEYS:
+                    log_data[_EXCEPTION_KEYS[key]] = value
+                else:
+                    log_data[free_key(key, log_data) if key in _LINE_FIELDS else key] = value
+
+    _JSON_FORMATTER = ContextJsonFormatter
+    return ContextJsonFormatter
+
+
+_JSON_FORMATTER: type[Any] | None = None
+_LINE_FIELDS: Final = frozenset(LINE_FIELDS)
+
+
+def json_formatter() -> logging.Formatter:
+    """Return the JSON-lines formatter ``configure()`` uses (python-json-logger's
+    ``JsonFormatter``, set up for ctxlog).
+
+    Each line is one JSON object: ``time`` (RFC 3339, UTC, microseconds),
+    ``level``, ``logger``, ``message``, then the context and the ``extra=``
+    values, then ``exception`` and ``stack`` when there is a traceback.  Those
+    six names always hold the line's own values: a context or ``extra=`` key
+    of one of them is kept as ``ctx_<key>``.  Every line is strict JSON
+    (RFC 8259) on one line, whatever is bound: a value JSON cannot hold as it
+    is (a mapping with non-string keys, NaN, an int too long to print, deep or
+    circular nesting, an object whose methods raise) is written as a string
+    instead of losing the line, and DEL, C1 controls, U+2028/U+2029 and lone
+    surrogates are escaped; other text stays readable UTF-8.  From
+    ``dictConfig``: ``{"()": "ctxlog.stdlib.json_formatter"}``.
+
+    :raises ImportError: python-json-logger is not installed; the message names
+        the extra to install.
+
+    .. versionadded:: 0.1.0
+    """
+    formatter: logging.Formatter = _json_formatter_class()(
+        "%(message)s", json_ensure_ascii=False, json_serializer=dumps_line
     )
+    return formatter
 
 
 def configure(

@@ -19,6 +19,7 @@ Importing this module imports structlog; ``import ctxlog`` never does.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
@@ -37,8 +38,9 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
 
 from ctxlog._context import Reusable
 from ctxlog._errors import ContextError, check_key
-from ctxlog._projection import Projection
+from ctxlog._projection import LINE_FIELDS, Projection, free_key
 from ctxlog._store import UNIT_KEY, VarToken, store
+from ctxlog._values import dumps_line, rfc3339
 from ctxlog.stdlib import RESERVED_ATTRS
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON_RENDERING",
+    "RESERVED_KEYS",
     "SHARED_PROCESSORS",
     "ContextVarsToken",
     "bind_contextvars",
@@ -169,8 +172,43 @@ def _merge_into(event_dict: EventDict, prepared: Mapping[str, Any]) -> EventDict
     return event_dict
 
 
+#: Keys structlog's processors and renderers act on, and the names of the JSON
+#: line: a context key of one of these names is added as ``ctx_<key>`` (bound
+#: ``exc_info=True`` would attach a traceback to every line, ``_record`` break
+#: every call).
+RESERVED_KEYS: Final = frozenset(
+    {
+        "event",
+        "exc_info",
+        "stack_info",
+        "positional_args",
+        "timestamp",
+        "_record",
+        "_from_structlog",
+        "_logger",
+        "_name",
+        *LINE_FIELDS,
+    }
+)
+
+_LINE_FIELDS: Final = LINE_FIELDS[:3]  # what _line_fields() sets
+_HEAD: Final = LINE_FIELDS[:4]  # what comes first on the line
+
+
+def _projection(
+    fields: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None
+) -> Projection:
+    return Projection(
+        fields=fields,
+        defaults=defaults,
+        reserved=RESERVED_KEYS,
+        reserved_are="keys structlog acts on",
+        where="merge_context",
+    )
+
+
 #: The projection of :func:`merge_context` without options.
-_PLAIN: Final = Projection(where="merge_context")
+_PLAIN: Final = _projection()
 
 
 @overload
@@ -236,8 +274,7 @@ def _configured(
 ) -> Processor:
     if fields is None and not defaults and not structlog_contextvars:
         return merge_context
-    projection = Projection(fields=fields, defaults=defaults, where="merge_context")
-    return _ContextMerger(projection, bool(structlog_contextvars))
+    return _ContextMerger(_projection(fields, defaults), bool(structlog_contextvars))
 
 
 #: Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
@@ -611,30 +648,90 @@ def _record_extras(
     return event_dict
 
 
+_LEVELS: Final = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warning": "WARNING",
+    "warn": "WARNING",
+    "error": "ERROR",
+    "exception": "ERROR",
+    "critical": "CRITICAL",
+    "fatal": "CRITICAL",
+}
+
+
+def _line_fields(
+    logger: WrappedLogger,
+    method_name: str,
+    event_dict: EventDict,
+) -> EventDict:
+    """Add ``time``, ``level`` and ``logger`` as the stdlib JSON line has them
+    (RFC 3339 UTC with microseconds, ``INFO``, the logger's name).
+
+    A key of one of the line's names that the event already holds (a keyword
+    of the call, an ``extra=`` value) is kept under a free ``ctx_`` name.
+    """
+    record = event_dict.get("_record")
+    if record is not None:
+        created, level, name = record.created, record.levelname, record.name
+    else:
+        created = time.time()
+        level = _LEVELS.get(method_name, method_name.upper())
+        name = getattr(logger, "name", None)
+    for key in _LINE_FIELDS:
+        if key in event_dict:
+            event_dict[free_key(key, event_dict)] = event_dict.pop(key)
+    event_dict["time"] = rfc3339(created)
+    event_dict["level"] = level
+    if name is not None:
+        event_dict["logger"] = name
+    return event_dict
+
+
+def _event_to_message(
+    logger: WrappedLogger,  # noqa: ARG001 -- the structlog processor signature
+    method_name: str,  # noqa: ARG001 -- same
+    event_dict: EventDict,
+) -> EventDict:
+    """Write structlog's ``event`` as ``message``, the name of the stdlib line,
+    and put the line's fields first, in the stdlib line's order."""
+    if "event" in event_dict:
+        event = event_dict.pop("event")
+        if "message" in event_dict:
+            event_dict[free_key("message", event_dict)] = event_dict.pop("message")
+        event_dict["message"] = event
+    head = {key: event_dict.pop(key) for key in _HEAD if key in event_dict}
+    head.update(event_dict)
+    return head
+
+
 #: The processors structlog events and stdlib records share: a stdlib record's
-#: ``extra=`` values, the context (values given in the call win), the level,
-#: the logger name and an ISO-8601 UTC timestamp.  Use it in
-#: ``structlog.configure(processors=[*SHARED_PROCESSORS, ...])`` and as the
-#: ``foreign_pre_chain`` of ``structlog.stdlib.ProcessorFormatter`` (from a
-#: dictConfig file: ``"foreign_pre_chain": "ext://ctxlog.structlog.SHARED_PROCESSORS"``).
+#: ``extra=`` values, the context (values given in the call win), then the
+#: line's ``time`` (RFC 3339 UTC, microseconds), ``level`` (``INFO``) and
+#: ``logger``, named and written as :func:`ctxlog.stdlib.json_formatter`
+#: writes them.  Use it in ``structlog.configure(processors=[*SHARED_PROCESSORS,
+#: ...])`` and as the ``foreign_pre_chain`` of
+#: ``structlog.stdlib.ProcessorFormatter`` (from a dictConfig file:
+#: ``"foreign_pre_chain": "ext://ctxlog.structlog.SHARED_PROCESSORS"``).
 #:
 #: .. versionadded:: 0.1.0
 SHARED_PROCESSORS: Final[tuple[Processor, ...]] = (
     _record_extras,
     merge_context,
-    structlog.stdlib.add_log_level,
-    structlog.stdlib.add_logger_name,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+    _line_fields,
 )
 
 #: The ``processors`` of a ``structlog.stdlib.ProcessorFormatter`` that writes
-#: one JSON object per line: drops the formatter's private keys, renders an
-#: exception into ``exception``, then JSON (from a dictConfig file:
-#: ``"processors": "ext://ctxlog.structlog.JSON_RENDERING"``).
+#: the same JSON line as :func:`ctxlog.stdlib.json_formatter`: drops the
+#: formatter's private keys, renders a traceback into ``exception``, writes
+#: ``event`` as ``message``, then strict JSON on one line whatever the values
+#: (from a dictConfig file: ``"processors": "ext://ctxlog.structlog.JSON_RENDERING"``).
 #:
 #: .. versionadded:: 0.1.0
 JSON_RENDERING: Final[tuple[Processor, ...]] = (
     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
     structlog.processors.format_exc_info,
-    structlog.processors.JSONRenderer(),
+    _event_to_message,
+    structlog.processors.JSONRenderer(serializer=dumps_line, ensure_ascii=False),
 )

@@ -109,8 +109,12 @@ class RequestContextMiddleware:
             # not every WSGI server strips it.
             raw = raw.strip(" \t")
         traceparent = environ.get("HTTP_TRACEPARENT")
+        traceparent_count = 0
         if traceparent is not None:
             traceparent = traceparent.strip(" \t")
+            # Servers join a repeated header with commas; a traceparent never
+            # holds one: sent twice, it is refused (as the ASGI middleware does).
+            traceparent_count = 2 if "," in traceparent else 1
         path = None
         client = None
         if policy.request_fields:
@@ -122,7 +126,7 @@ class RequestContextMiddleware:
             raw,
             0 if raw is None else 1,
             traceparent,
-            0 if traceparent is None else 1,
+            traceparent_count,
             method=environ.get("REQUEST_METHOD"),
             path=path,
             client=client,

@@ -68,7 +68,8 @@ def test_json_lines(name: str) -> None:
         "request_id": "r-42",
         "user_id": "u-7",
     }
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", inside["time"])
+    # RFC 3339, UTC, microseconds
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", inside["time"])
 
 
 @pytest.mark.parametrize("name", JSON_LINES)

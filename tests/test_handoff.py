@@ -315,7 +315,7 @@ class TestHeaders:
                 raise ValueError
 
         headers = Snapshot({"b": Broken()}).to_headers()
-        assert Snapshot.from_headers(headers)["b"] == "<unprintable Broken>"
+        assert Snapshot.from_headers(headers)["b"] == "<unrepresentable Broken>"
 
     def test_to_headers_refuses_what_the_receiver_would(self) -> None:
         with pytest.raises(ContextError, match="control character"):

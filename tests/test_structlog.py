@@ -774,21 +774,22 @@ def test_config_one_json_stream(name: str) -> None:
     assert len(lines) == 14
     for mode, chunk in (("direct", lines[:7]), ("queued", lines[7:])):
         *inside, outside = chunk
+        # The names and the values of the stdlib JSON line (json_formatter()).
         assert [(line["logger"], line["level"]) for line in inside] == [
-            ("app.structlog", "info"),
-            ("app.stdlib", "info"),
-            ("app.stdlib", "info"),
-            ("httpx", "info"),
-            ("app.stdlib", "warning"),
-            ("app.stdlib", "error"),
+            ("app.structlog", "INFO"),
+            ("app.stdlib", "INFO"),
+            ("app.stdlib", "INFO"),
+            ("httpx", "INFO"),
+            ("app.stdlib", "WARNING"),
+            ("app.stdlib", "ERROR"),
         ]
         # A stdlib record's extra= values are in its line and win over the context,
         # as a structlog call's keywords do; its message stays the event.
         extra = inside.pop(2)
-        assert extra["event"] == "with extra"
+        assert extra["message"] == "with extra"
         assert (extra["order_id"], extra["user_id"]) == (7, "explicit")
         assert extra["request_id"] == f"r-{mode}"
-        events = [line["event"] for line in inside]
+        events = [line["message"] for line in inside]
         assert events[:2] == ["structlog event", f"stdlib record {mode}"]
         assert re.fullmatch(
             r'HTTP Request: GET http://127\.0\.0\.1:\d+/ "HTTP/1\.\d 204 .*"', events[2]
@@ -797,21 +798,22 @@ def test_config_one_json_stream(name: str) -> None:
         for line in inside:
             assert line["request_id"] == f"r-{mode}", line
             assert line["user_id"] == "u-1", line
-            assert line["timestamp"].endswith("Z")
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["time"])
+            assert list(line)[:4] == ["time", "level", "logger", "message"]
             # Only the fields a line should have: no LogRecord attribute leaks in.
             assert set(line) <= {
-                "event",
+                "message",
                 "request_id",
                 "user_id",
                 "level",
                 "logger",
-                "timestamp",
+                "time",
                 "mode",
                 "exception",
             }, line
         assert inside[0]["mode"] == mode
         assert "ZeroDivisionError" in inside[4]["exception"]
-        assert outside["event"] == "outside"
+        assert outside["message"] == "outside"
         assert "request_id" not in outside
 
 
@@ -842,9 +844,9 @@ def test_listener_side_rendering_of_records_from_ctxlog_queue_handler() -> None:
         listener.stop()
         logger.removeHandler(handler)
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
-    assert first["event"] == "queued record"
+    assert first["message"] == "queued record"
     assert (first["request_id"], first["user_id"]) == ("r-1", "explicit")
-    assert second["event"] == "outside"
+    assert second["message"] == "outside"
     assert "request_id" not in second
 
 
