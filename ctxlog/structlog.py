@@ -19,6 +19,7 @@ Importing this module imports structlog; ``import ctxlog`` never does.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
@@ -641,7 +642,7 @@ def _record_extras(
     attributes (``_logger``, ``_name``).
     """
     record = event_dict.get("_record")
-    if record is not None and not event_dict.get("_from_structlog"):
+    if isinstance(record, logging.LogRecord) and not event_dict.get("_from_structlog"):
         for key, value in record.__dict__.items():
             if key not in RESERVED_ATTRS and key not in event_dict:
                 event_dict[key] = value
@@ -672,7 +673,7 @@ def _line_fields(
     of the call, an ``extra=`` value) is kept under a free ``ctx_`` name.
     """
     record = event_dict.get("_record")
-    if record is not None:
+    if isinstance(record, logging.LogRecord):
         created, level, name = record.created, record.levelname, record.name
     else:
         created = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import copy
 import gc
 import io
 import json
@@ -1032,3 +1033,30 @@ class TestQueueHandler:
         assert len(records) == 12
         for record in records:
             assert record["request_id"] == "r-" + record["message"][2:]
+
+
+class TestEdges:
+    @pytest.mark.parametrize("char", ["\u2028", "\u2029", "\u202e", "\u2066", "\x85"])
+    def test_from_headers_refuses_separators_and_bidi_controls(self, char: str) -> None:
+        text = json.dumps({"note": f"a{char}b"}, ensure_ascii=True)
+        with pytest.raises(ContextError, match="control character"):
+            Snapshot.from_headers({CONTEXT_HEADER: text})
+        with pytest.raises(ContextError, match="control character"):
+            Snapshot({"note": f"a{char}b"}).to_headers()
+
+    @pytest.mark.parametrize("headers", [None, 5, "X-Ctxlog-Context: {}", b"raw"])
+    def test_from_headers_of_no_headers(self, headers: Any) -> None:
+        with pytest.raises(ContextError, match="takes a mapping or"):
+            Snapshot.from_headers(headers)
+
+    def test_copies_of_a_snapshot_are_itself(self) -> None:
+        with ctxlog.bind(lock=threading.Lock()):
+            snap = ctxlog.snapshot()
+        assert copy.copy(snap) is snap
+        assert copy.deepcopy(snap) is snap
+
+    def test_wrap_and_thread_check_their_arguments(self) -> None:
+        with pytest.raises(ContextError, match="wrap\\(\\) takes a function"):
+            ctxlog.wrap(42)  # type: ignore[arg-type]  # the misuse under test
+        with pytest.raises(ContextError, match=r"takes a contextvars\.Context, not str"):
+            ctxlog.Thread(target=print, context="x")  # type: ignore[arg-type]  # same

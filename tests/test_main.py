@@ -145,3 +145,23 @@ class TestSimulatedDemo:
         )
         assert result.returncode == 1
         assert "crossed: 1" in result.stdout
+
+
+def test_check_reports_a_deeply_nested_line_and_goes_on(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    nested = json.dumps({"request_id": "r-1", "x": json.loads("[" * 500 + "]" * 500)})
+    path = tmp_path / "deep.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"request_id": "r-1", "message": "a"}),
+                f'{{"request_id": "r-2", "v": {deep}}}',
+                nested,
+            ]
+        ),
+        encoding="utf-8",
+    )
+    report = check_files([path])
+    assert report.count("invalid-json") == 1
+    assert report.lines == 2
+    assert [p.lineno for p in report.problems] == [2]

@@ -270,3 +270,16 @@ def test_exc_info_passes_through() -> None:
 
 def test_repr() -> None:
     assert "RequestContextMiddleware" in repr(RequestContextMiddleware(context_app([])))
+
+
+def test_a_repeated_traceparent_is_refused() -> None:
+    """Servers join repeated headers with a comma; the later-version pattern would
+    otherwise accept the joined value."""
+    seen: list[dict[str, Any]] = []
+    app = RequestContextMiddleware(context_app(seen))
+    joined = f"{TRACEPARENT[:-2]}01-x,{TRACEPARENT}".replace("00-", "01-", 1)
+    call(app, environ(HTTP_X_REQUEST_ID="r-1", HTTP_TRACEPARENT=joined))
+    call(app, environ(HTTP_X_REQUEST_ID="r-2", HTTP_TRACEPARENT=f"{TRACEPARENT},{TRACEPARENT}"))
+    assert [s.get("trace_id") for s in seen] == [None, None]
+    call(app, environ(HTTP_X_REQUEST_ID="r-3", HTTP_TRACEPARENT=TRACEPARENT))
+    assert seen[-1]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
