@@ -673,6 +673,7 @@ def _line_fields(
     of the call, an ``extra=`` value) is kept under a free ``ctx_`` name.
     """
     record = event_dict.get("_record")
+    name: str | None
     if isinstance(record, logging.LogRecord):
         created, level, name = record.created, record.levelname, record.name
     else:
