@@ -21,6 +21,7 @@ __all__ = [
     "dumps_line",
     "escape_unsafe",
     "json_safe",
+    "orjson_dumps_line",
     "placeholder",
     "rfc3339",
     "safe_str",
@@ -90,7 +91,8 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
             return number
         if issubclass(kind, float):
             real = float.__float__(value)
-            return real if math.isfinite(real) else str(real)
+            # JSON has no NaN or infinity: null, as orjson and JSON.stringify write them.
+            return real if math.isfinite(real) else None
         if issubclass(kind, dict | list | tuple):
             if depth <= 0:
                 return safe_str(value)
@@ -135,6 +137,24 @@ def dumps_line(obj: Any, **kwargs: Any) -> str:
         kwargs.pop("cls", None)
         text = json.dumps(json_safe(obj, default=default), **kwargs)
     return escape_unsafe(text)
+
+
+def orjson_dumps_line(dumps: Callable[..., bytes]) -> Callable[..., str]:
+    """:func:`dumps_line` with *dumps* (``orjson.dumps``) for the common case.
+
+    Whatever orjson refuses (ints over 64 bits, non-string keys, deep or
+    circular nesting, lone surrogates, a *default* that fails) is written by
+    :func:`dumps_line` instead.
+    """
+
+    def line(obj: Any, *, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
+        try:
+            text = dumps(obj, default=default).decode()
+        except Exception:  # noqa: BLE001 -- the strict path below never fails
+            return dumps_line(obj, default=default, ensure_ascii=False)
+        return escape_unsafe(text)
+
+    return line
 
 
 # One entry: the whole second of the last timestamp written, as text.

@@ -10,19 +10,21 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterable, Mapping
-from typing import IO, Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, Any, Final, Literal
 
 from ctxlog._errors import ContextError
 from ctxlog._projection import LINE_FIELDS, UNCACHED, ConflictPolicy, Projection, free_key
 from ctxlog._store import store
-from ctxlog._values import dumps_line, rfc3339
+from ctxlog._values import dumps_line, orjson_dumps_line, rfc3339
 
 __all__ = [
     "RESERVED_ATTRS",
     "ContextFilter",
+    "Serializer",
     "configure",
     "install_record_factory",
+    "json_formatter",
     "uninstall_record_factory",
 ]
 
@@ -304,8 +306,6 @@ def uninstall_record_factory() -> None:
 
 _CONFIGURED_MARK: Final = "_ctxlog_configured"
 
-_EXCEPTION_KEYS: Final = {"exc_info": "exception", "stack_info": "stack"}
-
 
 def _json_formatter_class() -> type[Any]:
     """python-json-logger's ``JsonFormatter``, writing ctxlog's line (made once)."""
@@ -325,28 +325,37 @@ def _json_formatter_class() -> type[Any]:
 
     class ContextJsonFormatter(JsonFormatter):
         """One JSON object per record: ``time``, ``level``, ``logger``, ``message``,
-        then the context and ``extra=`` values, then ``exception`` / ``stack``."""
+        then the context and ``extra=`` values, then ``exception`` / ``stack``.
 
-        def add_fields(
-            self,
-            log_data: dict[str, Any],
-            record: logging.LogRecord,
-            message_dict: dict[str, Any],
-        ) -> None:
-            log_data["time"] = rfc3339(record.created)
-            log_data["level"] = record.levelname
-            log_data["logger"] = record.name
-            log_data["message"] = record.message
+        ``format()`` builds the object in one pass over the record (the base
+        class's generic field machinery is what a line spent most of its time
+        in), then hands it to the serializer.
+        """
+
+        def format(self, record: logging.LogRecord) -> str:
+            msg = record.msg
+            record.message = "" if isinstance(msg, dict) else record.getMessage()
+            data: dict[str, Any] = {
+                "time": rfc3339(record.created),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.message,
+            }
             for key, value in record.__dict__.items():
                 if key not in RESERVED_ATTRS:
-                    log_data[free_key(key, log_data) if key in _LINE_FIELDS else key] = value
-            # The formatted traceback and stack, and the keys of a dict logged as
-            # the message (which win over the context, as extra= does).
-            for key, value in message_dict.items():
-                if key in _EXCEPTION_KEYS:
-                    log_data[_EXCEPTION_KEYS[key]] = value
-                else:
-                    log_data[free_key(key, log_data) if key in _LINE_FIELDS else key] = value
+                    data[free_key(key, data) if key in _LINE_FIELDS else key] = value
+            if isinstance(msg, dict):
+                # A dict logged as the message: its keys win, as extra= does.
+                for key, value in msg.items():
+                    data[free_key(key, data) if key in _LINE_FIELDS else key] = value
+            if record.exc_info and not record.exc_text:
+                record.exc_text = str(self.formatException(record.exc_info))
+            if record.exc_text:
+                data["exception"] = record.exc_text
+            if record.stack_info:
+                data["stack"] = self.formatStack(record.stack_info)
+            text: str = self.json_serializer(data, default=self.json_default, ensure_ascii=False)
+            return text
 
     _JSON_FORMATTER = ContextJsonFormatter
     return ContextJsonFormatter
@@ -356,7 +365,26 @@ _JSON_FORMATTER: type[Any] | None = None
 _LINE_FIELDS: Final = frozenset(LINE_FIELDS)
 
 
-def json_formatter() -> logging.Formatter:
+Serializer = Literal["auto", "json", "orjson"]
+
+
+def _serializer(kind: Serializer) -> Callable[..., str]:
+    if kind not in ("auto", "json", "orjson"):
+        msg = f"json_formatter(serializer={kind!r}): use 'auto', 'json' or 'orjson'."
+        raise ContextError(msg)
+    if kind == "json":
+        return dumps_line
+    try:
+        import orjson  # noqa: PLC0415 -- optional dependency, loaded with the formatter
+    except ImportError as exc:
+        if kind == "auto":
+            return dumps_line
+        msg = "json_formatter(serializer='orjson') needs orjson: pip install 'ctxlog[orjson]'"
+        raise ImportError(msg, name="orjson") from exc
+    return orjson_dumps_line(orjson.dumps)
+
+
+def json_formatter(serializer: Serializer = "auto") -> logging.Formatter:
     """Return the JSON-lines formatter ``configure()`` uses (python-json-logger's
     ``JsonFormatter``, set up for ctxlog).
 
@@ -372,13 +400,20 @@ def json_formatter() -> logging.Formatter:
     surrogates are escaped; other text stays readable UTF-8.  From
     ``dictConfig``: ``{"()": "ctxlog.stdlib.json_formatter"}``.
 
-    :raises ImportError: python-json-logger is not installed; the message names
-        the extra to install.
+    *serializer*: ``"orjson"`` writes with orjson (``pip install
+    'ctxlog[orjson]'``; a third less per line), ``"json"`` with the standard
+    library, ``"auto"`` (the default) with orjson when it is installed.  The
+    line is the same either way (NaN and infinities are ``null``).
+
+    :raises ImportError: python-json-logger (or orjson, when asked for) is not
+        installed; the message names the extra to install.
+    :raises ContextError: *serializer* is not one of the three.
 
     .. versionadded:: 0.1.0
     """
+    dumps = _serializer(serializer)
     formatter: logging.Formatter = _json_formatter_class()(
-        "%(message)s", json_ensure_ascii=False, json_serializer=dumps_line
+        "%(message)s", json_ensure_ascii=False, json_serializer=dumps
     )
     return formatter
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import ctxlog
 import ctxlog.structlog as cs
-from ctxlog.stdlib import json_formatter
+from ctxlog.stdlib import Serializer, json_formatter
 from tests import strategies
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
@@ -81,7 +81,7 @@ def own_logger(name: str, handler: logging.Handler) -> logging.Logger:
 def from_configure() -> Output:
     stream = io.StringIO()
     ctxlog.configure(stream=stream, level="DEBUG")
-    return Output(logging.getLogger("app.configure"), stream)
+    return Output(logging.getLogger("ctxlog.test.lines.configure"), stream)
 
 
 def from_file(name: str) -> Output:
@@ -93,7 +93,7 @@ def from_file(name: str) -> Output:
     assert isinstance(handler, logging.StreamHandler)
     stream = io.StringIO()
     handler.setStream(stream)
-    return Output(logging.getLogger(f"app.{name}"), stream)
+    return Output(logging.getLogger(f"ctxlog.test.lines.{name}"), stream)
 
 
 class QueuedOutput(Output):
@@ -126,8 +126,18 @@ def from_record_factory() -> Output:
     return Output(own_logger("factory", handler), stream)
 
 
+def with_serializer(serializer: Serializer) -> Output:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter(serializer))
+    handler.addFilter(ctxlog.ContextFilter())
+    return Output(own_logger(serializer, handler), stream)
+
+
 PATHS: dict[str, Callable[[], Output]] = {
     "configure": from_configure,
+    "serializer-json": lambda: with_serializer("json"),
+    "serializer-orjson": lambda: with_serializer("orjson"),
     "logging-json.json": lambda: from_file("logging-json.json"),
     "logging-json.yaml": lambda: from_file("logging-json.yaml"),
     "structlog-json.json": lambda: from_file("structlog-json.json"),

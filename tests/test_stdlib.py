@@ -445,8 +445,8 @@ class TestConfigure:
         ]
         values = {p["request_id"]: p["value"] for p in parsed}
         assert values["tuple_keys"] == {"(1, 2)": "a", "b'raw'": "b"}
-        assert values["nan"] == "nan"
-        assert values["inf"] == ["-inf"]
+        assert values["nan"] is None  # JSON has no NaN: null, whichever serializer
+        assert values["inf"] == [None]
         assert values["huge"] == f"<int of {(10**5000).bit_length()} bits>"
         assert values["surrogate"] == "caf\udce9"
 
