@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-__all__ = ["CheckReport", "Problem", "check_files", "check_lines", "check_records"]
+__all__ = [
+    "CheckReport",
+    "Problem",
+    "ProblemKind",
+    "check_files",
+    "check_lines",
+    "check_records",
+]
 
 ProblemKind = Literal["invalid-json", "missing", "crossed"]
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from ctxlog._check import CheckReport, check_records
+from ctxlog._check import CheckReport, ProblemKind, check_records
 from ctxlog._projection import Projection
 from ctxlog._store import UNIT_KEY, store
 from ctxlog.stdlib import RESERVED_ATTRS
@@ -146,12 +146,7 @@ def assert_every_line_has(
 
     .. versionadded:: 0.1.0
     """
-    report = check(lines, key=key, ignore_loggers=ignore_loggers)
-    missing = [p for p in report.problems if p.kind == "missing"]
-    if missing:
-        shown = "; ".join(f"{p.where}: {p.detail}" for p in missing[:10])
-        msg = f"{len(missing)} of {report.lines} lines carry no {key}: {shown}"
-        raise AssertionError(msg)
+    _fail_on(check(lines, key=key, ignore_loggers=ignore_loggers), "missing", f"carry no {key}")
 
 
 def assert_no_crossing(
@@ -165,11 +160,15 @@ def assert_no_crossing(
 
     .. versionadded:: 0.1.0
     """
-    report = check(lines, key=key, ignore_loggers=ignore_loggers)
-    crossed = [p for p in report.problems if p.kind == "crossed"]
-    if crossed:
-        shown = "; ".join(f"{p.where}: {p.detail}" for p in crossed[:10])
-        msg = f"{len(crossed)} of {report.lines} lines cross units of work: {shown}"
+    _fail_on(check(lines, key=key, ignore_loggers=ignore_loggers), "crossed", "cross units of work")
+
+
+def _fail_on(report: CheckReport, kind: ProblemKind, what: str) -> None:
+    """Raise AssertionError naming the first lines with problems of *kind*."""
+    found = [p for p in report.problems if p.kind == kind]
+    if found:
+        shown = "; ".join(f"{p.where}: {p.detail}" for p in found[:10])
+        msg = f"{len(found)} of {report.lines} lines {what}: {shown}"
         raise AssertionError(msg)
 
 
