@@ -39,13 +39,19 @@ from ctxlog.stdlib import (
 )
 
 if TYPE_CHECKING:
+    from ctxlog._asyncio import asyncio_exception_handler, install_asyncio_handler
     from ctxlog._process import ProcessPoolExecutor
     from ctxlog._queue import QueueHandler
 
 __version__ = "0.1.0.dev0"
 
-# Loaded on first use: they import multiprocessing / logging.handlers.
-_LAZY = {"ProcessPoolExecutor": "ctxlog._process", "QueueHandler": "ctxlog._queue"}
+# Loaded on first use: they import multiprocessing / logging.handlers / asyncio.
+_LAZY = {
+    "ProcessPoolExecutor": "ctxlog._process",
+    "QueueHandler": "ctxlog._queue",
+    "asyncio_exception_handler": "ctxlog._asyncio",
+    "install_asyncio_handler": "ctxlog._asyncio",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -76,12 +82,14 @@ __all__ = [
     "Token",
     "aisolate",
     "annotate",
+    "asyncio_exception_handler",
     "bind",
     "cache_scope",
     "clear",
     "configure",
     "current",
     "get",
+    "install_asyncio_handler",
     "install_record_factory",
     "isolate",
     "memoize",

@@ -113,7 +113,23 @@ class _RunIn:
             msg = "ctxlog.Thread: run() was already handed over to the started thread."
             raise RuntimeError(msg)
         vars(thread).pop("run", None)
-        ctx.run(run)
+        ctx.run(_run_reporting, thread, run)
+
+
+def _run_reporting(thread: threading.Thread, run: Callable[[], object]) -> None:
+    """Run *run*; an exception it lets out reaches ``threading.excepthook`` here,
+    inside the thread's context, so a hook that logs writes the context too.
+
+    (Left to ``threading``, the hook would run after the context is gone.)
+    """
+    try:
+        run()
+    except BaseException:  # noqa: BLE001 -- every exception, as threading reports them
+        exc_type, exc_value, exc_tb = sys.exc_info()
+        try:
+            threading.excepthook(threading.ExceptHookArgs((exc_type, exc_value, exc_tb, thread)))
+        finally:
+            del exc_type, exc_value, exc_tb  # no reference cycle through the traceback
 
 
 class Thread(threading.Thread):
@@ -122,7 +138,9 @@ class Thread(threading.Thread):
     The copy is taken when :meth:`start` is called, in the thread that calls
     it: the Python 3.14 semantics (``sys.flags.thread_inherit_context``), on
     every supported version and whatever that flag says.  ``run()`` overridden
-    in a subclass runs in the copy too.  Pass ``context=`` to run in a given
+    in a subclass runs in the copy too, and so does :func:`threading.excepthook`
+    for an exception the thread lets out (a hook that logs writes the
+    context).  Pass ``context=`` to run in a given
     :class:`contextvars.Context` instead (as on 3.14; it must not be entered
     elsewhere at the same time).
 
