@@ -53,6 +53,7 @@ class Policy:
         "request_fields",
         "trace_key",
         "traceparent",
+        "update_request_header",
         "validator",
     )
 
@@ -68,6 +69,7 @@ class Policy:
         traceparent: bool,
         trace_key: str,
         max_length: int,
+        update_request_header: bool,
         where: str,
     ) -> None:
         if not isinstance(header, str) or not header or match_request_id(header) is None:
@@ -91,6 +93,11 @@ class Policy:
                 f"choose among {sorted(REQUEST_FIELDS)}."
             )
             raise ContextError(msg)
+        flags = (("echo", echo), ("traceparent", traceparent))
+        for name, flag in (*flags, ("update_request_header", update_request_header)):
+            if not isinstance(flag, bool):
+                msg = f"{where}({name}={flag!r}): give True or False."
+                raise ContextError(msg)
         if not isinstance(max_length, int) or max_length < 1:
             msg = f"{where}(max_length={max_length!r}): give a positive int."
             raise ContextError(msg)
@@ -116,6 +123,7 @@ class Policy:
         self.traceparent = traceparent
         self.trace_key = trace_key
         self.max_length = max_length
+        self.update_request_header = update_request_header
         # Values this short are checked by one regex when the validator is the default.
         self.fast_cap = (
             min(max_length, MAX_REQUEST_ID_LENGTH) if validator is is_valid_request_id else 0
@@ -232,4 +240,5 @@ class Policy:
             "echo": self.echo,
             "request_fields": self.request_fields,
             "traceparent": self.traceparent,
+            "update_request_header": self.update_request_header,
         }

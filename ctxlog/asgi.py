@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, TypeAlias
 
+from ctxlog._errors import ContextError
 from ctxlog._middleware import Policy
 from ctxlog._store import store
 from ctxlog.headers import (
@@ -60,6 +61,9 @@ class RequestContextMiddleware:
       memoize cache, and what :func:`ctxlog.annotate` adds;
     * echoes the id in the response (and websocket accept) headers, unless
       *echo* is off or the application set that header itself;
+    * with *update_request_header* (the default), hands the application a
+      scope whose *header* holds that same id, once: a view that reads the
+      header sees the id the lines carry, never a rejected or missing value;
     * keeps all of it bound until the application returns: streamed bodies,
       background tasks and tasks the request starts carry the id.
 
@@ -106,7 +110,13 @@ class RequestContextMiddleware:
         trace_key: str = "trace_id",
         max_length: int = MAX_REQUEST_ID_LENGTH,
         error_response: bool = True,
+        update_request_header: bool = True,
     ) -> None:
+        if not isinstance(error_response, bool):
+            msg = (
+                f"RequestContextMiddleware(error_response={error_response!r}): give True or False."
+            )
+            raise ContextError(msg)
         self.app = app
         self.error_response = error_response
         self._policy = Policy(
@@ -119,10 +129,13 @@ class RequestContextMiddleware:
             traceparent=traceparent,
             trace_key=trace_key,
             max_length=max_length,
+            update_request_header=update_request_header,
             where="RequestContextMiddleware",
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(  # noqa: PLR0915 -- the per-request path, kept in one frame on purpose
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":  # noqa: PLR1714 -- two compares beat a set lookup here
             await self.app(scope, receive, send)
@@ -155,6 +168,11 @@ class RequestContextMiddleware:
         else:
             incoming = policy.incoming(raw_id, id_count, raw_traceparent, traceparent_count)
         pair = (wanted, incoming[1].encode("ascii"))
+        if policy.update_request_header and (id_count != 1 or raw_id != pair[1]):
+            # The application reads the id the lines carry, never a rejected one.
+            # A new scope: the server's own is left as it sent it.
+            kept = [h for h in scope.get("headers", ()) if h[0] != wanted]
+            scope = {**scope, "headers": [*kept, pair]}
         echo = policy.echo
         started = False
 

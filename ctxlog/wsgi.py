@@ -12,11 +12,13 @@ so the next request on that thread starts clean.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import Context, copy_context
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
+from ctxlog._errors import ContextError
 from ctxlog._middleware import Incoming, Policy
 from ctxlog._store import UnitEntry, store
 from ctxlog.headers import (
@@ -63,6 +65,13 @@ class RequestContextMiddleware:
 
     Repeated headers reach a WSGI application joined by commas, which the
     default validator refuses: they are replaced like any invalid value.
+    With *update_request_header* (the default) the application finds the
+    chosen id in ``environ`` under the header's key, never a rejected or
+    missing value.  When the application raises, the middleware logs the
+    error on the ``ctxlog.wsgi`` logger (``"Exception in WSGI application"``,
+    with the traceback, in the request's context: the line carries the id)
+    and answers a plain ``500`` carrying the header, unless *error_response*
+    is off (the exception then reaches the server, whose line carries no id).
 
     :raises ctxlog.ContextError: an option is invalid (at construction), or
         the *generator* returns something that cannot be sent in a header.
@@ -70,7 +79,7 @@ class RequestContextMiddleware:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_environ_key", "_policy", "app")
+    __slots__ = ("_environ_key", "_policy", "app", "error_response")
 
     def __init__(
         self,
@@ -85,8 +94,16 @@ class RequestContextMiddleware:
         traceparent: bool = True,
         trace_key: str = "trace_id",
         max_length: int = MAX_REQUEST_ID_LENGTH,
+        error_response: bool = True,
+        update_request_header: bool = True,
     ) -> None:
+        if not isinstance(error_response, bool):
+            msg = (
+                f"RequestContextMiddleware(error_response={error_response!r}): give True or False."
+            )
+            raise ContextError(msg)
         self.app = app
+        self.error_response = error_response
         self._policy = Policy(
             header=header,
             key=key,
@@ -97,6 +114,7 @@ class RequestContextMiddleware:
             traceparent=traceparent,
             trace_key=trace_key,
             max_length=max_length,
+            update_request_header=update_request_header,
             where="RequestContextMiddleware",
         )
         self._environ_key = "HTTP_" + header.upper().replace("-", "_")
@@ -132,6 +150,9 @@ class RequestContextMiddleware:
             client=client,
         )
         scope = ctx.run(_enter, policy, incoming)
+        if policy.update_request_header:
+            # The application reads the id the lines carry, never a rejected one.
+            environ[self._environ_key] = incoming[1]
 
         if policy.echo:
             pair = (policy.header, incoming[1])
@@ -149,6 +170,15 @@ class RequestContextMiddleware:
             app_start = start_response
         try:
             result = ctx.run(self.app, environ, app_start)
+        except Exception:
+            if not self.error_response:
+                ctx.run(_leave, scope)
+                raise
+            # Logged here, in the request's context: the server would log it
+            # after this call, where the id is gone.  Then a 500 carrying the id.
+            ctx.run(_logger.error, "Exception in WSGI application", exc_info=True)
+            ctx.run(_leave, scope)
+            return _error_response(start_response, policy, incoming[1])
         except BaseException:
             ctx.run(_leave, scope)
             raise
@@ -156,6 +186,22 @@ class RequestContextMiddleware:
 
     def __repr__(self) -> str:
         return f"ctxlog.wsgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"
+
+
+_ERROR_BODY: Final = b"Internal Server Error"
+
+
+def _error_response(start_response: StartResponse, policy: Policy, request_id: str) -> list[bytes]:
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(_ERROR_BODY))),
+    ]
+    if policy.echo:
+        headers.append((policy.header, request_id))
+    # exc_info: allowed to replace a response the application started, as
+    # long as nothing was sent (WSGI sends headers with the first body chunk).
+    start_response("500 Internal Server Error", headers, sys.exc_info())
+    return [_ERROR_BODY]
 
 
 class _Scope:

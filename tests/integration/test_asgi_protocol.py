@@ -536,3 +536,30 @@ def test_a_cache_scope_per_request() -> None:
     assert asyncio.run(load("y")) == "Y"  # outside a request: called through
     assert asyncio.run(load("y")) == "Y"
     assert calls[-2:] == ["y", "y"]
+
+
+def test_the_application_sees_the_id_the_lines_carry() -> None:
+    """The request header in the scope is the id the lines carry (once), never a
+    rejected or missing value; the server's own scope is left as it was."""
+    found: list[list[bytes]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        found.append([v for k, v in scope["headers"] if k == b"x-request-id"])
+        assert [v.decode() for v in found[-1]] == [ctxlog.get("request_id")]
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = RequestContextMiddleware(app)
+    bad = http_scope((b"x-request-id", b"a b"), (b"x-request-id", b"twice"))
+    for scope in (bad, http_scope(), http_scope((b"x-request-id", b"good-1"))):
+        run(middleware, scope, Seen())
+    assert [len(v) for v in found] == [1, 1, 1]
+    assert found[2] == [b"good-1"]
+    assert bad["headers"] == [(b"x-request-id", b"a b"), (b"x-request-id", b"twice")]
+    plain = RequestContextMiddleware(make_app(Seen()), update_request_header=False)
+    untouched = http_scope((b"x-request-id", b"a b"))
+    run(plain, untouched, Seen())
+    with pytest.raises(ctxlog.ContextError, match="update_request_header"):
+        RequestContextMiddleware(app, update_request_header=None)  # type: ignore[arg-type]
+    with pytest.raises(ctxlog.ContextError, match="error_response"):
+        RequestContextMiddleware(app, error_response="no")  # type: ignore[arg-type]

@@ -241,15 +241,58 @@ def test_close_is_idempotent_and_ends_the_cache_scope() -> None:
     getattr(result, "close")()  # noqa: B009 -- twice is allowed
 
 
-def test_an_application_that_raises() -> None:
+def test_an_application_that_raises(captured: Captured) -> None:
+    """The error is logged in the request's context and answered with a 500
+    carrying the id (the server would log it where the id is gone)."""
+
     def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         ctxlog.set(user="u")
+        start_response("200 OK", [("Content-Type", "text/plain")])  # replaced: nothing sent
         msg = "boom"
         raise RuntimeError(msg)
 
-    with pytest.raises(RuntimeError, match="boom"):
-        RequestContextMiddleware(app)(environ(), Started())
+    captured.handler.setFormatter(logging.Formatter("%(request_id)s|%(message)s"))
+    captured.handler.addFilter(ctxlog.ContextFilter())
+    logging.getLogger("ctxlog.wsgi").addHandler(captured.handler)
+    try:
+        started = Started()
+        body = RequestContextMiddleware(app)(environ(HTTP_X_REQUEST_ID="r-500"), started)
+    finally:
+        logging.getLogger("ctxlog.wsgi").removeHandler(captured.handler)
+    assert started.status == "500 Internal Server Error"
+    assert ("X-Request-ID", "r-500") in started.headers
+    assert list(body) == [b"Internal Server Error"]
+    (line,) = captured.stream.getvalue().split("\nTraceback")[:1]
+    assert line == "r-500|Exception in WSGI application"
+    assert "RuntimeError: boom" in captured.stream.getvalue()
     assert ctxlog.current() == {}
+    with pytest.raises(RuntimeError, match="boom"):
+        RequestContextMiddleware(app, error_response=False)(environ(), Started())
+    assert ctxlog.current() == {}
+
+
+def test_the_application_sees_the_id_the_lines_carry() -> None:
+    seen: list[object] = []
+
+    def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        seen.append(env.get("HTTP_X_REQUEST_ID"))
+        start_response("200 OK", [])
+        return [b""]
+
+    middleware = RequestContextMiddleware(app)
+    call(middleware, environ(HTTP_X_REQUEST_ID="bad id\n"))
+    call(middleware, environ())
+    call(middleware, environ(HTTP_X_REQUEST_ID="good-1"))
+    assert seen[2] == "good-1"
+    assert all(is_valid_request_id(value) for value in seen)
+    call(
+        RequestContextMiddleware(app, update_request_header=False), environ(HTTP_X_REQUEST_ID="x y")
+    )
+    assert seen[3] == "x y"
+    with pytest.raises(ctxlog.ContextError, match="update_request_header"):
+        RequestContextMiddleware(app, update_request_header="yes")  # type: ignore[arg-type]
+    with pytest.raises(ctxlog.ContextError, match="error_response"):
+        RequestContextMiddleware(app, error_response=1)  # type: ignore[arg-type]
 
 
 def test_exc_info_passes_through() -> None:
