@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,6 +41,7 @@ from ctxlog._errors import ContextError, check_key
 from ctxlog._snapshot import CONTEXT_HEADER as _SNAPSHOT_HEADER
 from ctxlog._snapshot import Snapshot
 from ctxlog._store import UnitEntry, store
+from ctxlog.headers import forwardable, new_request_id
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
 
@@ -68,10 +69,20 @@ class _Options:
     header: str
     task_id_key: str | None
     task_name_key: str | None
+    parent_task_id_key: str | None
+    root_task_id_key: str | None
+    request_id_key: str | None
+    generator: Callable[[], str]
 
     @property
     def task_keys(self) -> frozenset[str]:
-        return frozenset(k for k in (self.task_id_key, self.task_name_key) if k is not None)
+        keys = (
+            self.task_id_key,
+            self.task_name_key,
+            self.parent_task_id_key,
+            self.root_task_id_key,
+        )
+        return frozenset(k for k in keys if k is not None)
 
 
 _options: _Options | None = None
@@ -89,6 +100,10 @@ def install(
     header: str = CONTEXT_HEADER,
     task_id_key: str | None = "task_id",
     task_name_key: str | None = "task_name",
+    parent_task_id_key: str | None = "parent_task_id",
+    root_task_id_key: str | None = "root_task_id",
+    request_id_key: str | None = "request_id",
+    generator: Callable[[], str] = new_request_id,
 ) -> None:
     """Carry the context from task publishers to the tasks, and bind task fields in workers.
 
@@ -103,6 +118,14 @@ def install(
       must agree on it.
     - *task_id_key* / *task_name_key*: the keys the worker binds the task's
       id and name under, ``None`` to bind neither.
+    - *parent_task_id_key* / *root_task_id_key*: the keys the worker binds
+      Celery's ``parent_id`` and ``root_id`` of the task under, whenever
+      Celery knows them (``None``: not bound).
+    - *request_id_key* / *generator*: a task published with nothing bound
+      under *request_id_key* (``"request_id"``, the middlewares' key) gets a
+      fresh id from *generator* at publish time, so that all the work a beat
+      schedule, a script or a worker starts shares one id along its chain;
+      ``None`` turns this off.
 
     What is carried: the values bound with :func:`ctxlog.bind` (and friends)
     and registered ContextVars, as :func:`ctxlog.snapshot` has them, but not
@@ -147,17 +170,42 @@ def install(
     allowed = None if keys is None else frozenset(keys)
     for key in allowed or ():
         check_key(key, "ctxlog.celery.install")
-    for task_key in (task_id_key, task_name_key):
+    named = {
+        "task_id_key": task_id_key,
+        "task_name_key": task_name_key,
+        "parent_task_id_key": parent_task_id_key,
+        "root_task_id_key": root_task_id_key,
+        "request_id_key": request_id_key,
+    }
+    for option, task_key in named.items():
         if task_key is not None:
-            check_key(task_key, "ctxlog.celery.install")
-    if task_id_key is not None and task_id_key == task_name_key:
+            check_key(task_key, f"ctxlog.celery.install({option}=...)")
+    given = [(option, k) for option, k in named.items() if k is not None]
+    for i, (option, task_key) in enumerate(given):
+        for other, other_key in given[i + 1 :]:
+            if task_key == other_key:
+                msg = (
+                    f"ctxlog.celery.install(): {option} and {other} are both "
+                    f"{task_key!r}; give them different names."
+                )
+                raise ContextError(msg)
+    if not callable(generator):
         msg = (
-            f"ctxlog.celery.install(): task_id_key and task_name_key are both "
-            f"{task_id_key!r}; give them different names."
+            f"ctxlog.celery.install(generator={generator!r}): give a function that "
+            "returns a new id."
         )
         raise ContextError(msg)
     with _lock:
-        _options = _Options(allowed, header, task_id_key, task_name_key)
+        _options = _Options(
+            allowed,
+            header,
+            task_id_key,
+            task_name_key,
+            parent_task_id_key,
+            root_task_id_key,
+            request_id_key,
+            generator,
+        )
         _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
         _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
         _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
@@ -210,12 +258,32 @@ def _outgoing(options: _Options) -> dict[str, Any]:
     return data
 
 
+def _fresh_id(options: _Options) -> str:
+    request_id = options.generator()
+    if not forwardable(request_id):
+        msg = (
+            f"ctxlog.celery: the request-id generator {options.generator!r} returned "
+            f"{request_id!r}; it must return a non-empty printable ASCII str without spaces."
+        )
+        raise ContextError(msg)
+    return request_id
+
+
 def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     """``before_task_publish``: write the context into the message headers."""
     options = _options
     if options is None or headers is None:
         return
     data = _outgoing(options)
+    key = options.request_id_key
+    if key is not None and data.get(key) is None:
+        # Work no request started: the chain it begins shares one fresh id.
+        try:
+            data[key] = _fresh_id(options)
+        except ContextError as exc:  # Celery would swallow it: say so, publish anyway
+            _log.warning(
+                "Task %s was published without a request id: %s", kwargs.get("sender"), exc
+            )
     if not data:
         return
     try:
@@ -250,6 +318,12 @@ def _incoming(options: _Options, task: Any, task_id: Any) -> dict[str, Any]:
         values[options.task_id_key] = task_id
     if options.task_name_key is not None:
         values[options.task_name_key] = task.name
+    for key, known in (
+        (options.parent_task_id_key, request.get("parent_id")),
+        (options.root_task_id_key, request.get("root_id")),
+    ):
+        if key is not None and known is not None:
+            values[key] = known
     return values
 
 

@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import ctxlog
 import ctxlog.celery
 import ctxlog.otel
+from ctxlog.headers import is_valid_request_id
 from tests.conftest import Captured
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -259,20 +260,33 @@ def publish_mixed(tasks: Any, pool: str) -> list[Planned]:
     return planned
 
 
-def check_results(planned: list[Planned]) -> None:
-    """What each task saw, as it returned it (``whoami`` returns ``ctxlog.current()``)."""
+def check_results(planned: list[Planned]) -> dict[str, str]:
+    """What each task saw, as it returned it (``whoami`` returns ``ctxlog.current()``);
+    returns each task's request id (a fresh one, made at publish time, when none
+    was bound)."""
+    ids: dict[str, str] = {}
     for task in planned:
         value = task.result.get(timeout=20, interval=0.02, propagate=False)
         if task.failing:
             assert isinstance(value, ValueError)
             continue
-        expected = {"task_id": task.result.id, "task_name": "tasks.whoami"}
+        task_id = task.result.id
+        # A task published outside any request: a root task, with an id of its own.
+        expected = {"task_id": task_id, "task_name": "tasks.whoami", "root_task_id": task_id}
         if task.request_id is not None:
             expected.update(request_id=task.request_id, user_id=f"u-{task.tag}")
+        else:
+            expected["request_id"] = value.get("request_id")
+            assert is_valid_request_id(expected["request_id"])
+            assert expected["request_id"] not in ids.values()
         assert value == expected
+        ids[task_id] = value["request_id"]
+    return ids
 
 
-def check_task_lines(lines: list[dict[str, Any]], planned: list[Planned]) -> None:
+def check_task_lines(
+    lines: list[dict[str, Any]], planned: list[Planned], ids: dict[str, str]
+) -> None:
     """Lines inside each task carry its context; the line after it carries none."""
     for task in planned:
         task_id = task.result.id
@@ -290,7 +304,11 @@ def check_task_lines(lines: list[dict[str, Any]], planned: list[Planned]) -> Non
             assert len(inside) == 3
         for line in inside:
             assert line["task_id"] == task_id
-            assert line["request_id"] == (task.request_id or "-")
+            assert line["root_task_id"] == task_id
+            if task.request_id is not None or not task.failing:
+                assert line["request_id"] == (task.request_id or ids[task_id])
+            else:  # a failing task returned nothing: its fresh id is still one
+                assert is_valid_request_id(line["request_id"])
             assert line.get("user_id") == (task.request_id and f"u-{task.tag}")
         # After the task, failed or not: nothing of it is left.
         after = by_message(lines, f"after {task_id}")
@@ -316,13 +334,15 @@ def test_worker(app_module: ModuleType, tmp_path: Path, pool: str, concurrency: 
         with ctxlog.bind(request_id=f"r-{pool}-spawn"):
             spawner = tasks.spawn.delay(f"{pool}-spawn")
 
-        check_results(planned)
+        ids = check_results(planned)
         child_id = spawner.get(timeout=20, interval=0.02)
         child = tasks.whoami.AsyncResult(child_id).get(timeout=20, interval=0.02)
         assert child == {
             "request_id": f"r-{pool}-spawn",
             "task_id": child_id,
             "task_name": "tasks.whoami",
+            "parent_task_id": spawner.id,
+            "root_task_id": spawner.id,
         }
 
         # Every task has ended once its "after" line is written (the README's one too).
@@ -336,7 +356,7 @@ def test_worker(app_module: ModuleType, tmp_path: Path, pool: str, concurrency: 
         assert charging["task_name"] == "tasks.charge"
         assert re.fullmatch(r"[0-9a-f-]{36}", charging["task_id"])
 
-        check_task_lines(lines, planned)
+        check_task_lines(lines, planned, ids)
         spawned = by_message(lines, f"whoami {pool}-spawn-child")
         assert spawned["task_id"] == child_id
         assert spawned["request_id"] == f"r-{pool}-spawn"
@@ -418,11 +438,20 @@ def run_as_worker(task: Any, headers: dict[str, Any] | None = None) -> Any:
 def test_publish_writes_the_bound_context(unit_app: Any, published: Published) -> None:
     task = as_task(unit_app, "unit.noop", noop)
     task.delay()
-    assert published.context() is None  # nothing bound, no header
+    # Nothing bound: a fresh request id, for the chain this task starts.
+    fresh = published.context()
+    assert fresh is not None
+    assert list(fresh) == ["request_id"]
+    assert is_valid_request_id(fresh["request_id"])
+    task.delay()
+    assert published.context() != fresh  # a new one for each
     with ctxlog.bind(request_id="r-1", user_id=7, task_id="of-the-parent", task_name="parent"):
         task.delay()
     # The task fields are the worker's to bind.
     assert published.context() == {"request_id": "r-1", "user_id": 7}
+    ctxlog.celery.install(request_id_key=None)
+    task.delay()
+    assert published.context() is None  # nothing bound, nothing made: no header
 
 
 def test_publish_carries_registered_vars_but_not_providers(
@@ -437,18 +466,23 @@ def test_publish_carries_registered_vars_but_not_providers(
         var.set("c-1")
         with tracer.start_as_current_span("publish"):
             assert "trace_id" in ctxlog.current()
-            task.delay()
-            assert published.context() == {"correlation_id": "c-1"}
-            with ctxlog.bind(span_id="bound-by-hand"):
+            with ctxlog.bind(request_id="r-otel"):
                 task.delay()
-            assert published.context() == {"correlation_id": "c-1", "span_id": "bound-by-hand"}
+                assert published.context() == {"correlation_id": "c-1", "request_id": "r-otel"}
+                with ctxlog.bind(span_id="bound-by-hand"):
+                    task.delay()
+                assert published.context() == {
+                    "correlation_id": "c-1",
+                    "request_id": "r-otel",
+                    "span_id": "bound-by-hand",
+                }
     finally:
         ctxlog.otel.uninstall()
         ctxlog.unregister(var)
 
 
 def test_publish_keys_and_header_options(unit_app: Any, published: Published) -> None:
-    ctxlog.celery.install(keys=["request_id"], header="x_context")
+    ctxlog.celery.install(keys=["request_id"], header="x_context", request_id_key=None)
     task = as_task(unit_app, "unit.noop", noop)
     with ctxlog.bind(request_id="r-2", secret="s"):
         task.delay()
@@ -660,6 +694,10 @@ def test_prerun_and_postrun_in_different_contexts(unit_app: Any) -> None:
         ({"keys": ["request_id", ""]}, "non-empty"),
         ({"task_id_key": ""}, "non-empty"),
         ({"task_id_key": "t", "task_name_key": "t"}, "different names"),
+        ({"root_task_id_key": "task_id"}, "task_id_key and root_task_id_key are both"),
+        ({"request_id_key": ""}, "non-empty"),
+        ({"parent_task_id_key": 3}, "non-empty"),
+        ({"generator": "uuid4"}, "give a function"),
     ],
 )
 def test_install_refuses_bad_options(options: dict[str, Any], match: str) -> None:
@@ -718,3 +756,19 @@ def test_annotated_values_travel_and_each_task_is_a_unit_of_work(
     assert dict(ctxlog.current()) == {}
     with pytest.raises(ctxlog.ContextError, match="needs a unit of work"):
         ctxlog.annotate(step="after")
+
+
+def test_a_generator_that_returns_no_id_is_refused_at_publish(
+    unit_app: Any, published: Published, captured: Captured
+) -> None:
+    ctxlog.celery.install(generator=lambda: "two words")
+    task = as_task(unit_app, "unit.noop", noop)
+    logging.getLogger("ctxlog.celery").addHandler(captured.handler)
+    try:
+        task.delay()
+    finally:
+        logging.getLogger("ctxlog.celery").removeHandler(captured.handler)
+    assert published.context() is None  # published all the same, without an id
+    (warning,) = captured.lines()
+    assert "published without a request id" in warning
+    assert "printable ASCII str without spaces" in warning
