@@ -40,6 +40,7 @@ from ctxlog.stdlib import (
 
 if TYPE_CHECKING:
     from ctxlog._asyncio import asyncio_exception_handler, install_asyncio_handler
+    from ctxlog._configs import load_config
     from ctxlog._process import ProcessPoolExecutor
     from ctxlog._queue import QueueHandler
 
@@ -51,6 +52,7 @@ _LAZY = {
     "QueueHandler": "ctxlog._queue",
     "asyncio_exception_handler": "ctxlog._asyncio",
     "install_asyncio_handler": "ctxlog._asyncio",
+    "load_config": "ctxlog._configs",
 }
 
 
@@ -92,6 +94,7 @@ __all__ = [
     "install_asyncio_handler",
     "install_record_factory",
     "isolate",
+    "load_config",
     "memoize",
     "outgoing_headers",
     "register",

@@ -1,4 +1,4 @@
-"""``python -m ctxlog``: the demo and the log checker."""
+"""``python -m ctxlog``: the demo, the log checker and the ready configurations."""
 
 from __future__ import annotations
 
@@ -51,6 +51,21 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _config(args: argparse.Namespace) -> int:
+    from ctxlog._configs import config_names, config_text  # noqa: PLC0415 -- this command only
+    from ctxlog._errors import ContextError  # noqa: PLC0415 -- same
+
+    if args.list or args.name is None:
+        print("\n".join(config_names()))
+        return 0
+    try:
+        sys.stdout.write(config_text(args.name))
+    except ContextError as exc:
+        print(f"python -m ctxlog config: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _count(minimum: int) -> Callable[[str], int]:
     """An argparse type: an int of at least *minimum*."""
 
@@ -95,6 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check.add_argument("--limit", type=_count(0), default=20, help="problems to print (default 20)")
     check.set_defaults(func=_check)
+
+    config = sub.add_parser(
+        "config",
+        help="print a ready logging configuration (for uvicorn --log-config, gunicorn, ...)",
+    )
+    config.add_argument("name", nargs="?", help="e.g. logging-json.json (--list for all)")
+    config.add_argument("--list", action="store_true", help="list the names")
+    config.set_defaults(func=_config)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)
