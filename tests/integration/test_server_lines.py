@@ -1,7 +1,7 @@
-"""A real uvicorn, started as a user starts it with the shipped JSON config
-(``python -m ctxlog config logging-json.json > log.json``, ``--log-config``):
-its own access lines and its "Exception in ASGI application" traceback carry
-the request id."""
+"""Real servers started as the docs start them with the shipped JSON config —
+uvicorn with ``--log-config`` on ``python -m ctxlog config logging-json.json``,
+gunicorn with uvicorn workers and ``logconfig_dict`` — write their own access
+lines and their "Exception in ASGI application" traceback with the request id."""
 
 from __future__ import annotations
 
@@ -55,31 +55,50 @@ def wait_until_up(port: int, proc: subprocess.Popen[bytes]) -> None:
     pytest.fail("the server did not start")
 
 
-def test_uvicorn_lines_with_the_shipped_config(tmp_path: Path) -> None:
+#: The gunicorn recipe of the docs: uvicorn workers, logconfig_dict.
+GUNICORN_CONF = """
+import ctxlog
+
+worker_class = "uvicorn_worker.UvicornWorker"
+accesslog = "-"
+logconfig_dict = ctxlog.load_config("logging-json.json")
+# gunicorn lays this over its own defaults, whose loggers name handlers of its
+# own; the uvicorn worker hands these loggers' handlers to uvicorn's loggers.
+logconfig_dict["loggers"] = {
+    name: {"level": "INFO", "handlers": ["stderr"], "propagate": False}
+    for name in ("gunicorn.error", "gunicorn.access")
+}
+"""
+
+
+def server_command(server: str, tmp_path: Path, port: int) -> list[str]:
+    if server == "uvicorn":
+        config = subprocess.run(
+            [sys.executable, "-m", "ctxlog", "config", "logging-json.json"],
+            capture_output=True,
+            check=True,
+            cwd=tmp_path,
+        )
+        (tmp_path / "log.json").write_bytes(config.stdout)
+        return [
+            *(sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"),
+            *("--port", str(port), "--log-config", "log.json"),
+        ]
+    (tmp_path / "gunicorn.conf.py").write_text(GUNICORN_CONF, encoding="utf-8")
+    return [
+        *(sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py"),
+        *("--bind", f"127.0.0.1:{port}", "--workers", "1"),
+    ]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_server_lines_with_the_shipped_config(tmp_path: Path, server: str) -> None:
     (tmp_path / "app.py").write_text(APP, encoding="utf-8")
-    config = subprocess.run(
-        [sys.executable, "-m", "ctxlog", "config", "logging-json.json"],
-        capture_output=True,
-        check=True,
-        cwd=tmp_path,
-    )
-    (tmp_path / "log.json").write_bytes(config.stdout)
     port = free_port()
     stderr = tmp_path / "stderr.jsonl"
     with stderr.open("wb") as err:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-config",
-                "log.json",
-            ],
+            server_command(server, tmp_path, port),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -106,5 +125,5 @@ def test_uvicorn_lines_with_the_shipped_config(tmp_path: Path) -> None:
     assert all(
         line["request_id"] == "-"
         for line in lines
-        if line["logger"] == "uvicorn.error" and "ASGI" not in line["message"]
+        if line["logger"] in {"uvicorn.error", "gunicorn.error"} and "ASGI" not in line["message"]
     )
