@@ -28,8 +28,13 @@ lint: $(VENV)/.dev-installed
 types: $(VENV)/.dev-installed
 	$(PY) -m mypy
 
+# coverage starts before pytest: ctxlog's own pytest plugin imports ctxlog
+# while pytest starts, before a pytest plugin could begin measuring.
 pytest: $(VENV)/.dev-installed
-	$(PY) -m pytest --cov --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report --fail-under=90
 
 test: lint types pytest
 

@@ -34,6 +34,7 @@ from ctxlog._errors import ContextError, check_key
 from ctxlog._store import UnitEntry, VarToken, store
 
 __all__ = [
+    "GENERATOR_HINT",
     "AsyncIsolated",
     "Binding",
     "ContextError",
@@ -63,7 +64,7 @@ Y = TypeVar("Y")
 S = TypeVar("S")
 E = TypeVar("E")
 
-_GENERATOR_HINT: Final = (
+GENERATOR_HINT: Final = (
     "The usual cause is a bind() held across a `yield`: the generator was resumed or "
     "closed in another context (another task, thread or consumer). Wrap the generator "
     "with ctxlog.isolate() / ctxlog.aisolate(), or bind inside the generator without "
@@ -423,7 +424,7 @@ class Binding(Reusable[VarToken[dict[str, Any]]]):
     ) -> None:
         msg = (
             f"{type(self).__name__}() block left in a different context than it was "
-            f"entered in, so the previous context cannot be restored. {_GENERATOR_HINT}"
+            f"entered in, so the previous context cannot be restored. {GENERATOR_HINT}"
         )
         raise ContextError(msg) from exc
 

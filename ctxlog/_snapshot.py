@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import copy_context
 from typing import Any, Final, Literal, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
-from ctxlog._context import Binding
+from ctxlog._context import GENERATOR_HINT, Reusable
 from ctxlog._errors import ContextError, check_key
-from ctxlog._store import EMPTY, VarToken, store
+from ctxlog._store import EMPTY, Detached, store
 from ctxlog._values import safe_str
 
 __all__ = [
@@ -75,8 +75,9 @@ HeadersLike: TypeAlias = _HasItems | Iterable[tuple[Any, Any]]
 # --------------------------------------------------------------------------
 
 
-class _Applied(Binding):
-    """``with snap.apply():``: the snapshot's values replace the bound context."""
+class _Applied(Reusable[Detached]):
+    """``with snap.apply():``: the snapshot's values replace the bound context,
+    outside any unit of work."""
 
     __slots__ = ("_data",)
 
@@ -84,8 +85,17 @@ class _Applied(Binding):
         self._data = data
         self._entries = []
 
-    def _push(self) -> VarToken[dict[str, Any]]:
-        return store.replace(self._data, keep_unit=False)
+    def _push(self) -> Detached:
+        return store.detach(self._data)
+
+    _pop = staticmethod(store.reattach)  # type: ignore[assignment]  # the same call, as the store's verb
+
+    def _pop_foreign(self, entry: Detached, exc: BaseException | None) -> None:  # noqa: ARG002 -- another context's entry undoes nothing here
+        msg = (
+            "apply() block left in a different context than it was entered in, so the "
+            f"previous context cannot be restored. {GENERATOR_HINT}"
+        )
+        raise ContextError(msg) from exc
 
 
 class Snapshot(Mapping[str, Any]):
@@ -167,7 +177,7 @@ class Snapshot(Mapping[str, Any]):
         """
         return copy_context().run(call_bound, self._data, fn, args, kwargs)
 
-    def apply(self) -> Binding:
+    def apply(self) -> Reusable[Detached]:
         """Bind this snapshot for a ``with`` / ``async with`` block (or as a decorator).
 
         Inside the block the bound values are exactly the snapshot's: what was
@@ -291,7 +301,7 @@ def snapshot() -> Snapshot:
 def call_bound(data: dict[str, Any], fn: Callable[..., R], args: Any, kwargs: Any) -> R:
     """Run ``fn(*args, **kwargs)`` with *data* as the whole bound context
     (outside any unit of work); call it inside a context copy."""
-    store.replace(data, keep_unit=False)
+    store.detach(data)
     return fn(*args, **kwargs)
 
 

@@ -19,6 +19,7 @@ middlewares, Celery, OpenTelemetry) calls:
 ``bind(values)``          bind over the current mapping; returns a token
 ``hide(keys)``            bind with *keys* hidden; returns a token
 ``replace(mapping)``      set a whole new mapping; returns a token
+``detach(mapping)``       the same, outside any unit; ``reattach()`` undoes it
 ``restore(token)``        undo a ``bind``/``hide``/``replace``
 ``open_unit(...)``        open a unit of work; ``close_unit(entry)`` ends it
 ``unit()``                the innermost open unit of work, or ``None``
@@ -52,6 +53,7 @@ __all__ = [
     "HIDDEN",
     "MISSING",
     "UNIT_KEY",
+    "Detached",
     "Provider",
     "Store",
     "Unit",
@@ -122,6 +124,13 @@ class UnitEntry(NamedTuple):
     token: VarToken[dict[str, Any]]
     memo_token: VarToken[Any]
     unit: Unit
+
+
+class Detached(NamedTuple):
+    """What :meth:`Store.detach` returns, for :meth:`Store.reattach`."""
+
+    token: VarToken[dict[str, Any]]
+    memo_token: VarToken[Any]
 
 
 class _State(NamedTuple):
@@ -242,18 +251,27 @@ class Store:
             new.update(dict.fromkeys(shadowed, HIDDEN))
         return _VAR.set(new)
 
-    def replace(
-        self, mapping: Mapping[str, Any], *, keep_unit: bool = True
-    ) -> VarToken[dict[str, Any]]:
-        """Make *mapping* the whole bound context (the unit of work stays,
-        unless *keep_unit* is false)."""
+    def replace(self, mapping: Mapping[str, Any]) -> VarToken[dict[str, Any]]:
+        """Make *mapping* the whole bound context; the unit of work stays."""
         new = dict(mapping)
         new.pop(UNIT_KEY, None)
-        if keep_unit:
-            unit = _VAR.get().get(UNIT_KEY)
-            if unit is not None:
-                new[UNIT_KEY] = unit
+        unit = _VAR.get().get(UNIT_KEY)
+        if unit is not None:
+            new[UNIT_KEY] = unit
         return _VAR.set(new or EMPTY)
+
+    def detach(self, mapping: Mapping[str, Any]) -> Detached:
+        """Make *mapping* the whole context, outside any unit of work (its
+        values and its memoize cache out of reach) until :meth:`reattach`."""
+        new = dict(mapping)
+        new.pop(UNIT_KEY, None)
+        return Detached(_VAR.set(new or EMPTY), MEMO.set(None))
+
+    def reattach(self, detached: Detached) -> None:
+        """Undo :meth:`detach`.  Raises what :meth:`restore` raises, before
+        changing anything."""
+        _VAR.reset(detached.token)
+        MEMO.reset(detached.memo_token)
 
     # -- units of work -----------------------------------------------------
 

@@ -363,6 +363,6 @@ def _on_postrun(
             # contexts): undo our binding only if it is what this context holds.
             store.end(unit.unit)
             if store.unit() is unit.unit:
-                store.replace(before, keep_unit=False)
+                store.detach(before)
     if _options is None and not _running:
         _signals.task_postrun.disconnect(_on_postrun, dispatch_uid=_UID_POSTRUN)

@@ -211,7 +211,7 @@ class Isolation:
         self._names = store.provider_names()
         self._factory = logging.getLogRecordFactory()
         self._hooks = {name for name in ("celery", "otel") if _installed(name)}
-        self._token = store.replace({}, keep_unit=False)
+        self._token = store.detach({})
         self._clean = store.read()
 
     def finish(self) -> list[str]:
@@ -242,8 +242,8 @@ class Isolation:
                 leaks.append(f"another record factory installed: {factory!r}")
             logging.setLogRecordFactory(self._factory)
         try:
-            store.restore(self._token)
+            store.reattach(self._token)
         except (ValueError, RuntimeError):  # finished in another context
-            store.replace({}, keep_unit=False)
+            store.detach({})
         store.load(self._state)
         return leaks

@@ -114,14 +114,27 @@ def test_save_and_load_cover_the_process_wide_state() -> None:
         store.load(object())
 
 
-def test_replace_keeps_or_drops_the_unit() -> None:
+def test_replace_keeps_the_unit_and_detach_leaves_it() -> None:
     with ctxlog.scope():
         ctxlog.annotate(user_id="u")
         token = store.replace({"a": 1})
         assert dict(ctxlog.current()) == {"a": 1, "user_id": "u"}
         store.restore(token)
-        token = store.replace({"a": 1}, keep_unit=False)
+        detached = store.detach({"a": 1})
         assert dict(ctxlog.current()) == {"a": 1}
         assert store.unit() is None
-        store.restore(token)
+        calls: list[int] = []
+
+        @ctxlog.memoize
+        def once(n: int) -> int:
+            calls.append(n)
+            return n
+
+        once(1)
+        once(1)
+        assert calls == [1, 1]  # outside the unit: its cache is out of reach too
+        store.reattach(detached)
         assert store.unit() is not None
+        once(1)
+        once(1)
+        assert calls == [1, 1, 1]
