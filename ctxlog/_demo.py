@@ -19,6 +19,7 @@ another request's id) and against what each request must have written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -54,7 +55,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install all of 
 import ctxlog
 from ctxlog._check import CheckReport, check_lines
 from ctxlog.asgi import RequestContextMiddleware
-from ctxlog.headers import is_valid_request_id
+from ctxlog.headers import is_valid_request_id, new_request_id
 from ctxlog.stdlib import json_formatter
 
 __all__ = ["DemoResult", "main", "run"]
@@ -110,6 +111,8 @@ class Service:
         self.pool = ctxlog.ThreadPoolExecutor(max_workers=8, thread_name_prefix="demo-db")
         self.base_url = ""
         self.client: httpx.AsyncClient | None = None
+        #: The ids of the background jobs that ran: work no request started.
+        self.job_ids: list[str] = []
 
     def create_schema(self) -> None:
         with self.engine.begin() as conn:
@@ -136,12 +139,20 @@ class Service:
     def app(self) -> Starlette:
         @asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            jobs = asyncio.create_task(self.jobs())
             async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
                 self.client = client
                 yield
+            jobs.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await jobs
             await self.async_engine.dispose()
 
-        routes = [Route("/orders/{n:int}", self.order), Route("/inventory/{n:int}", self.inventory)]
+        routes = [
+            Route("/orders/{n:int}", self.order),
+            Route("/inventory/{n:int}", self.inventory),
+            Route("/fail/{n:int}", self.fail),
+        ]
         return Starlette(routes=routes, lifespan=lifespan)
 
     async def order(self, request: Request) -> Response:
@@ -170,6 +181,30 @@ class Service:
         if n % 5 == 0:
             return StreamingResponse(self.stream(n, rid, body), background=audit)
         return JSONResponse(body, background=audit)
+
+    async def fail(self, request: Request) -> Response:
+        """A request that fails: uvicorn's traceback line must carry its id."""
+        n: int = request.path_params["n"]
+        rid = str(ctxlog.get("request_id"))
+        log.info("failing order %d for %s", n, rid)
+        msg = f"order {n} failed for {rid}"
+        raise RuntimeError(msg)
+
+    async def jobs(self) -> None:
+        """Background work no request started: each job is a unit of work of its
+        own, with a fresh id (as ctxlog.celery gives a task published outside a
+        request), and work it hands to the thread pool keeps it."""
+        job = 0
+        while True:
+            async with ctxlog.scope(request_id=new_request_id(), job=job):
+                rid = str(ctxlog.get("request_id"))
+                self.job_ids.append(rid)
+                log.info("background job %d for %s", job, rid)
+                await asyncio.wrap_future(
+                    self.pool.submit(log.info, "background job %d in the pool for %s", job, rid)
+                )
+            job += 1
+            await asyncio.sleep(0.01)
 
     async def stream(self, n: int, rid: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         text = json.dumps(body).encode()
@@ -204,6 +239,11 @@ class Sent:
     status: int = 0
     request_id: str = ""
     body_id: str = ""
+
+    @property
+    def failing(self) -> bool:
+        """Every 10th request (from the 5th on) goes to the failing endpoint."""
+        return self.n % 10 == 5
 
     @property
     def hostile(self) -> bool:
@@ -242,7 +282,11 @@ async def _send_all(base_url: str, plan: list[Sent]) -> None:
                 headers.append((b"X-Request-ID", value))
             if sent.traceparent:
                 headers.append((b"traceparent", sent.traceparent.encode()))
-            response = await client.get(f"/orders/{sent.n}", headers=headers)
+            path = f"/fail/{sent.n}" if sent.failing else f"/orders/{sent.n}"
+            if sent.failing:
+                # uvicorn closes a connection whose application raised: not one to reuse.
+                headers.append((b"Connection", b"close"))
+            response = await client.get(path, headers=headers)
             sent.status = response.status_code
             sent.request_id = response.headers.get("x-request-id", "")
             if response.status_code == 200:
@@ -310,6 +354,8 @@ class DemoResult:
     requests: int = 0
     hostile: int = 0
     hops: int = 0
+    failing: int = 0
+    jobs: int = 0
     lines: int = 0
     report: CheckReport = field(default_factory=CheckReport)
     problems: list[str] = field(default_factory=list)
@@ -322,7 +368,8 @@ class DemoResult:
     def summary(self) -> str:
         return (
             f"requests: {self.requests} (hostile headers: {self.hostile}, service-to-service "
-            f"hops: {self.hops})  {self.report.summary()}  "
+            f"hops: {self.hops}, failing: {self.failing}), background jobs: {self.jobs}  "
+            f"{self.report.summary()}  "
             f"other mismatches: {len(self.problems)}  time: {self.seconds:.1f}s"
         )
 
@@ -333,7 +380,13 @@ _KINDS = (
     "asking inventory ",
     "inventory of order ",
     "Rejected the ",
+    "failing order ",
+    "Exception in ASGI application",
+    "background job ",
 )
+
+#: The lines of the server itself: its access line, one per request served.
+_ACCESS = "uvicorn.access"
 
 
 def _tally(records: list[dict[str, Any]]) -> tuple[dict[str, Counter[str]], Counter[str]]:
@@ -346,6 +399,8 @@ def _tally(records: list[dict[str, Any]]) -> tuple[dict[str, Counter[str]], Coun
         if str(record.get("logger", "")).startswith("sqlalchemy"):
             sql[rid] += 1
         kind = next((k for k in _KINDS if message.startswith(k)), "")
+        if record.get("logger") == _ACCESS:
+            kind = _ACCESS
         by_id.setdefault(rid, Counter())[kind] += 1
     return by_id, sql
 
@@ -353,6 +408,25 @@ def _tally(records: list[dict[str, Any]]) -> tuple[dict[str, Counter[str]], Coun
 def _check_request(sent: Sent, counts: Counter[str], sql: int) -> list[str]:
     """What is wrong with one request's response and lines."""
     where = f"request {sent.n}"
+    if sent.failing:
+        # A 500 that carries the id, and the server's traceback line with it.
+        expected_failing = {
+            "failing order ": 1,
+            "Exception in ASGI application": 1,
+            _ACCESS: 1,
+            "Rejected the ": int(sent.hostile),
+        }
+        problems = (
+            []
+            if sent.status == 500 and sent.request_id
+            else [f"{where}: a failing request got HTTP {sent.status}, id {sent.request_id!r}"]
+        )
+        problems.extend(
+            f"{where}: {counts[kind]} lines {kind.strip()!r}, expected {count}"
+            for kind, count in expected_failing.items()
+            if counts[kind] != count
+        )
+        return problems
     if sent.status != 200 or sent.body_id != sent.request_id:
         return [
             f"{where}: HTTP {sent.status}, header id {sent.request_id!r}, body id {sent.body_id!r}"
@@ -367,6 +441,7 @@ def _check_request(sent: Sent, counts: Counter[str], sql: int) -> list[str]:
     expected["streaming part "] = 3 if sent.n % 5 == 0 else 0
     expected["asking inventory "] = expected["inventory of order "] = int(sent.n % 4 == 0)
     expected["Rejected the "] = int(sent.hostile)
+    expected[_ACCESS] = 1 + int(sent.n % 4 == 0)  # its own and the inventory hop's
     problems.extend(
         f"{where}: {counts[kind]} lines {kind.strip()!r}, expected {count}"
         for kind, count in expected.items()
@@ -377,31 +452,45 @@ def _check_request(sent: Sent, counts: Counter[str], sql: int) -> list[str]:
     return problems
 
 
+def _check_jobs(job_ids: list[str], by_id: dict[str, Counter[str]]) -> list[str]:
+    """Each background job: its own fresh id, on its two lines."""
+    problems = [] if job_ids else ["no background job ran"]
+    if len(set(job_ids)) != len(job_ids):
+        problems.append("two background jobs shared an id")
+    for rid in job_ids:
+        count = by_id.get(rid, Counter())["background job "]
+        if count != 2:
+            problems.append(f"background job {rid}: {count} lines, expected 2")
+    return problems
+
+
 def _raw_values(sent: Sent) -> list[bytes]:
     values = sent.header if isinstance(sent.header, list) else [("", sent.header)]
     return [v if isinstance(v, bytes) else str(v).encode() for _, v in values]
 
 
-def _verify(plan: list[Sent], records: list[dict[str, Any]], raw_log: bytes) -> list[str]:
-    """Every response and line against what each request must have produced."""
+def _verify(
+    plan: list[Sent], records: list[dict[str, Any]], raw_log: bytes, job_ids: list[str]
+) -> list[str]:
+    """Every response and line against what each request (and each background
+    job) must have produced."""
     by_id, sql = _tally(records)
-    known = {sent.request_id for sent in plan}
+    known = {sent.request_id for sent in plan} | set(job_ids)
     problems = [
         f"a line carries the id {rid!r}, which no response had" for rid in by_id if rid not in known
     ]
-    if len(known) != len(plan):
-        problems.append(f"{len(plan)} requests got {len(known)} distinct ids")
+    if len(known) != len(plan) + len(job_ids):
+        problems.append(f"{len(plan)} requests and {len(job_ids)} jobs got {len(known)} ids")
     for sent in plan:
-        problems += _check_request(
-            sent, by_id.get(sent.request_id, Counter()), sql[sent.request_id]
-        )
+        counts = by_id.get(sent.request_id, Counter())
+        problems += _check_request(sent, counts, sql[sent.request_id])
         if sent.hostile:
             problems.extend(
                 f"request {sent.n}: the hostile value {raw[:40]!r} is in the log"
                 for raw in _raw_values(sent)
                 if raw and raw in raw_log
             )
-    return problems
+    return problems + _check_jobs(job_ids, by_id)
 
 
 def _loads(line: str) -> Any:
@@ -456,7 +545,7 @@ def run(requests: int, output: Path, *, workdir: Path | None = None) -> DemoResu
     result = DemoResult(requests=requests)
     plan = _plan(requests)
     result.hostile = sum(sent.hostile for sent in plan)
-    result.hops = sum(1 for sent in plan if sent.n % 4 == 0)
+    result.hops = sum(1 for sent in plan if sent.n % 4 == 0 and not sent.failing)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         service = Service(Path(tmp) / "demo.sqlite")
         service.create_schema()
@@ -473,7 +562,9 @@ def run(requests: int, output: Path, *, workdir: Path | None = None) -> DemoResu
     result.report = check_lines(text)
     records = _records(text)
     result.lines = len(text)
-    result.problems = _verify(plan, records, raw_log)
+    result.problems = _verify(plan, records, raw_log, service.job_ids)
+    result.jobs = len(service.job_ids)
+    result.failing = sum(sent.failing for sent in plan)
     result.seconds = time.perf_counter() - started
     return result
 

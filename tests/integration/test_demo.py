@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -20,9 +21,12 @@ def test_the_demo_runs_clean(tmp_path: Path) -> None:
     output = tmp_path / "demo.jsonl"
     result = _demo.run(60, output, workdir=tmp_path)
     assert result.ok, (result.problems[:5], result.report.problems[:5])
-    assert result.report.ids == 60
+    # The requests' ids, and one fresh id per background job.
+    assert result.report.ids == 60 + result.jobs
     assert result.hostile > 0
     assert result.hops > 0
+    assert result.failing == 6
+    assert result.jobs > 0
     records = [json.loads(line) for line in output.read_text("utf-8").splitlines()]
     assert len(records) == result.lines > 60 * 10
     loggers = {record["logger"] for record in records}
@@ -30,7 +34,20 @@ def test_the_demo_runs_clean(tmp_path: Path) -> None:
     assert any(name.startswith("sqlalchemy.engine") for name in loggers)
     # Every line has the id; the JSON carries the request fields the demo asked for.
     assert all(record["request_id"] not in ("", "-") for record in records)
-    assert all(record["path"].startswith(("/orders/", "/inventory/")) for record in records)
+    in_requests = [record for record in records if "job" not in record]
+    assert all(
+        record["path"].startswith(("/orders/", "/inventory/", "/fail/")) for record in in_requests
+    )
+    # A failing request: its 500 traceback line, written by uvicorn, carries its id.
+    failed = [r for r in records if r["message"].startswith("Exception in ASGI application")]
+    assert len(failed) == 6
+    for line in failed:
+        assert line["logger"] == "uvicorn.error"
+        assert f"failed for {line['request_id']}" in line["exception"]
+    # Background work no request started: its own id, also in the thread pool.
+    jobs = [r for r in records if r["message"].startswith("background job ")]
+    assert jobs
+    assert all(r["message"].endswith(f"for {r['request_id']}") for r in jobs)
     # A service-to-service hop kept the caller's request id and trace id.
     hops = [r for r in records if r["message"].startswith("inventory of order")]
     assert hops
@@ -64,7 +81,7 @@ def test_python_m_ctxlog_demo(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "uvicorn on 127.0.0.1" in result.stdout
-    assert "ids: 30  missing id: 0  crossed: 0" in result.stdout
+    assert re.search(r"ids: \d+  missing id: 0  crossed: 0", result.stdout)
     assert "OK: every line carries the id" in result.stdout
     assert output.stat().st_size > 0
 
@@ -72,7 +89,7 @@ def test_python_m_ctxlog_demo(tmp_path: Path) -> None:
 def test_main_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _demo.main(16, tmp_path / "demo.jsonl") == 0
     out = capsys.readouterr().out
-    assert "ids: 16  missing id: 0  crossed: 0" in out
+    assert re.search(r"ids: \d+  missing id: 0  crossed: 0", out)
     assert out.rstrip().endswith("OK: every line carries the id of the request that caused it")
 
 
@@ -97,7 +114,7 @@ def sent(n: int, header: object = None, **fields: object) -> _demo.Sent:
 
 
 def test_the_verifier_reports_every_kind_of_mismatch() -> None:
-    good = Counter(dict(_demo._EXPECTED))
+    good = Counter({**_demo._EXPECTED, _demo._ACCESS: 1})
     assert _demo._check_request(sent(1), good, sql=4) == []
     assert _demo._check_request(sent(1, status=500), good, sql=4) == [
         "request 1: HTTP 500, header id 'id-1', body id 'id-1'"
@@ -110,10 +127,35 @@ def test_the_verifier_reports_every_kind_of_mismatch() -> None:
         "request 1: sent 'demo-1', got 'id-1'"
     ]
     assert _demo._check_request(sent(1), good, sql=1) == ["request 1: only 1 SQLAlchemy lines"]
+    # The server's own line is expected too.
+    assert _demo._check_request(sent(1), good - Counter({_demo._ACCESS: 1}), sql=4) == [
+        "request 1: 0 lines 'uvicorn.access', expected 1"
+    ]
+    # A failing request: a 500 with the id, and the server's traceback line.
+    failed = Counter({"failing order ": 1, _demo._ACCESS: 1})
+    assert _demo._check_request(sent(5, status=500), failed, sql=0) == [
+        "request 5: 0 lines 'Exception in ASGI application', expected 1"
+    ]
+    assert (
+        _demo._check_request(
+            sent(5, status=500), failed + Counter({"Exception in ASGI application": 1}), sql=0
+        )
+        == []
+    )
+    # Background jobs: each its own id, on both of its lines.
+    jobs = {"j-1": Counter({"background job ": 2}), "j-2": Counter({"background job ": 1})}
+    assert _demo._check_jobs(["j-1", "j-2", "j-2"], jobs) == [
+        "two background jobs shared an id",
+        "background job j-2: 1 lines, expected 2",
+        "background job j-2: 1 lines, expected 2",
+    ]
+    assert _demo._check_jobs([], {}) == ["no background job ran"]
     records = [{"request_id": "stranger", "logger": "x", "message": "order 1 received"}]
     raw_log = b"has space"
-    problems = _demo._verify([sent(1, "has space"), sent(2, request_id="id-1")], records, raw_log)
+    problems = _demo._verify(
+        [sent(1, "has space"), sent(2, request_id="id-1")], records, raw_log, []
+    )
     assert "a line carries the id 'stranger', which no response had" in problems
-    assert "2 requests got 1 distinct ids" in problems
+    assert "2 requests and 0 jobs got 1 ids" in problems
     assert "request 1: the hostile value b'has space' is in the log" in problems
     assert _demo._records(["{}", "not json", "[1]", '{"a": 1}']) == [{}, {"a": 1}]
