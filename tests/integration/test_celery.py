@@ -333,6 +333,8 @@ def test_worker(app_module: ModuleType, tmp_path: Path, pool: str, concurrency: 
         # A task that publishes another: the child gets the context, with its own task id.
         with ctxlog.bind(request_id=f"r-{pool}-spawn"):
             spawner = tasks.spawn.delay(f"{pool}-spawn")
+        # Started outside any request: the chain shares the id made at the first publish.
+        unbound_spawner = tasks.spawn.delay(f"{pool}-unbound")
 
         ids = check_results(planned)
         child_id = spawner.get(timeout=20, interval=0.02)
@@ -345,9 +347,17 @@ def test_worker(app_module: ModuleType, tmp_path: Path, pool: str, concurrency: 
             "root_task_id": spawner.id,
         }
 
+        unbound_child_id = unbound_spawner.get(timeout=20, interval=0.02)
+        unbound_child = tasks.whoami.AsyncResult(unbound_child_id).get(timeout=20, interval=0.02)
+        assert unbound_child["parent_task_id"] == unbound_spawner.id
+        assert unbound_child["root_task_id"] == unbound_spawner.id
+
         # Every task has ended once its "after" line is written (the README's one too).
-        worker.wait_for(lambda line: line["message"].startswith("after "), len(planned) + 3)
+        worker.wait_for(lambda line: line["message"].startswith("after "), len(planned) + 5)
         lines = worker.json_lines()
+        spawning = by_message(lines, f"spawning {pool}-unbound")
+        assert is_valid_request_id(spawning["request_id"])
+        assert unbound_child["request_id"] == spawning["request_id"]
 
         # The README's task: the publisher's values and the task's own fields.
         charging = by_message(lines, "charging order 17")
