@@ -127,3 +127,40 @@ def test_server_lines_with_the_shipped_config(tmp_path: Path, server: str) -> No
         for line in lines
         if line["logger"] in {"uvicorn.error", "gunicorn.error"} and "ASGI" not in line["message"]
     )
+
+
+def test_hypercorn_error_line_with_the_shipped_config(tmp_path: Path) -> None:
+    """hypercorn: its "Error in ASGI Framework" line goes through the JSON config
+    (``--log-config json:log.json``) and carries the id."""
+    (tmp_path / "app.py").write_text(APP, encoding="utf-8")
+    config = subprocess.run(
+        [sys.executable, "-m", "ctxlog", "config", "logging-json.json"],
+        capture_output=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    (tmp_path / "log.json").write_bytes(config.stdout)
+    port = free_port()
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "hypercorn", "app:app"),
+                *("--bind", f"127.0.0.1:{port}", "--log-config", "json:log.json"),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            wait_until_up(port, proc)
+            failed = httpx.get(f"http://127.0.0.1:{port}/boom", headers={"X-Request-ID": "h-err"})
+            assert failed.status_code == 500
+            assert failed.headers["x-request-id"] == "h-err"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    lines = [json.loads(line) for line in stderr.read_text().splitlines() if line.startswith("{")]
+    (error,) = [line for line in lines if line["message"] == "Error in ASGI Framework"]
+    assert error["request_id"] == "h-err"
+    assert "RuntimeError: boom" in error["exception"]
