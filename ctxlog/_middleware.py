@@ -42,6 +42,7 @@ class Policy:
 
     __slots__ = (
         "echo",
+        "environ_key",
         "fast_cap",
         "generator",
         "header",
@@ -115,6 +116,8 @@ class Policy:
         self.header = header
         self.header_lower = header.lower()
         self.header_bytes = self.header_lower.encode("ascii")
+        #: The header's key in a WSGI environ (and Django's ``request.META``).
+        self.environ_key = "HTTP_" + header.upper().replace("-", "_")
         self.key = key
         self.validator = validator
         self.generator = generator
@@ -213,6 +216,35 @@ class Policy:
                 # werkzeug's ProxyFix) take it from X-Forwarded-For.
                 values["client"] = safe_field(client, ALLOWED_CHARS)
         return values, request_id, flags, rejection
+
+    def from_environ(self, environ: Mapping[str, Any]) -> Incoming:
+        """:meth:`incoming` for a WSGI environ (or Django's ``request.META``)."""
+        raw = environ.get(self.environ_key)
+        if raw is not None:
+            # Whitespace around a field value is not part of it (RFC 9110, 5.5);
+            # not every WSGI server strips it.
+            raw = raw.strip(" \t")
+        traceparent = environ.get("HTTP_TRACEPARENT")
+        traceparent_count = 0
+        if traceparent is not None:
+            traceparent = traceparent.strip(" \t")
+            # Servers join a repeated header with commas; a traceparent never
+            # holds one: sent twice, it is refused (as the ASGI middleware does).
+            traceparent_count = 2 if "," in traceparent else 1
+        path = client = None
+        if self.request_fields:
+            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            if "REMOTE_ADDR" in environ:
+                client = f"{environ['REMOTE_ADDR']}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
+        return self.incoming(
+            raw,
+            0 if raw is None else 1,
+            traceparent,
+            traceparent_count,
+            method=environ.get("REQUEST_METHOD"),
+            path=path,
+            client=client,
+        )
 
     def open(self, incoming: Incoming, logger: logging.Logger) -> UnitEntry:
         """Open the request's unit of work, binding what :meth:`incoming` found,

@@ -79,7 +79,7 @@ class RequestContextMiddleware:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_environ_key", "_policy", "app", "error_response")
+    __slots__ = ("_policy", "app", "error_response")
 
     def __init__(
         self,
@@ -117,42 +117,15 @@ class RequestContextMiddleware:
             update_request_header=update_request_header,
             where="RequestContextMiddleware",
         )
-        self._environ_key = "HTTP_" + header.upper().replace("-", "_")
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         policy = self._policy
-        raw = environ.get(self._environ_key)
-        if raw is not None:
-            # Whitespace around a field value is not part of it (RFC 9110, 5.5);
-            # not every WSGI server strips it.
-            raw = raw.strip(" \t")
-        traceparent = environ.get("HTTP_TRACEPARENT")
-        traceparent_count = 0
-        if traceparent is not None:
-            traceparent = traceparent.strip(" \t")
-            # Servers join a repeated header with commas; a traceparent never
-            # holds one: sent twice, it is refused (as the ASGI middleware does).
-            traceparent_count = 2 if "," in traceparent else 1
-        path = None
-        client = None
-        if policy.request_fields:
-            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-            if "REMOTE_ADDR" in environ:
-                client = f"{environ['REMOTE_ADDR']}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
         ctx = copy_context()
-        incoming = policy.incoming(
-            raw,
-            0 if raw is None else 1,
-            traceparent,
-            traceparent_count,
-            method=environ.get("REQUEST_METHOD"),
-            path=path,
-            client=client,
-        )
+        incoming = policy.from_environ(environ)
         scope = ctx.run(_enter, policy, incoming)
         if policy.update_request_header:
             # The application reads the id the lines carry, never a rejected one.
-            environ[self._environ_key] = incoming[1]
+            environ[policy.environ_key] = incoming[1]
 
         if policy.echo:
             pair = (policy.header, incoming[1])
