@@ -119,15 +119,14 @@ class UvicornServer:
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            http="h11",
-            ws="websockets-sansio",
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-            **options,
-        )
+        settings: dict[str, Any] = {
+            "log_config": None,
+            "http": "h11",
+            "ws": "websockets-sansio",
+            "lifespan": "on",
+            "timeout_graceful_shutdown": 2,
+        }
+        config = uvicorn.Config(app, **{**settings, **options})
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True

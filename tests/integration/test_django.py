@@ -1,0 +1,231 @@
+"""ctxlog.django: Django's test clients, then real servers (uvicorn for ASGI,
+werkzeug's threaded server for WSGI) on 127.0.0.1 under concurrent load."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration import django_site
+
+django_site.setup()
+
+from django.core.asgi import get_asgi_application  # noqa: E402 -- after settings.configure()
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.test import AsyncClient, Client, override_settings  # noqa: E402
+
+import ctxlog  # noqa: E402
+import ctxlog.celery  # noqa: E402
+from ctxlog.django import RequestContextMiddleware, logging_settings  # noqa: E402
+from ctxlog.headers import is_valid_request_id  # noqa: E402
+from ctxlog.testing import assert_every_line_has, assert_no_crossing, capture  # noqa: E402
+from tests.integration.conftest import UvicornServer, WerkzeugServer  # noqa: E402
+
+N_OF = re.compile(r"\bn=(\S+)")
+
+
+def of(lines: list[dict[str, Any]], logger: str) -> list[dict[str, Any]]:
+    return [line for line in lines if line["logger"] == logger]
+
+
+def test_sync_view_orm_and_async_to_sync() -> None:
+    with capture(level="DEBUG") as lines:
+        response = Client().get("/view/s1", headers={"X-Request-ID": "dj-1"})
+    assert response["X-Request-ID"] == "dj-1"
+    body = response.json()
+    assert body["header"] == "dj-1"
+    # The documented pattern: the user annotated on the request's unit.
+    assert body["context"] == {"request_id": "dj-1", "user_id": 7}
+    app = of(lines, "tests.django")
+    assert [line["message"] for line in app] == ["view n=s1", "async_to_sync n=s1"]
+    sql = of(lines, "django.db.backends")
+    assert sql
+    assert any("q-s1" in str(line.get("params", line["message"])) for line in sql)
+    for line in [*app, *sql]:
+        assert (line["request_id"], line["user_id"]) == ("dj-1", 7), line
+    # Nothing stays bound after the request.
+    assert dict(ctxlog.current()) == {}
+
+
+@pytest.mark.parametrize("client", ["sync", "async"])
+def test_django_request_lines_after_and_inside_the_chain(client: str) -> None:
+    """The 404 warning Django logs after the middleware chain, and the 500
+    traceback, carry the id."""
+
+    async def both() -> list[Any]:
+        c = AsyncClient(raise_request_exception=False)
+        return [
+            await c.get("/missing", headers={"X-Request-ID": "dj-404"}),
+            await c.get("/boom", headers={"X-Request-ID": "dj-500"}),
+        ]
+
+    with capture(level="INFO") as lines:
+        if client == "sync":
+            c = Client(raise_request_exception=False)
+            responses = [
+                c.get("/missing", headers={"X-Request-ID": "dj-404"}),
+                c.get("/boom", headers={"X-Request-ID": "dj-500"}),
+            ]
+        else:
+            responses = asyncio.run(both())
+    assert [r.status_code for r in responses] == [404, 500]
+    assert [r["X-Request-ID"] for r in responses] == ["dj-404", "dj-500"]
+    django_lines = of(lines, "django.request")
+    by_message = {line["message"].split(":")[0]: line for line in django_lines}
+    assert by_message["Not Found"]["request_id"] == "dj-404"
+    assert by_message["Not Found"]["user_id"] == 7
+    assert by_message["Internal Server Error"]["request_id"] == "dj-500"
+    assert "RuntimeError: boom" in by_message["Internal Server Error"]["exception"]
+    assert of(lines, "tests.django")[0]["request_id"] == "dj-500"
+
+
+def test_async_view_and_sync_to_async_both_ways() -> None:
+    async def call() -> Any:
+        return await AsyncClient().get("/async/a1", headers={"X-Request-ID": "dj-a"})
+
+    with capture(level="DEBUG") as lines:
+        response = asyncio.run(call())
+    assert response["X-Request-ID"] == "dj-a"
+    assert response.json()["context"] == {"request_id": "dj-a", "user_id": 7}
+    messages = [(line["message"], line["request_id"]) for line in of(lines, "tests.django")]
+    assert messages == [
+        ("async view n=a1", "dj-a"),
+        ("sync_to_async sensitive n=a1", "dj-a"),
+        ("sync_to_async free n=a1", "dj-a"),
+    ]
+    sql = of(lines, "django.db.backends")
+    assert len(sql) >= 2
+    assert all(line["request_id"] == "dj-a" for line in sql)
+
+
+def test_hostile_headers_never_reach_a_line() -> None:
+    hostile = "evil\nINFO forged line " + "x" * 300
+    with capture() as lines:
+        response = Client().get("/view/h1", HTTP_X_REQUEST_ID=hostile)
+    chosen = response["X-Request-ID"]
+    assert is_valid_request_id(chosen)
+    assert response.json()["header"] == chosen  # the view sees the id the lines carry
+    (warning,) = of(lines, "ctxlog.django")
+    assert warning["message"].startswith("Rejected the X-Request-ID request header")
+    assert all(hostile[:20] not in str(line) for line in lines)
+    assert all(line["request_id"] == chosen for line in of(lines, "tests.django"))
+
+
+def test_settings_options_and_ignore_urls() -> None:
+    with override_settings(
+        CTXLOG={"header": "X-Correlation-ID", "key": "correlation_id", "ignore_urls": ["/health"]}
+    ):
+        client = Client()
+        response = client.get("/view/o1", headers={"X-Correlation-ID": "c-1"})
+        assert response["X-Correlation-ID"] == "c-1"
+        assert response.json()["context"]["correlation_id"] == "c-1"
+        health = client.get("/health", headers={"X-Correlation-ID": "c-2"})
+        assert not health.has_header("X-Correlation-ID")
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"headr": "X"}, "unknown option"),
+        ({"validator": "no.such.function"}, "cannot be imported"),
+        ({"ignore_urls": "/health"}, "list of URL paths"),
+        ({"echo": "yes"}, "give True or False"),
+        ({"request_fields": ["body"]}, "unknown field"),
+    ],
+)
+def test_bad_settings_are_a_context_error(options: dict[str, Any], match: str) -> None:
+    with override_settings(CTXLOG=options), pytest.raises(ctxlog.ContextError, match=match):
+        RequestContextMiddleware(lambda _request: None)
+
+
+def test_logging_settings_is_a_dictconfig() -> None:
+    config = logging_settings(sql=True)
+    assert config["loggers"]["django.db.backends"]["level"] == "DEBUG"
+    assert config["handlers"]["stderr"]["filters"] == ["context"]
+
+
+def test_a_task_published_from_a_view_carries_the_id() -> None:
+    from celery import Celery, signals  # noqa: PLC0415 -- this test only
+
+    from tests.integration.test_celery import Published, as_task, run_as_worker  # noqa: PLC0415
+
+    app = Celery("django-views", broker="memory://", backend="cache+memory://")
+    ctxlog.celery.install()
+    published = Published()
+    signals.before_task_publish.connect(published, weak=False)
+    seen: list[dict[str, Any]] = []
+
+    def who() -> None:
+        seen.append(dict(ctxlog.current()))
+
+    task = as_task(app, "views.who", who)
+    try:
+        from django.urls import path  # noqa: PLC0415
+
+        def publishing_view(request: Any) -> Any:
+            from django.http import HttpResponse  # noqa: PLC0415
+
+            task.delay()
+            return HttpResponse("queued")
+
+        django_site.urlpatterns.append(path("publish", publishing_view))
+        response = Client().get("/publish", headers={"X-Request-ID": "dj-celery"})
+        assert response["X-Request-ID"] == "dj-celery"
+        header = published.headers[-1]
+        context = published.context()
+        assert context == {"request_id": "dj-celery", "user_id": 7}
+        run_as_worker(task, {ctxlog.celery.CONTEXT_HEADER: header[ctxlog.celery.CONTEXT_HEADER]})
+        assert seen[0]["request_id"] == "dj-celery"
+    finally:
+        django_site.urlpatterns.pop()
+        signals.before_task_publish.disconnect(published)
+        ctxlog.celery.uninstall()
+        app.close()
+
+
+async def _hammer(base_url: str, count: int, prefix: str, connections: int = 50) -> dict[str, str]:
+    limits = httpx.Limits(max_connections=connections)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+
+        async def one(n: int) -> tuple[str, str]:
+            kind = "async" if n % 2 else "view"
+            headers = {"X-Request-ID": f"{prefix}-{n}"} if n % 3 else {}
+            response = await client.get(f"/{kind}/{prefix}{n}", headers=headers)
+            assert response.status_code == 200
+            return f"{prefix}{n}", response.headers["x-request-id"]
+
+        return dict(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+def _check_concurrent(lines: list[dict[str, Any]], ids: dict[str, str]) -> None:
+    app = of(lines, "tests.django")
+    assert len(app) >= len(ids)
+    for line in app:
+        match = N_OF.search(line["message"])
+        assert match
+        assert line["request_id"] == ids[match.group(1)], line
+    sql = of(lines, "django.db.backends")
+    assert sql
+    assert_every_line_has(app + sql)
+    assert_no_crossing(app + sql)
+
+
+def test_asgi_under_uvicorn_1000_concurrent_requests() -> None:
+    asgi = get_asgi_application()
+    with capture(level="DEBUG") as lines, UvicornServer(asgi, lifespan="off") as server:
+        ids = asyncio.run(_hammer(server.url, 1000, "u"))
+    assert len(set(ids.values())) == 1000
+    _check_concurrent(lines, ids)
+
+
+def test_wsgi_under_a_threaded_server_concurrent_requests() -> None:
+    with capture(level="DEBUG") as lines, WerkzeugServer(get_wsgi_application()) as server:
+        # werkzeug closes every connection: fewer at once than its listen backlog
+        ids = asyncio.run(_hammer(server.url, 300, "w", connections=16))
+    assert len(set(ids.values())) == 300
+    _check_concurrent(lines, ids)
+    assert dict(ctxlog.current()) == {}
