@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from tests.integration import django_site
 django_site.setup()
 
 from django.core.asgi import get_asgi_application  # noqa: E402 -- after settings.configure()
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 
@@ -23,7 +25,7 @@ import ctxlog.celery  # noqa: E402
 from ctxlog.django import RequestContextMiddleware, logging_settings  # noqa: E402
 from ctxlog.headers import is_valid_request_id  # noqa: E402
 from ctxlog.testing import assert_every_line_has, assert_no_crossing, capture  # noqa: E402
-from tests.integration.conftest import UvicornServer, WerkzeugServer  # noqa: E402
+from tests.integration.conftest import UvicornServer  # noqa: E402
 
 N_OF = re.compile(r"\bn=(\S+)")
 
@@ -222,10 +224,35 @@ def test_asgi_under_uvicorn_1000_concurrent_requests() -> None:
     _check_concurrent(lines, ids)
 
 
-def test_wsgi_under_a_threaded_server_concurrent_requests() -> None:
-    with capture(level="DEBUG") as lines, WerkzeugServer(get_wsgi_application()) as server:
-        # werkzeug closes every connection: fewer at once than its listen backlog
+class RunserverServer:
+    """Django's own development server (what runserver serves with: a threaded
+    wsgiref server) on 127.0.0.1, in a thread of its own."""
+
+    def __init__(self) -> None:
+        self.server = ThreadedWSGIServer(("127.0.0.1", 0), WSGIRequestHandler)
+        self.server.set_app(get_wsgi_application())
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RunserverServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def test_wsgi_under_runserver_s_threaded_server_concurrent_requests() -> None:
+    with capture(level="DEBUG") as lines, RunserverServer() as server:
+        # Fewer connections at once than the server's listen backlog.
         ids = asyncio.run(_hammer(server.url, 300, "w", connections=16))
     assert len(set(ids.values())) == 300
     _check_concurrent(lines, ids)
+    # runserver's own access line is written after the response, outside the
+    # request: it carries no id (see the docs).
+    access = of(lines, "django.server")
+    assert access
+    assert all("request_id" not in line for line in access)
     assert dict(ctxlog.current()) == {}
