@@ -17,13 +17,10 @@ from ctxlog._errors import ContextError
 from ctxlog._store import UnitEntry, store
 from ctxlog.headers import (
     ALLOWED_CHARS,
-    MAX_REQUEST_ID_LENGTH,
     REQUEST_FIELDS,
     escape_rejected,
     forwardable,
-    is_valid_request_id,
     match_request_id,
-    match_request_id_bytes,
     new_request_id,
     parse_traceparent,
     safe_field,
@@ -43,7 +40,6 @@ class Policy:
     __slots__ = (
         "echo",
         "environ_key",
-        "fast_cap",
         "generator",
         "header",
         "header_bytes",
@@ -127,10 +123,6 @@ class Policy:
         self.trace_key = trace_key
         self.max_length = max_length
         self.update_request_header = update_request_header
-        # Values this short are checked by one regex when the validator is the default.
-        self.fast_cap = (
-            min(max_length, MAX_REQUEST_ID_LENGTH) if validator is is_valid_request_id else 0
-        )
         managed = {key, *fields}
         if traceparent:
             managed.add(trace_key)
@@ -141,13 +133,6 @@ class Policy:
 
         Returns the id and, when a value was rejected, why.
         """
-        if count == 1 and raw and len(raw) <= self.fast_cap:
-            # The default validator on its own alphabet: one regex, no decoding twice.
-            if isinstance(raw, bytes):
-                if match_request_id_bytes(raw) is not None:
-                    return raw.decode("ascii"), None
-            elif match_request_id(raw) is not None:
-                return raw, None
         value, rejection = self._check(raw, count)
         if value is None:
             return self._generate(), rejection

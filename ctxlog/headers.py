@@ -25,7 +25,6 @@ __all__ = [
     "forwardable",
     "is_valid_request_id",
     "match_request_id",
-    "match_request_id_bytes",
     "new_request_id",
     "outgoing_headers",
     "parse_traceparent",
@@ -52,8 +51,6 @@ ALLOWED_CHARS: Final = frozenset(
 # Explicit ASCII ranges: ``\w`` or ``\d`` would let non-ASCII digits and letters in.
 #: Full-matches a string of request-id characters.
 match_request_id: Final = re.compile(r"[A-Za-z0-9._:\-]+").fullmatch
-#: The same, over header bytes.
-match_request_id_bytes: Final = re.compile(rb"[A-Za-z0-9._:\-]+").fullmatch
 
 # A traceparent is 55 characters in version 00; later versions may append
 # fields.  Anything longer than this is refused before the regex sees it.
