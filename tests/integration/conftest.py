@@ -148,18 +148,18 @@ class UvicornServer:
         self.sock.close()
 
 
-class WerkzeugServer:
-    """werkzeug's WSGI server on 127.0.0.1 in a thread of its own."""
+class ServingThread:
+    """A ``socketserver``-style server on 127.0.0.1, serving in a thread of its own."""
 
-    def __init__(self, app: WSGIApp, *, threaded: bool = True) -> None:
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=threaded)
-        self.port = self.server.server_port
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.port: int = server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
-    def __enter__(self) -> WerkzeugServer:
+    def __enter__(self) -> Any:
         self.thread.start()
         return self
 
@@ -167,6 +167,14 @@ class WerkzeugServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(10)
+
+
+class WerkzeugServer(ServingThread):
+    """werkzeug's WSGI server on 127.0.0.1 in a thread of its own."""
+
+    def __init__(self, app: WSGIApp, *, threaded: bool = True) -> None:
+        server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=threaded)
+        super().__init__(server)
 
 
 def raw_request(port: int, request: bytes, timeout: float = 10) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ import ctxlog.celery  # noqa: E402
 from ctxlog.django import RequestContextMiddleware, logging_settings  # noqa: E402
 from ctxlog.headers import is_valid_request_id  # noqa: E402
 from ctxlog.testing import assert_every_line_has, assert_no_crossing, capture  # noqa: E402
-from tests.integration.conftest import UvicornServer  # noqa: E402
+from tests.integration.conftest import ServingThread, UvicornServer  # noqa: E402
 
 N_OF = re.compile(r"\bn=(\S+)")
 
@@ -224,24 +223,14 @@ def test_asgi_under_uvicorn_1000_concurrent_requests() -> None:
     _check_concurrent(lines, ids)
 
 
-class RunserverServer:
+class RunserverServer(ServingThread):
     """Django's own development server (what runserver serves with: a threaded
     wsgiref server) on 127.0.0.1, in a thread of its own."""
 
     def __init__(self) -> None:
-        self.server = ThreadedWSGIServer(("127.0.0.1", 0), WSGIRequestHandler)
-        self.server.set_app(get_wsgi_application())
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> RunserverServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        server = ThreadedWSGIServer(("127.0.0.1", 0), WSGIRequestHandler)
+        server.set_app(get_wsgi_application())
+        super().__init__(server)
 
 
 def test_wsgi_under_runserver_s_threaded_server_concurrent_requests() -> None:

@@ -71,15 +71,20 @@ logconfig_dict["loggers"] = {
 """
 
 
+def print_config(folder: Path) -> None:
+    """``python -m ctxlog config logging-json.json > log.json``, as the docs say."""
+    config = subprocess.run(
+        [sys.executable, "-m", "ctxlog", "config", "logging-json.json"],
+        capture_output=True,
+        check=True,
+        cwd=folder,
+    )
+    (folder / "log.json").write_bytes(config.stdout)
+
+
 def server_command(server: str, tmp_path: Path, port: int) -> list[str]:
     if server == "uvicorn":
-        config = subprocess.run(
-            [sys.executable, "-m", "ctxlog", "config", "logging-json.json"],
-            capture_output=True,
-            check=True,
-            cwd=tmp_path,
-        )
-        (tmp_path / "log.json").write_bytes(config.stdout)
+        print_config(tmp_path)
         return [
             *(sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"),
             *("--port", str(port), "--log-config", "log.json"),
@@ -133,13 +138,7 @@ def test_hypercorn_error_line_with_the_shipped_config(tmp_path: Path) -> None:
     """hypercorn: its "Error in ASGI Framework" line goes through the JSON config
     (``--log-config json:log.json``) and carries the id."""
     (tmp_path / "app.py").write_text(APP, encoding="utf-8")
-    config = subprocess.run(
-        [sys.executable, "-m", "ctxlog", "config", "logging-json.json"],
-        capture_output=True,
-        check=True,
-        cwd=tmp_path,
-    )
-    (tmp_path / "log.json").write_bytes(config.stdout)
+    print_config(tmp_path)
     port = free_port()
     stderr = tmp_path / "stderr.txt"
     with stderr.open("wb") as err:
