@@ -23,7 +23,7 @@ try:
 except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
     msg = (
         "ctxlog.otel needs the OpenTelemetry API (opentelemetry-api >= 1.20), which is not "
-        "installed: pip install 'ctxlog[otel]'"
+        "installed: pip install 'ctxlog-correlation[otel]'"
     )
     raise ImportError(msg, name=exc.name) from exc
 

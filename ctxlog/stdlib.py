@@ -319,7 +319,7 @@ def _json_formatter_class() -> type[Any]:
     ) as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
         msg = (
             "ctxlog writes JSON lines through python-json-logger (>= 3.1), which is not "
-            "installed: pip install 'ctxlog[json]'"
+            "installed: pip install 'ctxlog-correlation[json]'"
         )
         raise ImportError(msg, name="pythonjsonlogger") from exc
 
@@ -379,7 +379,7 @@ def _serializer(kind: Serializer) -> Callable[..., str]:
     except ImportError as exc:
         if kind == "auto":
             return dumps_line
-        msg = "json_formatter(serializer='orjson') needs orjson: pip install 'ctxlog[orjson]'"
+        msg = "json_formatter(serializer='orjson') needs orjson: pip install 'ctxlog-correlation[orjson]'"
         raise ImportError(msg, name="orjson") from exc
     return orjson_dumps_line(orjson.dumps)
 
@@ -401,7 +401,7 @@ def json_formatter(serializer: Serializer = "auto") -> logging.Formatter:
     ``dictConfig``: ``{"()": "ctxlog.stdlib.json_formatter"}``.
 
     *serializer*: ``"orjson"`` writes with orjson (``pip install
-    'ctxlog[orjson]'``; a third less per line), ``"json"`` with the standard
+    'ctxlog-correlation[orjson]'``; a third less per line), ``"json"`` with the standard
     library, ``"auto"`` (the default) with orjson when it is installed.  The
     line is the same either way (NaN and infinities are ``null``).
 
@@ -441,7 +441,7 @@ def configure(
     *level* is a number or a level name in any case (``"debug"``).  Nothing
     changes when an argument is invalid.
 
-    :raises ImportError: python-json-logger is missing (``pip install 'ctxlog[json]'``).
+    :raises ImportError: python-json-logger is missing (``pip install 'ctxlog-correlation[json]'``).
     :raises ValueError: *level* is not a known level name.
     :raises ContextError: a filter option is invalid.
 

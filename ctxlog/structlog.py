@@ -33,7 +33,7 @@ try:
 except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
     msg = (
         "ctxlog.structlog needs structlog (>= 23.1), which is not installed: "
-        "pip install 'ctxlog[structlog]'"
+        "pip install 'ctxlog-correlation[structlog]'"
     )
     raise ImportError(msg, name="structlog") from exc
 

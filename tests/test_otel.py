@@ -472,4 +472,4 @@ def test_missing_opentelemetry_names_the_extra() -> None:
     out = subprocess.run(
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert "pip install 'ctxlog[otel]'" in out
+    assert "pip install 'ctxlog-correlation[otel]'" in out

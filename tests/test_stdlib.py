@@ -483,4 +483,4 @@ class TestConfigure:
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         ).stdout
-        assert "pip install 'ctxlog[json]'" in out
+        assert "pip install 'ctxlog-correlation[json]'" in out

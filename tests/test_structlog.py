@@ -876,4 +876,4 @@ def test_missing_structlog_names_the_extra() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    assert "pip install 'ctxlog[structlog]'" in out
+    assert "pip install 'ctxlog-correlation[structlog]'" in out

@@ -739,7 +739,7 @@ def test_missing_celery_names_the_extra() -> None:
     out = subprocess.run(
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert "pip install 'ctxlog[celery]'" in out
+    assert "pip install 'ctxlog-correlation[celery]'" in out
 
 
 def test_annotated_values_travel_and_each_task_is_a_unit_of_work(
