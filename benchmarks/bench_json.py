@@ -127,7 +127,9 @@ def main() -> None:
         f"{verdict(result.ratio(fastest, 'structlog'), TARGET_STRUCTLOG)}"
     )
     if not HAVE_ORJSON:
-        print("  (orjson is not installed: pip install 'ctxlog-correlation[orjson]' for its figures)")
+        print(
+            "  (orjson is not installed: pip install 'ctxlog-correlation[orjson]' for its figures)"
+        )
 
 
 if __name__ == "__main__":

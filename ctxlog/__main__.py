@@ -22,8 +22,12 @@ def _print_problems(report: CheckReport, limit: int) -> None:
 def _demo(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path(tempfile.mkdtemp()) / "demo.jsonl"
     if not args.simulated:
-        from ctxlog import _demo  # noqa: PLC0415 -- needs the demo extra
-
+        try:
+            from ctxlog import _demo  # noqa: PLC0415 -- needs the demo extra
+        except ImportError as exc:
+            # One line, not a traceback: the message names the extra to install.
+            print(f"python -m ctxlog demo: {exc}", file=sys.stderr)
+            return 2
         return _demo.main(args.requests, output)
     started = time.perf_counter()
     from ctxlog import _demo_sim  # noqa: PLC0415 -- needs python-json-logger

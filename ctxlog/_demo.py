@@ -47,8 +47,9 @@ try:
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover -- the dev extras install all of it
     msg = (
-        f"The demo needs {exc.name}, which is not installed: pip install 'ctxlog-correlation[demo]' "
-        "(or run `python -m ctxlog demo --simulated`, which needs python-json-logger only)."
+        f"The demo needs {exc.name}, which is not installed: "
+        "pip install 'ctxlog-correlation[demo]' (or run `python -m ctxlog demo --simulated`, "
+        "which needs python-json-logger only)."
     )
     raise ImportError(msg, name=exc.name) from exc
 

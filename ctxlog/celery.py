@@ -33,7 +33,8 @@ try:
     from celery.app.task import Context as _TaskRequest
 except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
     msg = (
-        "ctxlog.celery needs Celery (>= 5.3), which is not installed: pip install 'ctxlog-correlation[celery]'"
+        "ctxlog.celery needs Celery (>= 5.3), which is not installed: "
+        "pip install 'ctxlog-correlation[celery]'"
     )
     raise ImportError(msg, name=exc.name) from exc
 

@@ -29,7 +29,8 @@ try:
     from django.utils.module_loading import import_string
 except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
     msg = (
-        "ctxlog.django needs Django (>= 4.2), which is not installed: pip install 'ctxlog-correlation[django]'"
+        "ctxlog.django needs Django (>= 4.2), which is not installed: "
+        "pip install 'ctxlog-correlation[django]'"
     )
     raise ImportError(msg, name=exc.name) from exc
 

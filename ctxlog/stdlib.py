@@ -379,7 +379,10 @@ def _serializer(kind: Serializer) -> Callable[..., str]:
     except ImportError as exc:
         if kind == "auto":
             return dumps_line
-        msg = "json_formatter(serializer='orjson') needs orjson: pip install 'ctxlog-correlation[orjson]'"
+        msg = (
+            "json_formatter(serializer='orjson') needs orjson: "
+            "pip install 'ctxlog-correlation[orjson]'"
+        )
         raise ImportError(msg, name="orjson") from exc
     return orjson_dumps_line(orjson.dumps)
 
@@ -427,6 +430,7 @@ def configure(
     nest_under: str | None = None,
     on_conflict: ConflictPolicy = "rename",
     formatter: logging.Formatter | None = None,
+    replace_handlers: bool = False,
 ) -> logging.Handler:
     """Set up root logging in one call: JSON lines on *stream* with the context.
 
@@ -435,8 +439,10 @@ def configure(
     :class:`ContextFilter` built from *fields*, *defaults*, *nest_under* and
     *on_conflict* attached, and sets the root level to *level*.  Calling it
     again replaces the handler an earlier call installed (and only that one);
-    other handlers are left alone.  Pass *formatter* to write something other
-    than JSON.  Returns the handler.
+    other handlers are left alone, so after ``logging.basicConfig()`` every
+    line is written twice (once by basicConfig's handler): pass
+    *replace_handlers* to remove every other root handler first.  Pass
+    *formatter* to write something other than JSON.  Returns the handler.
 
     *level* is a number or a level name in any case (``"debug"``).  Nothing
     changes when an argument is invalid.
@@ -447,6 +453,9 @@ def configure(
 
     .. versionadded:: 0.1.0
     """
+    if not isinstance(replace_handlers, bool):
+        msg = f"configure(replace_handlers={replace_handlers!r}): give True or False."
+        raise ContextError(msg)
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(json_formatter() if formatter is None else formatter)
     handler.addFilter(
@@ -459,7 +468,7 @@ def configure(
     # First: an unknown level name raises before any handler is swapped.
     root.setLevel(level.upper() if isinstance(level, str) else level)
     for old in list(root.handlers):
-        if getattr(old, _CONFIGURED_MARK, False):
+        if replace_handlers or getattr(old, _CONFIGURED_MARK, False):
             root.removeHandler(old)
             old.close()
     root.addHandler(handler)

@@ -165,3 +165,18 @@ def test_check_reports_a_deeply_nested_line_and_goes_on(tmp_path: Path) -> None:
     assert report.count("invalid-json") == 1
     assert report.lines == 2
     assert [p.lineno for p in report.problems] == [2]
+
+
+def test_the_demo_without_its_extra_says_so_in_one_line() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['httpx'] = None  # as if the demo extra were not installed\n"
+        "from ctxlog.__main__ import main\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "pip install 'ctxlog-correlation[demo]'" in line

@@ -484,3 +484,23 @@ class TestConfigure:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         ).stdout
         assert "pip install 'ctxlog-correlation[json]'" in out
+
+
+def test_configure_after_basicconfig_writes_each_line_once_with_replace_handlers() -> None:
+    basic = io.StringIO()
+    logging.basicConfig(stream=basic, force=True)
+    ours = io.StringIO()
+    ctxlog.configure(stream=ours)
+    logging.getLogger("app.twice").warning("x")
+    # The surprise: two handlers write it.
+    assert basic.getvalue()
+    assert ours.getvalue()
+    basic.truncate(0)
+    ours.truncate(0)
+    ours.seek(0)
+    ctxlog.configure(stream=ours, replace_handlers=True)
+    logging.getLogger("app.twice").warning("once")
+    assert basic.getvalue() == ""
+    assert json.loads(ours.getvalue())["message"] == "once"
+    with pytest.raises(ContextError, match="replace_handlers"):
+        ctxlog.configure(replace_handlers="yes")  # type: ignore[arg-type]
