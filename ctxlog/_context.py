@@ -31,7 +31,7 @@ from typing import (
 )
 
 from ctxlog._errors import ContextError, check_key
-from ctxlog._store import UnitEntry, VarToken, store
+from ctxlog._store import UNIT, UnitEntry, VarToken, store
 
 __all__ = [
     "GENERATOR_HINT",
@@ -550,7 +550,7 @@ class scope(Reusable[UnitEntry]):  # noqa: N801 -- see bind
     _pop = staticmethod(store.close_unit)
 
     def _pop_foreign(self, entry: UnitEntry, exc: BaseException | None) -> None:
-        store.end(entry.unit)
+        store.end(entry[UNIT])
         msg = (
             "scope() block left in a different context than it was entered in "
             "(another task or thread, or a generator resumed elsewhere); open and close "

@@ -19,7 +19,6 @@ another request's id) and against what each request must have written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -114,6 +113,7 @@ class Service:
         self.client: httpx.AsyncClient | None = None
         #: The ids of the background jobs that ran: work no request started.
         self.job_ids: list[str] = []
+        self.stopping = False
 
     def create_schema(self) -> None:
         with self.engine.begin() as conn:
@@ -144,9 +144,9 @@ class Service:
             async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as client:
                 self.client = client
                 yield
-            jobs.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await jobs
+            # A job stops between two jobs, never halfway through one.
+            self.stopping = True
+            await jobs
             await self.async_engine.dispose()
 
         routes = [
@@ -196,7 +196,7 @@ class Service:
         own, with a fresh id (as ctxlog.celery gives a task published outside a
         request), and work it hands to the thread pool keeps it."""
         job = 0
-        while True:
+        while not self.stopping:
             async with ctxlog.scope(request_id=new_request_id(), job=job):
                 rid = str(ctxlog.get("request_id"))
                 self.job_ids.append(rid)

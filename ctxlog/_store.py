@@ -43,7 +43,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from contextvars import Token as VarToken
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeAlias
 
 from ctxlog._errors import ContextError
 from ctxlog._memo import MEMO, close_scope, new_scope
@@ -52,6 +52,7 @@ __all__ = [
     "EMPTY",
     "HIDDEN",
     "MISSING",
+    "UNIT",
     "UNIT_KEY",
     "Detached",
     "Provider",
@@ -70,6 +71,9 @@ EMPTY: Final[dict[str, Any]] = {}
 UNIT_KEY: Final = ""
 
 _VAR: Final[ContextVar[dict[str, Any]]] = ContextVar("ctxlog", default=EMPTY)
+
+#: Serializes annotate() across all units of work.
+_ANNOTATE: Final = threading.Lock()
 
 
 class _Marker:
@@ -100,16 +104,16 @@ class Unit:
     its memoize cache and the trace flags of its incoming request.
 
     ``values`` is a dict that is never mutated: :meth:`Store.annotate`
-    replaces it under the lock, so readers need no lock and may cache on its
+    replaces it under one lock (annotations are rare; a lock per unit would
+    cost every request), so readers need no lock and may cache on its
     identity.
     """
 
-    __slots__ = ("__weakref__", "lock", "memo", "open", "trace_flags", "values")
+    __slots__ = ("__weakref__", "memo", "open", "trace_flags", "values")
 
     def __init__(self, values: dict[str, Any], trace_flags: str | None) -> None:
         self.values = values
         self.trace_flags = trace_flags
-        self.lock = threading.Lock()
         self.memo = new_scope()
         self.open = True
 
@@ -118,12 +122,13 @@ class Unit:
         return f"<ctxlog unit of work ({state}) {self.values!r}>"
 
 
-class UnitEntry(NamedTuple):
-    """What :meth:`Store.open_unit` returns, for :meth:`Store.close_unit`."""
+#: What :meth:`Store.open_unit` returns, for :meth:`Store.close_unit`: the
+#: store's token, the memoize cache's token, and the unit (``entry[UNIT]``).
+#: A plain tuple: one is made for every request.
+UnitEntry: TypeAlias = tuple[VarToken[dict[str, Any]], VarToken[Any], Unit]
 
-    token: VarToken[dict[str, Any]]
-    memo_token: VarToken[Any]
-    unit: Unit
+#: The index of the unit in a :data:`UnitEntry`.
+UNIT: Final = 2
 
 
 class Detached(NamedTuple):
@@ -299,7 +304,7 @@ class Store:
         else:
             new = {**old, **values}
         new[UNIT_KEY] = unit
-        return UnitEntry(_VAR.set(new), MEMO.set(unit.memo), unit)
+        return _VAR.set(new), MEMO.set(unit.memo), unit
 
     def close_unit(self, entry: UnitEntry) -> None:
         """End the unit: restore what was there, drop its values and its cache.
@@ -307,15 +312,16 @@ class Store:
         Raises ``ValueError`` (nothing changed) when *entry* belongs to another
         context, as :meth:`restore` does.
         """
-        _VAR.reset(entry.token)
-        MEMO.reset(entry.memo_token)
-        self.end(entry.unit)
+        token, memo_token, unit = entry
+        _VAR.reset(token)
+        MEMO.reset(memo_token)
+        unit.open = False
+        close_scope(unit.memo)
 
     def end(self, unit: Unit) -> None:
         """Drop *unit*'s values and cache without restoring the context (a
         context that is being thrown away, or that cannot be restored here)."""
-        with unit.lock:
-            unit.open = False
+        unit.open = False  # one write: annotate() checks it under its lock
         close_scope(unit.memo)
 
     def annotate(self, values: Mapping[str, Any]) -> Unit | None:
@@ -323,7 +329,7 @@ class Store:
         unit: Unit | None = _VAR.get().get(UNIT_KEY)
         if unit is None:
             return None
-        with unit.lock:
+        with _ANNOTATE:
             if not unit.open:
                 return unit
             unit.values = {**unit.values, **values}

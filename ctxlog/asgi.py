@@ -12,7 +12,7 @@ from typing import Any, Final, TypeAlias
 
 from ctxlog._errors import ContextError
 from ctxlog._middleware import Policy
-from ctxlog._store import store
+from ctxlog._store import UNIT, store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
@@ -208,7 +208,7 @@ class RequestContextMiddleware:
             # ServerErrorMiddleware, which sits outside added middlewares), and
             # must carry the id.  Servers run each request in a task of its own,
             # whose context ends with it; the next request sets every key anew.
-            store.end(unit.unit)
+            store.end(unit[UNIT])
             if not started and self.error_response and kind == "http":
                 await _send_error(send, pair if echo else None)
             raise

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
 from ctxlog._errors import ContextError, check_key
 from ctxlog._snapshot import CONTEXT_HEADER as _SNAPSHOT_HEADER
 from ctxlog._snapshot import Snapshot
-from ctxlog._store import UnitEntry, store
+from ctxlog._store import UNIT, UnitEntry, store
 from ctxlog.headers import forwardable, new_request_id
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
@@ -362,8 +362,8 @@ def _on_postrun(
         except (ValueError, RuntimeError):
             # Not the context prerun ran in (a pool that moved the task between
             # contexts): undo our binding only if it is what this context holds.
-            store.end(unit.unit)
-            if store.unit() is unit.unit:
+            store.end(unit[UNIT])
+            if store.unit() is unit[UNIT]:
                 store.detach(before)
     if _options is None and not _running:
         _signals.task_postrun.disconnect(_on_postrun, dispatch_uid=_UID_POSTRUN)

@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
 from ctxlog._configs import load_config
 from ctxlog._errors import ContextError
 from ctxlog._middleware import Policy
-from ctxlog._store import UnitEntry, store
+from ctxlog._store import UNIT, UnitEntry, store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
@@ -221,7 +221,7 @@ def _end(request: Any, entry: UnitEntry) -> None:
     try:
         store.close_unit(entry)
     except (ValueError, RuntimeError):  # pragma: no cover -- a chain ends where it began
-        store.end(entry.unit)
+        store.end(entry[UNIT])
 
 
 def logging_settings(level: str = "INFO", *, sql: bool = False) -> dict[str, Any]:
