@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -44,14 +45,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        report = check_files(args.files, key=args.key, ignore_loggers=args.ignore_logger)
+        report = check_files(
+            args.files,
+            key=args.key,
+            ignore_loggers=args.ignore_logger,
+            # Progress only for a person watching: never into a file or a pipe.
+            progress=sys.stderr if sys.stderr.isatty() else None,
+        )
     except OSError as exc:
         print(
             f"python -m ctxlog check: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr
         )
         return 2
-    print(report.summary())
-    _print_problems(report, args.limit)
+    if args.format == "json":
+        print(json.dumps(report.as_dict(args.limit)))
+    else:
+        print(report.summary())
+        _print_problems(report, args.limit)
     return 0 if report.ok else 1
 
 
@@ -88,7 +98,10 @@ def _count(minimum: int) -> Callable[[str], int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m ctxlog``."""
+    from ctxlog import __version__  # noqa: PLC0415 -- the package, once the CLI runs
+
     parser = argparse.ArgumentParser(prog="python -m ctxlog", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ctxlog {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run a service under load and check its log lines")
@@ -104,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(func=_demo)
 
     check = sub.add_parser("check", help="check JSON log lines for missing or crossed ids")
-    check.add_argument("files", nargs="+", help="JSON lines files")
+    check.add_argument("files", nargs="+", help="JSON lines files; - reads standard input")
     check.add_argument("--key", default="request_id", help="the id field (default request_id)")
     check.add_argument(
         "--ignore-logger",
@@ -113,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="skip lines of this logger (repeatable)",
     )
     check.add_argument("--limit", type=_count(0), default=20, help="problems to print (default 20)")
+    check.add_argument(
+        "--format", choices=("text", "json"), default="text", help="the report's form"
+    )
     check.set_defaults(func=_check)
 
     config = sub.add_parser(

@@ -163,7 +163,7 @@ def test_check_reports_a_deeply_nested_line_and_goes_on(tmp_path: Path) -> None:
     )
     report = check_files([path])
     assert report.count("invalid-json") == 1
-    assert report.lines == 2
+    assert report.lines == 3  # the invalid line counts too
     assert [p.lineno for p in report.problems] == [2]
 
 
@@ -180,3 +180,50 @@ def test_the_demo_without_its_extra_says_so_in_one_line() -> None:
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert "pip install 'ctxlog-correlation[demo]'" in line
+
+
+class TestCheckAtScale:
+    def test_stdin_truncated_structlog_and_json_format(self) -> None:
+        text = "\n".join(
+            [
+                line("r1", "start r1"),
+                json.dumps({"logger": "sl", "event": "a structlog line"}),  # no id
+                line("r2", "about r1"),
+                '{"request_id": "r3", "message": "cut sho',  # the last line, cut
+            ]
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "ctxlog", "check", "--format", "json", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert result.stderr == ""  # no progress: stderr is not a terminal
+        report = json.loads(result.stdout)
+        assert (report["ok"], report["lines"], report["ids"]) == (False, 4, 2)
+        assert report["problems"] == {"crossed": 1, "missing": 1, "truncated": 1}
+        kinds = [(p["lineno"], p["kind"]) for p in report["first_problems"]]
+        assert kinds == [(2, "missing"), (3, "crossed"), (4, "truncated")]
+        assert "a structlog line" in report["first_problems"][0]["detail"]
+
+    def test_version(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "ctxlog", "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result.stdout.strip() == f"ctxlog {ctxlog.__version__}"
+
+    def test_an_escaped_id_is_still_found(self) -> None:
+        """The raw-text scan cannot see an id behind an escape: the line is parsed."""
+        report = check_lines([line("r-1", "a"), line("r-2", "trace\nr-1 again")])
+        assert [p.kind for p in report.problems] == ["crossed"]
+
+    def test_every_problem_is_counted_the_first_are_kept(self) -> None:
+        lines = [line(None, f"no id {i}") for i in range(12_000)]
+        report = check_lines(lines)
+        assert report.count("missing") == 12_000
+        assert len(report.problems) == 10_000
