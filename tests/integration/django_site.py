@@ -24,9 +24,18 @@ DB = Path(tempfile.mkdtemp(prefix="ctxlog-django-")) / "site.sqlite"
 
 
 def query(tag: str) -> None:
-    """One ORM-level query: Django logs it on django.db.backends with its parameters."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT %s", [tag])
+    """One ORM-level query: Django logs it on django.db.backends with its parameters.
+
+    The connection is closed after it: the query may run in any thread (an
+    executor's, under sync_to_async), where Django's end-of-request cleanup
+    does not reach, and an unclosed SQLite connection is a ResourceWarning
+    (Python 3.13) when its thread's objects are collected.
+    """
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT %s", [tag])
+    finally:
+        connection.close()
 
 
 def view(request: HttpRequest, n: str) -> JsonResponse:
