@@ -190,7 +190,10 @@ def test_a_task_published_from_a_view_carries_the_id() -> None:
 
 async def _hammer(base_url: str, count: int, prefix: str, connections: int = 50) -> dict[str, str]:
     limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+    # No limit on waiting for a free connection: all the requests are queued at
+    # once, and the last ones wait for the others (slow under coverage tracing).
+    timeout = httpx.Timeout(60, pool=None)
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits) as client:
 
         async def one(n: int) -> tuple[str, str]:
             kind = "async" if n % 2 else "view"
