@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ContextError", "check_key"]
+__all__ = ["ContextError", "check_collection", "check_flag", "check_key"]
 
 
 class ContextError(RuntimeError):
@@ -21,4 +21,28 @@ def check_key(key: object, where: str) -> None:
     """
     if not isinstance(key, str) or not key:
         msg = f"{where}(): context keys must be non-empty strings, got {key!r}."
+        raise ContextError(msg)
+
+
+def check_flag(value: object, option: str, where: str) -> None:
+    """Refuse an on/off option that is not a ``bool`` (``"no"`` would be true).
+
+    :raises ContextError: *value* is not ``True`` or ``False``.
+    """
+    if not isinstance(value, bool):
+        msg = f"{where}({option}={value!r}): give True or False."
+        raise ContextError(msg)
+
+
+def check_collection(value: object, option: str, where: str) -> None:
+    """Refuse a string where a collection of names is wanted (``fields="id"``
+    would be read as the names ``i`` and ``d``).
+
+    :raises ContextError: *value* is a ``str``.
+    """
+    if isinstance(value, str):
+        msg = (
+            f"{where}({option}={value!r}): pass a collection, e.g. {option}=[{value!r}], "
+            "not a string."
+        )
         raise ContextError(msg)

@@ -13,15 +13,14 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
-from ctxlog._errors import ContextError
+from ctxlog._errors import ContextError, check_collection, check_flag
 from ctxlog._store import UnitEntry, store
 from ctxlog.headers import (
     ALLOWED_CHARS,
     REQUEST_FIELDS,
     escape_rejected,
-    forwardable,
+    generate_request_id,
     match_request_id,
-    new_request_id,
     parse_traceparent,
     safe_field,
 )
@@ -76,12 +75,7 @@ class Policy:
             if not isinstance(option, str) or not option:
                 msg = f"{where}({name}={option!r}): give a non-empty context key."
                 raise ContextError(msg)
-        if isinstance(request_fields, str):
-            msg = (
-                f"{where}(request_fields={request_fields!r}): pass a collection, "
-                f"e.g. request_fields=[{request_fields!r}]."
-            )
-            raise ContextError(msg)
+        check_collection(request_fields, "request_fields", where)
         fields = tuple(request_fields)
         unknown = set(fields) - REQUEST_FIELDS
         if unknown:
@@ -90,11 +84,9 @@ class Policy:
                 f"choose among {sorted(REQUEST_FIELDS)}."
             )
             raise ContextError(msg)
-        flags = (("echo", echo), ("traceparent", traceparent))
-        for name, flag in (*flags, ("update_request_header", update_request_header)):
-            if not isinstance(flag, bool):
-                msg = f"{where}({name}={flag!r}): give True or False."
-                raise ContextError(msg)
+        check_flag(echo, "echo", where)
+        check_flag(traceparent, "traceparent", where)
+        check_flag(update_request_header, "update_request_header", where)
         if not isinstance(max_length, int) or max_length < 1:
             msg = f"{where}(max_length={max_length!r}): give a positive int."
             raise ContextError(msg)
@@ -135,7 +127,7 @@ class Policy:
         """
         value, rejection = self._check(raw, count)
         if value is None:
-            return self._generate(), rejection
+            return generate_request_id(self.generator), rejection
         return value, None
 
     def _check(self, raw: str | bytes | None, count: int) -> tuple[str | None, str | None]:
@@ -158,18 +150,6 @@ class Policy:
         except Exception as exc:  # noqa: BLE001 -- a broken validator must not break the request
             return None, f"the validator raised {type(exc).__name__}"
         return (value, None) if ok else (None, f"invalid value {escape_rejected(value)}")
-
-    def _generate(self) -> str:
-        if self.generator is new_request_id:
-            return new_request_id()
-        request_id = self.generator()
-        if not forwardable(request_id):
-            msg = (
-                f"The request-id generator {self.generator!r} returned {request_id!r}; it must "
-                "return a non-empty printable ASCII str without spaces (at most 1024 chars)."
-            )
-            raise ContextError(msg)
-        return request_id
 
     def incoming(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping
 from typing import Any, Final, Literal
 
-from ctxlog._errors import ContextError
+from ctxlog._errors import ContextError, check_collection
 from ctxlog._store import UNIT_KEY, Unit, store
 
 __all__ = ["LINE_FIELDS", "RENAME_PREFIX", "UNCACHED", "ConflictPolicy", "Projection", "free_key"]
@@ -87,12 +87,7 @@ class Projection:
         if on_conflict not in ("rename", "drop"):
             msg = f"{where}(on_conflict={on_conflict!r}): use 'rename' or 'drop'."
             raise ContextError(msg)
-        if isinstance(fields, str):
-            msg = (
-                f"{where}(fields={fields!r}): pass a list of keys, "
-                f"e.g. fields=[{fields!r}], not a string."
-            )
-            raise ContextError(msg)
+        check_collection(fields, "fields", where)
         if defaults is not None and not isinstance(defaults, Mapping):
             msg = f"{where}(defaults={defaults!r}): pass a mapping of keys to values."
             raise ContextError(msg)

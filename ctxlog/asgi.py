@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, TypeAlias
 
-from ctxlog._errors import ContextError
+from ctxlog._errors import check_flag
 from ctxlog._middleware import Policy
 from ctxlog._store import UNIT, store
 from ctxlog.headers import (
@@ -112,11 +112,7 @@ class RequestContextMiddleware:
         error_response: bool = True,
         update_request_header: bool = True,
     ) -> None:
-        if not isinstance(error_response, bool):
-            msg = (
-                f"RequestContextMiddleware(error_response={error_response!r}): give True or False."
-            )
-            raise ContextError(msg)
+        check_flag(error_response, "error_response", "RequestContextMiddleware")
         self.app = app
         self.error_response = error_response
         self._policy = Policy(

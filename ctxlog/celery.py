@@ -38,11 +38,11 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog._errors import ContextError, check_key
+from ctxlog._errors import ContextError, check_collection, check_key
 from ctxlog._snapshot import CONTEXT_HEADER as _SNAPSHOT_HEADER
 from ctxlog._snapshot import Snapshot
 from ctxlog._store import UNIT, UnitEntry, store
-from ctxlog.headers import forwardable, new_request_id
+from ctxlog.headers import generate_request_id, new_request_id
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
 
@@ -165,9 +165,7 @@ def install(
             f"choose another, such as {CONTEXT_HEADER!r}."
         )
         raise ContextError(msg)
-    if isinstance(keys, str):
-        msg = f"ctxlog.celery.install(keys={keys!r}): pass a collection, e.g. keys=[{keys!r}]."
-        raise ContextError(msg)
+    check_collection(keys, "keys", "ctxlog.celery.install")
     allowed = None if keys is None else frozenset(keys)
     for key in allowed or ():
         check_key(key, "ctxlog.celery.install")
@@ -259,17 +257,6 @@ def _outgoing(options: _Options) -> dict[str, Any]:
     return data
 
 
-def _fresh_id(options: _Options) -> str:
-    request_id = options.generator()
-    if not forwardable(request_id):
-        msg = (
-            f"ctxlog.celery: the request-id generator {options.generator!r} returned "
-            f"{request_id!r}; it must return a non-empty printable ASCII str without spaces."
-        )
-        raise ContextError(msg)
-    return request_id
-
-
 def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     """``before_task_publish``: write the context into the message headers."""
     options = _options
@@ -280,7 +267,7 @@ def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     if key is not None and data.get(key) is None:
         # Work no request started: the chain it begins shares one fresh id.
         try:
-            data[key] = _fresh_id(options)
+            data[key] = generate_request_id(options.generator)
         except ContextError as exc:  # Celery would swallow it: say so, publish anyway
             _log.warning(
                 "Task %s was published without a request id: %s", kwargs.get("sender"), exc

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
+from ctxlog._errors import ContextError
 from ctxlog._store import store
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "TraceParent",
     "escape_rejected",
     "forwardable",
+    "generate_request_id",
     "is_valid_request_id",
     "match_request_id",
     "new_request_id",
@@ -88,6 +91,24 @@ def is_valid_request_id(value: object) -> bool:
         and 0 < len(value) <= MAX_REQUEST_ID_LENGTH
         and match_request_id(value) is not None
     )
+
+
+def generate_request_id(generator: Callable[[], str]) -> str:
+    """Call *generator* for a new request id and check that it can be sent on.
+
+    :raises ContextError: it returned something that is not a non-empty
+        printable ASCII str without spaces, of at most 1024 characters.
+    """
+    if generator is new_request_id:
+        return new_request_id()
+    request_id = generator()
+    if not forwardable(request_id):
+        msg = (
+            f"The request-id generator {generator!r} returned {request_id!r}; it must "
+            "return a non-empty printable ASCII str without spaces (at most 1024 chars)."
+        )
+        raise ContextError(msg)
+    return request_id
 
 
 def new_request_id() -> str:

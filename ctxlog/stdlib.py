@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any, Final, Literal
 
-from ctxlog._errors import ContextError
+from ctxlog._errors import ContextError, check_flag
 from ctxlog._projection import LINE_FIELDS, UNCACHED, ConflictPolicy, Projection, free_key
 from ctxlog._store import store
 from ctxlog._values import dumps_line, orjson_dumps_line, rfc3339
@@ -453,9 +453,7 @@ def configure(
 
     .. versionadded:: 0.1.0
     """
-    if not isinstance(replace_handlers, bool):
-        msg = f"configure(replace_handlers={replace_handlers!r}): give True or False."
-        raise ContextError(msg)
+    check_flag(replace_handlers, "replace_handlers", "configure")
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(json_formatter() if formatter is None else formatter)
     handler.addFilter(
