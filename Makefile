@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint types pytest bench clean
+.PHONY: demo test lint types pytest bench docs docs-serve clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "ctxlog needs Python >= 3.10"'
@@ -38,8 +38,15 @@ pytest: $(VENV)/.dev-installed
 
 test: lint types pytest
 
+# the docs site (MkDocs, Material theme, API reference from the docstrings) into site/
+docs: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-serve: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov dist
+	rm -rf $(VENV) .venv-* .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* htmlcov dist site

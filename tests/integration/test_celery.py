@@ -1,10 +1,10 @@
 """ctxlog.celery with a real ``celery worker`` process (solo, threads and prefork pools).
 
-The worker runs the README's ``tasks.py`` as written, plus a test configuration
+The worker runs the Celery page's ``tasks.py`` as written, plus a test configuration
 appended to it: a broker and a result backend on SQLite files in ``tmp_path``
 (no server), a second plain-text log file with a
 ``%(request_id)s`` format, and a few tasks for the scenarios.  The test process
-publishes, as the README's publisher does, and then reads every line the
+publishes, as the Celery page's publisher does, and then reads every line the
 worker wrote.
 """
 
@@ -39,7 +39,7 @@ import ctxlog.otel
 from ctxlog.headers import is_valid_request_id
 from tests.conftest import Captured
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CELERY_PAGE = Path(__file__).resolve().parents[2] / "docs" / "celery.md"
 BLOCK = re.compile(r"^```py\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 TEST_CONFIG = """
@@ -105,11 +105,9 @@ def spawn(tag: str) -> str:
 """
 
 
-def readme_blocks() -> tuple[str, str]:
-    """The README's ``tasks.py`` and publisher blocks (```py, run here for real)."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("<!-- section:integrations -->", 1)[1].split("## OpenTelemetry", 1)[0]
-    blocks = BLOCK.findall(section)
+def page_blocks() -> tuple[str, str]:
+    """The Celery page's ``tasks.py`` and publisher blocks (```py, run here for real)."""
+    blocks = BLOCK.findall(CELERY_PAGE.read_text(encoding="utf-8"))
     tasks = next(b for b in blocks if b.startswith("# tasks.py"))
     publisher = next(b for b in blocks if b.startswith("# the publisher"))
     return tasks, publisher
@@ -181,8 +179,8 @@ class Worker:
 
 @pytest.fixture
 def app_module(tmp_path: Path) -> Iterator[ModuleType]:
-    """The README's tasks.py, plus the test configuration, imported as ``tasks``."""
-    tasks_code, _ = readme_blocks()
+    """The Celery page's tasks.py, plus the test configuration, imported as ``tasks``."""
+    tasks_code, _ = page_blocks()
     path = tmp_path / "tasks.py"
     path.write_text(tasks_code + TEST_CONFIG, encoding="utf-8")
     spec = importlib.util.spec_from_file_location("tasks", path)
@@ -326,9 +324,9 @@ def test_worker(app_module: ModuleType, tmp_path: Path, pool: str, concurrency: 
     tasks: Any = app_module
     worker = Worker(tmp_path, pool, concurrency)
     try:
-        # The README's publisher, as written.
-        _, publisher = readme_blocks()
-        exec(compile(publisher, "README publisher", "exec"), {})  # noqa: S102 -- the README's own code
+        # The Celery page's publisher, as written.
+        _, publisher = page_blocks()
+        exec(compile(publisher, "the Celery page publisher", "exec"), {})  # noqa: S102 -- the Celery page's own code
         planned = publish_mixed(tasks, pool)
         # A task that publishes another: the child gets the context, with its own task id.
         with ctxlog.bind(request_id=f"r-{pool}-spawn"):
@@ -352,14 +350,14 @@ def test_worker(app_module: ModuleType, tmp_path: Path, pool: str, concurrency: 
         assert unbound_child["parent_task_id"] == unbound_spawner.id
         assert unbound_child["root_task_id"] == unbound_spawner.id
 
-        # Every task has ended once its "after" line is written (the README's one too).
+        # Every task has ended once its "after" line is written (the Celery page's one too).
         worker.wait_for(lambda line: line["message"].startswith("after "), len(planned) + 5)
         lines = worker.json_lines()
         spawning = by_message(lines, f"spawning {pool}-unbound")
         assert is_valid_request_id(spawning["request_id"])
         assert unbound_child["request_id"] == spawning["request_id"]
 
-        # The README's task: the publisher's values and the task's own fields.
+        # The Celery page's task: the publisher's values and the task's own fields.
         charging = by_message(lines, "charging order 17")
         assert charging["request_id"] == "req-42"
         assert charging["user_id"] == "u-7"
