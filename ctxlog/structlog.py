@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
 
 try:
     import structlog
+    import structlog._config as _structlog_config
     import structlog.contextvars as _structlog_contextvars
     import structlog.processors
     import structlog.stdlib
@@ -51,16 +53,21 @@ __all__ = [
     "JSON_RENDERING",
     "RESERVED_KEYS",
     "SHARED_PROCESSORS",
+    "STRUCTLOG_KEY_PREFIX",
+    "STRUCTLOG_KEY_PREFIX_LEN",
     "ContextVarsToken",
     "bind_contextvars",
     "bound_contextvars",
     "clear_contextvars",
     "get_contextvars",
     "get_merged_contextvars",
+    "install",
+    "installed",
     "merge_context",
     "merge_contextvars",
     "reset_contextvars",
     "unbind_contextvars",
+    "uninstall",
 ]
 
 P = ParamSpec("P")
@@ -282,6 +289,102 @@ def _configured(
 #:
 #: .. versionadded:: 0.1.0
 merge_contextvars: Final = merge_context
+
+
+# --------------------------------------------------------------------------
+# structlog's default chain
+# --------------------------------------------------------------------------
+
+#: structlog's own processor, as its default chain holds it.
+_STRUCTLOG_MERGE: Final = _structlog_contextvars.merge_contextvars
+#: What :func:`install` puts in its place: ctxlog's store, and what the real
+#: ``structlog.contextvars`` bound (nothing is lost; ctxlog wins a shared key).
+_DEFAULT_CHAIN_MERGE: Final = _ContextMerger(_PLAIN, structlog_contextvars=True)
+
+_install_lock = threading.Lock()
+#: (list, index) and (module, name) places :func:`install` changed, to undo.
+_replaced_items: list[tuple[list[Any], int]] = []
+_replaced_names: list[tuple[Any, str]] = []
+
+
+def _default_lists() -> list[list[Any]]:
+    """structlog's built-in default chain, and the chain in effect now."""
+    lists = []
+    builtin = getattr(_structlog_config, "_BUILTIN_DEFAULT_PROCESSORS", None)
+    if isinstance(builtin, list):
+        lists.append(builtin)
+    config = getattr(_structlog_config, "_CONFIG", None)
+    current = getattr(config, "default_processors", None)
+    if isinstance(current, list) and current is not builtin:
+        lists.append(current)
+    return lists
+
+
+def install() -> None:
+    """Make structlog's *default* configuration read ctxlog's store.
+
+    structlog's default processor chain (in effect without a
+    ``structlog.configure()`` call, and again after
+    ``structlog.reset_defaults()`` or ``structlog.stdlib.recreate_defaults()``)
+    holds structlog's own ``merge_contextvars``, copied there when structlog
+    was imported: it cannot see values bound through this module or
+    :func:`ctxlog.bind`.  ``install()`` puts in its place a processor that
+    merges ctxlog's context *and* whatever the real ``structlog.contextvars``
+    bound (nothing is lost; ctxlog's value wins a shared key): in the chain
+    in effect now (changed in place, so loggers made earlier see it too) and
+    in the ones those two calls rebuild.  A chain configured *later* is taken
+    as written: put :func:`merge_context` in it.
+
+    Idempotent; :func:`uninstall` undoes it.
+
+    .. versionadded:: 0.1.0
+    """
+    with _install_lock:
+        if _replaced_items or _replaced_names:
+            return
+        for processors in _default_lists():
+            for index, processor in enumerate(processors):
+                if processor is _STRUCTLOG_MERGE:
+                    processors[index] = _DEFAULT_CHAIN_MERGE
+                    _replaced_items.append((processors, index))
+        # recreate_defaults() and the config module name the function directly.
+        for module in (_structlog_config, structlog.stdlib):
+            if getattr(module, "merge_contextvars", None) is _STRUCTLOG_MERGE:
+                module.merge_contextvars = _DEFAULT_CHAIN_MERGE  # type: ignore[attr-defined]
+                _replaced_names.append((module, "merge_contextvars"))
+
+
+def uninstall() -> None:
+    """Undo :func:`install` (a no-op when it is not in effect).
+
+    .. versionadded:: 0.1.0
+    """
+    with _install_lock:
+        # The lists changed, and the copies reset_defaults() made of them since.
+        for processors in [*(p for p, _ in _replaced_items), *_default_lists()]:
+            for index, processor in enumerate(processors):
+                if processor is _DEFAULT_CHAIN_MERGE:
+                    processors[index] = _STRUCTLOG_MERGE
+        for module, name in _replaced_names:
+            if getattr(module, name, None) is _DEFAULT_CHAIN_MERGE:
+                setattr(module, name, _STRUCTLOG_MERGE)
+        _replaced_items.clear()
+        _replaced_names.clear()
+
+
+def installed() -> bool:
+    """Whether :func:`install` is in effect.
+
+    .. versionadded:: 0.1.0
+    """
+    return bool(_replaced_items or _replaced_names)
+
+
+#: structlog's prefix for the names of its ContextVars, re-exported so code that
+#: reads ``structlog.contextvars.STRUCTLOG_KEY_PREFIX`` keeps working.
+STRUCTLOG_KEY_PREFIX: Final[str] = _STRUCTLOG_PREFIX
+#: ``len(STRUCTLOG_KEY_PREFIX)``.
+STRUCTLOG_KEY_PREFIX_LEN: Final[int] = len(_STRUCTLOG_PREFIX)
 
 
 # --------------------------------------------------------------------------

@@ -177,6 +177,10 @@ def _fail_on(report: CheckReport, kind: ProblemKind, what: str) -> None:
 # --------------------------------------------------------------------------
 
 
+#: The integrations whose ``install()`` changes process-wide state.
+_HOOKS: Final = ("celery", "otel", "structlog")
+
+
 def _installed(module: str) -> bool:
     """Whether ``ctxlog.<module>.install()`` is in effect (never imports it)."""
     loaded = sys.modules.get(f"ctxlog.{module}")
@@ -192,10 +196,10 @@ class Isolation:
 
     Between the two, the code under test may bind, set, annotate, register
     and install what it likes; :meth:`finish` restores the context and the
-    process-wide state (registered variables, the record factory,
-    ``ctxlog.celery`` and ``ctxlog.otel`` hooks) and returns a description of
-    each thing that had been left behind.  Call both in the same context
-    (thread or task).
+    process-wide state (registered variables, the record factory, the
+    ``install()`` of ``ctxlog.celery``, ``ctxlog.otel`` and ``ctxlog.structlog``)
+    and returns a description of each thing that had been left behind.  Call
+    both in the same context (thread or task).
 
     .. versionadded:: 0.1.0
     """
@@ -210,7 +214,7 @@ class Isolation:
         self._state = store.save()
         self._names = store.provider_names()
         self._factory = logging.getLogRecordFactory()
-        self._hooks = {name for name in ("celery", "otel") if _installed(name)}
+        self._hooks = {name for name in _HOOKS if _installed(name)}
         self._token = store.detach({})
         self._clean = store.read()
 
@@ -227,7 +231,7 @@ class Isolation:
                 )
             if UNIT_KEY in raw:
                 leaks.append("a unit of work still open (a scope() never left)")
-        for name in sorted({"celery", "otel"} - self._hooks):
+        for name in sorted(set(_HOOKS) - self._hooks):
             if _installed(name):
                 leaks.append(f"ctxlog.{name}.install() still in effect")
                 _uninstall(name)  # first: its own providers are not the test's registrations

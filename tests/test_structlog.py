@@ -877,3 +877,113 @@ def test_missing_structlog_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert "pip install 'ctxlog-correlation[structlog]'" in out
+
+
+# --------------------------------------------------------------------------
+# structlog's default chain: install()
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def default_chain() -> Iterator[io.StringIO]:
+    """structlog on its default processors, printing into memory; install() undone."""
+    sio = io.StringIO()
+    structlog.reset_defaults()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sio))  # processors stay
+    yield sio
+    cs.uninstall()
+    structlog.reset_defaults()
+
+
+def test_default_chain_misses_the_drop_in_without_install(default_chain: io.StringIO) -> None:
+    """Why install() exists: structlog's default chain holds its own merge_contextvars."""
+    with cs.bound_contextvars(request_id="r-1"):
+        structlog.get_logger().info("hello")
+    assert "request_id" not in default_chain.getvalue()
+
+
+def test_install_puts_the_store_in_the_default_chain(default_chain: io.StringIO) -> None:
+    cs.install()
+    assert cs.installed()
+    with cs.bound_contextvars(request_id="r-1"), ctxlog.bind(user_id=7):
+        structlog.get_logger().info("hello")
+    sl_contextvars.bind_contextvars(legacy="kept")  # the real structlog.contextvars
+    structlog.get_logger().info("legacy")
+    first, second = default_chain.getvalue().splitlines()
+    assert "request_id=r-1" in first
+    assert "user_id=7" in first
+    assert "legacy=kept" in second  # nothing structlog bound itself is lost
+
+
+def test_install_survives_reset_and_recreate_defaults(default_chain: io.StringIO) -> None:
+    cs.install()
+    cs.install()  # idempotent
+    structlog.reset_defaults()
+    assert structlog.get_config()["processors"][0] is not sl_contextvars.merge_contextvars
+    structlog.stdlib.recreate_defaults(log_level=None)
+    chain = structlog.get_config()["processors"]
+    assert sl_contextvars.merge_contextvars not in chain
+    # recreate_defaults() logs through stdlib logging.
+    sio = io.StringIO()
+    handler = logging.StreamHandler(sio)
+    stdlib_logger = logging.getLogger("recreated")
+    stdlib_logger.addHandler(handler)
+    stdlib_logger.setLevel(logging.INFO)
+    stdlib_logger.propagate = False
+    try:
+        with ctxlog.bind(request_id="r-2"):
+            structlog.get_logger("recreated").info("after recreate_defaults")
+    finally:
+        stdlib_logger.removeHandler(handler)
+    assert "request_id=r-2" in sio.getvalue()
+
+
+def test_uninstall_restores_structlog(default_chain: io.StringIO) -> None:
+    cs.install()
+    structlog.reset_defaults()  # a copy made while installed is restored too
+    cs.uninstall()
+    cs.uninstall()  # a no-op the second time
+    assert not cs.installed()
+    assert structlog.get_config()["processors"][0] is sl_contextvars.merge_contextvars
+    assert structlog.stdlib.merge_contextvars is sl_contextvars.merge_contextvars  # type: ignore[attr-defined]
+    structlog.reset_defaults()
+    assert structlog.get_config()["processors"][0] is sl_contextvars.merge_contextvars
+
+
+def test_the_chain_in_effect_is_changed_a_later_one_is_not(default_chain: io.StringIO) -> None:
+    structlog.configure(
+        processors=[sl_contextvars.merge_contextvars, structlog.processors.KeyValueRenderer()]
+    )
+    log = structlog.get_logger()
+    cs.install()
+    with ctxlog.bind(request_id="r-3"):
+        log.info("made before install()")
+    assert "request_id='r-3'" in default_chain.getvalue()
+    later: list[Any] = [sl_contextvars.merge_contextvars, structlog.processors.KeyValueRenderer()]
+    structlog.configure(processors=later)
+    assert structlog.get_config()["processors"][0] is sl_contextvars.merge_contextvars
+
+
+@pytest.mark.ctxlog_leaks("ignore")
+def test_isolation_undoes_a_leaked_install() -> None:
+    from ctxlog.testing import Isolation  # noqa: PLC0415
+
+    isolation = Isolation()
+    isolation.start()
+    cs.install()
+    leaks = isolation.finish()
+    assert "ctxlog.structlog.install() still in effect" in leaks
+    assert not cs.installed()
+    structlog.reset_defaults()
+
+
+def test_drop_in_exports_structlog_constants() -> None:
+    assert cs.STRUCTLOG_KEY_PREFIX == sl_contextvars.STRUCTLOG_KEY_PREFIX
+    assert cs.STRUCTLOG_KEY_PREFIX_LEN == sl_contextvars.STRUCTLOG_KEY_PREFIX_LEN
+    public = {
+        name
+        for name, value in vars(sl_contextvars).items()
+        if not name.startswith("_")
+        and (getattr(value, "__module__", None) == sl_contextvars.__name__ or name.isupper())
+    }
+    assert public <= set(cs.__all__), public - set(cs.__all__)
