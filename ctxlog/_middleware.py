@@ -23,6 +23,7 @@ from ctxlog.headers import (
     match_request_id,
     parse_traceparent,
     safe_field,
+    transform_request_id,
 )
 
 __all__ = ["Incoming", "Policy"]
@@ -49,6 +50,7 @@ class Policy:
         "request_fields",
         "trace_key",
         "traceparent",
+        "transformer",
         "update_request_header",
         "validator",
     )
@@ -58,8 +60,9 @@ class Policy:
         *,
         header: str,
         key: str,
-        validator: Callable[[str], bool],
+        validator: Callable[[str], bool] | None,
         generator: Callable[[], str],
+        transformer: Callable[[str], str] | None,
         echo: bool,
         request_fields: Iterable[str],
         traceparent: bool,
@@ -93,9 +96,14 @@ class Policy:
         functions: tuple[tuple[str, object], ...] = (
             ("validator", validator),
             ("generator", generator),
+            ("transformer", transformer),
         )
         for name, function in functions:
             # Found out here, not as a rejected header (or a 500) on every request.
+            # validator=None: any value the safety floor lets through;
+            # transformer=None: the id as it is.
+            if function is None and name != "generator":
+                continue
             if not callable(function):
                 msg = (
                     f"{where}({name}={function!r}): give a function, not {type(function).__name__}."
@@ -109,6 +117,7 @@ class Policy:
         self.key = key
         self.validator = validator
         self.generator = generator
+        self.transformer = transformer
         self.echo = echo
         self.request_fields = fields
         self.traceparent = traceparent
@@ -127,8 +136,10 @@ class Policy:
         """
         value, rejection = self._check(raw, count)
         if value is None:
-            return generate_request_id(self.generator), rejection
-        return value, None
+            value = generate_request_id(self.generator)
+        if self.transformer is not None:
+            value = transform_request_id(self.transformer, value)
+        return value, rejection
 
     def _check(self, raw: str | bytes | None, count: int) -> tuple[str | None, str | None]:
         if raw is None or count == 0:
@@ -146,7 +157,8 @@ class Policy:
         value = raw.decode("latin-1") if isinstance(raw, bytes) else raw
         try:
             ok = value.isascii() and value.isprintable() and " " not in value
-            ok = ok and bool(self.validator(value))
+            if self.validator is not None:
+                ok = ok and bool(self.validator(value))
         except Exception as exc:  # noqa: BLE001 -- a broken validator must not break the request
             return None, f"the validator raised {type(exc).__name__}"
         return (value, None) if ok else (None, f"invalid value {escape_rejected(value)}")
@@ -238,4 +250,5 @@ class Policy:
             "request_fields": self.request_fields,
             "traceparent": self.traceparent,
             "update_request_header": self.update_request_header,
+            "transformer": self.transformer,
         }

@@ -7,7 +7,7 @@ so it costs one dict copy and one header scan per request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any, Final, TypeAlias
 
 from ctxlog._errors import check_flag
@@ -71,25 +71,31 @@ class RequestContextMiddleware:
     never assumed absent, so a context leaked by the server from an earlier
     request (CPython gh-140947) cannot show through.  When the application
     raises before it started a response, the middleware sends a plain ``500``
-    carrying the header (if *error_response* is on).  It then re-raises, with
-    the request's binding left on: what logs the error next runs in the
-    request's task after the middleware (the server's "Exception in ASGI
-    application" traceback, the 500 handler of an outer middleware), and its
-    lines carry the id.  Servers run each request in a task of its own, whose
-    context ends with it; a caller that awaits the application in its own task
-    (``httpx.ASGITransport``) keeps the binding after such an error.  Wrap the
-    whole application (``app = RequestContextMiddleware(app)``) rather than
-    using Starlette's ``add_middleware`` when you install a custom 500 handler:
-    Starlette runs that handler outside the middlewares it adds, after this
-    one has sent its ``500``, so the handler's response is not used.
+    carrying the header (if *error_response* is on) — unless it runs inside a
+    Starlette (or FastAPI) application that answers errors itself: added with
+    ``app.add_middleware(...)`` to an application with an
+    ``exception_handler(Exception)`` (or ``500``) or ``debug=True``, it leaves
+    the response to that handler, which Starlette runs outside the
+    middlewares it adds (the handler can add the header from
+    ``ctxlog.get("request_id")``: the binding is still on).  It then
+    re-raises, with the request's binding left on: what logs the error next
+    runs in the request's task after the middleware (the server's "Exception
+    in ASGI application" traceback, that 500 handler), and its lines carry the
+    id.  Servers run each request in a task of its own, whose context ends
+    with it; a caller that awaits the application in its own task
+    (``httpx.ASGITransport``) keeps the binding after such an error.
 
     Values passed to the validator are Latin-1 decoded header bytes; whatever
     the validator says, a value with a space, a control or a non-ASCII
     character is refused, and values longer than *max_length* are refused
-    before the validator runs.
+    before the validator runs.  ``validator=None`` accepts every value that
+    passes those checks.  *transformer*, when given, is applied to the id
+    picked (accepted or generated) before it is bound and echoed; like
+    *generator*'s, its result must be printable ASCII without spaces.
 
     :raises ctxlog.ContextError: an option is invalid (at construction), or
-        the *generator* returns something that cannot be sent in a header.
+        the *generator* or *transformer* returns something that cannot be
+        sent in a header.
 
     .. versionadded:: 0.1.0
     """
@@ -102,8 +108,9 @@ class RequestContextMiddleware:
         *,
         header: str = REQUEST_ID_HEADER,
         key: str = "request_id",
-        validator: Callable[[str], bool] = is_valid_request_id,
+        validator: Callable[[str], bool] | None = is_valid_request_id,
         generator: Callable[[], str] = new_request_id,
+        transformer: Callable[[str], str] | None = None,
         echo: bool = True,
         request_fields: Iterable[str] = (),
         traceparent: bool = True,
@@ -120,6 +127,7 @@ class RequestContextMiddleware:
             key=key,
             validator=validator,
             generator=generator,
+            transformer=transformer,
             echo=echo,
             request_fields=request_fields,
             traceparent=traceparent,
@@ -205,7 +213,12 @@ class RequestContextMiddleware:
             # must carry the id.  Servers run each request in a task of its own,
             # whose context ends with it; the next request sets every key anew.
             store.end(unit[UNIT])
-            if not started and self.error_response and kind == "http":
+            if (
+                not started
+                and self.error_response
+                and kind == "http"
+                and not _answered_outside(scope)
+            ):
                 await _send_error(send, pair if echo else None)
             raise
         except BaseException:
@@ -215,6 +228,27 @@ class RequestContextMiddleware:
 
     def __repr__(self) -> str:
         return f"ctxlog.asgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"
+
+
+def _answered_outside(scope: Scope) -> bool:
+    """Whether the Starlette application this middleware runs inside answers
+    an unhandled error with a response of its own making.
+
+    ``app.add_middleware(...)`` puts this middleware inside Starlette's stack,
+    under its ``ServerErrorMiddleware``, which answers an error that reaches it
+    with the application's ``exception_handlers[500]`` or ``[Exception]``
+    handler, or its debug page — but only if no response was started.  A
+    ``500`` sent here first would silently replace that response.  Starlette
+    puts itself in ``scope["app"]`` before its stack runs; read without
+    importing Starlette.
+    """
+    app = scope.get("app")
+    if app is None:
+        return False
+    if getattr(app, "debug", False) is True:
+        return True
+    handlers = getattr(app, "exception_handlers", None)
+    return isinstance(handlers, Mapping) and (500 in handlers or Exception in handlers)
 
 
 async def _send_error(send: Send, pair: tuple[bytes, bytes] | None) -> None:

@@ -51,12 +51,13 @@ _logger: Final = logging.getLogger("ctxlog.django")
 
 #: The keys of the ``CTXLOG`` settings dict, and their defaults: the options of
 #: :class:`ctxlog.asgi.RequestContextMiddleware`, plus ``ignore_urls``.
-#: ``validator`` and ``generator`` may be dotted paths.
+#: ``validator``, ``generator`` and ``transformer`` may be dotted paths.
 OPTIONS: Final[Mapping[str, Any]] = {
     "header": REQUEST_ID_HEADER,
     "key": "request_id",
     "validator": is_valid_request_id,
     "generator": new_request_id,
+    "transformer": None,
     "echo": True,
     "request_fields": (),
     "traceparent": True,
@@ -109,7 +110,7 @@ def _options() -> dict[str, Any]:
         )
         raise ContextError(msg)
     options = {**OPTIONS, **given}
-    for name in ("validator", "generator"):
+    for name in ("validator", "generator", "transformer"):
         if isinstance(options[name], str):
             try:
                 options[name] = import_string(options[name])

@@ -101,14 +101,25 @@ def generate_request_id(generator: Callable[[], str]) -> str:
     """
     if generator is new_request_id:
         return new_request_id()
-    request_id = generator()
+    return _sendable(generator(), "generator", generator)
+
+
+def transform_request_id(transformer: Callable[[str], str], request_id: str) -> str:
+    """Pass *request_id* through *transformer* and check that the result can be sent on.
+
+    :raises ContextError: as :func:`generate_request_id`.
+    """
+    return _sendable(transformer(request_id), "transformer", transformer)
+
+
+def _sendable(request_id: object, role: str, made_by: object) -> str:
     if not forwardable(request_id):
         msg = (
-            f"The request-id generator {generator!r} returned {request_id!r}; it must "
+            f"The request-id {role} {made_by!r} returned {request_id!r}; it must "
             "return a non-empty printable ASCII str without spaces (at most 1024 chars)."
         )
         raise ContextError(msg)
-    return request_id
+    return request_id  # type: ignore[return-value]  # forwardable() checked it is a str
 
 
 def new_request_id() -> str:

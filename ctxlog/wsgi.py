@@ -49,7 +49,8 @@ class RequestContextMiddleware:
     same options and the same rules for the header (exactly one value that
     passes *validator*, else a generated id and at most one escaped warning on
     the ``ctxlog.wsgi`` logger), the ``traceparent`` trace id, the
-    *request_fields* and the echoed response header.  A unit of work
+    *request_fields*, the echoed response header, ``validator=None`` and
+    *transformer*.  A unit of work
     (:func:`ctxlog.scope`) is open for each request.
 
     The application call and every step of the response iterable (``next`` and
@@ -74,7 +75,8 @@ class RequestContextMiddleware:
     is off (the exception then reaches the server, whose line carries no id).
 
     :raises ctxlog.ContextError: an option is invalid (at construction), or
-        the *generator* returns something that cannot be sent in a header.
+        the *generator* or *transformer* returns something that cannot be
+        sent in a header.
 
     .. versionadded:: 0.1.0
     """
@@ -87,8 +89,9 @@ class RequestContextMiddleware:
         *,
         header: str = REQUEST_ID_HEADER,
         key: str = "request_id",
-        validator: Callable[[str], bool] = is_valid_request_id,
+        validator: Callable[[str], bool] | None = is_valid_request_id,
         generator: Callable[[], str] = new_request_id,
+        transformer: Callable[[str], str] | None = None,
         echo: bool = True,
         request_fields: Iterable[str] = (),
         traceparent: bool = True,
@@ -105,6 +108,7 @@ class RequestContextMiddleware:
             key=key,
             validator=validator,
             generator=generator,
+            transformer=transformer,
             echo=echo,
             request_fields=request_fields,
             traceparent=traceparent,

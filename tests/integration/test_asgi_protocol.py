@@ -294,6 +294,38 @@ def test_max_length() -> None:
     assert seen.context["request_id"] != "abcde"
 
 
+def test_validator_none_keeps_the_safety_floor(warnings: Captured) -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), validator=None)
+    run(app, http_scope((b"x-request-id", b"any/thing!{}")), seen)
+    assert seen.context["request_id"] == "any/thing!{}"
+    for value in (b"has space", b"ctl\x01", b"caf\xc3\xa9", b"x" * 129):
+        run(app, http_scope((b"x-request-id", value)), seen)
+        assert seen.context["request_id"] != value.decode("latin-1")
+    assert len(warnings.lines()) == 4
+
+
+def test_transformer_applies_to_accepted_and_generated_ids() -> None:
+    def transformer(value: str) -> str:
+        return f"svc-{value[:8]}"
+
+    for sent, bound in (((b"x-request-id", b"ABC"),), "svc-ABC"), ((), "svc-abcdefgh"):
+        seen = Seen()
+        app = RequestContextMiddleware(
+            make_app(seen), transformer=transformer, generator=lambda: "abcdefghij"
+        )
+        run(app, http_scope(*sent), seen)
+        assert seen.context["request_id"] == bound
+        assert seen.header(b"x-request-id") == [bound.encode()]
+
+
+def test_a_bad_transformer_is_reported() -> None:
+    seen = Seen()
+    app = RequestContextMiddleware(make_app(seen), transformer=lambda value: value + "\n")
+    with pytest.raises(ctxlog.ContextError, match="transformer"):
+        run(app, http_scope((b"x-request-id", b"abc")), seen)
+
+
 def test_a_bad_generator_is_reported() -> None:
     seen = Seen()
     app = RequestContextMiddleware(make_app(seen), generator=lambda: "has space")
@@ -313,6 +345,8 @@ def test_a_bad_generator_is_reported() -> None:
         ({"max_length": 0}, "max_length"),
         ({"validator": r"[a-z]+"}, "validator=.*give a function"),
         ({"generator": "fixed-id"}, "generator=.*give a function"),
+        ({"generator": None}, "generator=.*give a function"),
+        ({"transformer": "lower"}, "transformer=.*give a function"),
     ],
 )
 def test_invalid_options(options: dict[str, Any], match: str) -> None:
