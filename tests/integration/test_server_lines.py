@@ -1,11 +1,14 @@
 """Real servers started as the docs start them with the shipped JSON config —
 uvicorn with ``--log-config`` on ``python -m ctxlog config logging-json.json``,
-gunicorn with uvicorn workers and ``logconfig_dict`` — write their own access
-lines and their "Exception in ASGI application" traceback with the request id."""
+gunicorn with uvicorn workers and with gthread workers, each with the
+``logconfig_dict`` of the servers page, read from the page — write their own
+access lines and the error tracebacks with the request id."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -55,20 +58,20 @@ def wait_until_up(port: int, proc: subprocess.Popen[bytes]) -> None:
     pytest.fail("the server did not start")
 
 
-#: The gunicorn recipe of the docs: uvicorn workers, logconfig_dict.
-GUNICORN_CONF = """
-import ctxlog
+SERVERS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "servers.md"
+FRAGMENT = re.compile(r"^```py\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
-worker_class = "uvicorn_worker.UvicornWorker"
-accesslog = "-"
-logconfig_dict = ctxlog.load_config("logging-json.json")
-# gunicorn lays this over its own defaults, whose loggers name handlers of its
-# own; the uvicorn worker hands these loggers' handlers to uvicorn's loggers.
-logconfig_dict["loggers"] = {
-    name: {"level": "INFO", "handlers": ["stderr"], "propagate": False}
-    for name in ("gunicorn.error", "gunicorn.access")
-}
-"""
+
+def recipe(first_line: str) -> str:
+    """The ``gunicorn.conf.py`` of the servers page that starts with *first_line*."""
+    found = [
+        block
+        for block in FRAGMENT.findall(SERVERS_PAGE.read_text(encoding="utf-8"))
+        if block.startswith(first_line)
+    ]
+    assert len(found) == 1, f"docs/servers.md: no single block starting {first_line!r}"
+    block: str = found[0]
+    return block
 
 
 def print_config(folder: Path) -> None:
@@ -89,7 +92,8 @@ def server_command(server: str, tmp_path: Path, port: int) -> list[str]:
             *(sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"),
             *("--port", str(port), "--log-config", "log.json"),
         ]
-    (tmp_path / "gunicorn.conf.py").write_text(GUNICORN_CONF, encoding="utf-8")
+    conf = recipe("# gunicorn.conf.py -- uvicorn workers")
+    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
     return [
         *(sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py"),
         *("--bind", f"127.0.0.1:{port}", "--workers", "1"),
@@ -163,3 +167,83 @@ def test_hypercorn_error_line_with_the_shipped_config(tmp_path: Path) -> None:
     (error,) = [line for line in lines if line["message"] == "Error in ASGI Framework"]
     assert error["request_id"] == "h-err"
     assert "RuntimeError: boom" in error["exception"]
+
+
+FLASK_APP = """
+import logging
+
+from flask import Flask
+
+from ctxlog.wsgi import RequestContextMiddleware
+
+app = Flask(__name__)
+app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
+log = logging.getLogger("shop")
+
+
+@app.get("/items/<int:n>")
+def item(n):
+    log.info("item %d", n)
+    return {"n": n}
+
+
+@app.get("/boom")
+def boom():
+    raise RuntimeError("boom")
+"""
+
+
+def test_gunicorn_gthread_recipe(tmp_path: Path) -> None:
+    """gthread workers with the page's logconfig_dict: access lines carry the id
+    through AccessLogFilter, the application's lines and Flask's error traceback
+    through the middleware's context."""
+    (tmp_path / "app.py").write_text(FLASK_APP, encoding="utf-8")
+    conf = recipe("# gunicorn.conf.py -- gthread workers")
+    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
+    port = free_port()
+    stderr = tmp_path / "stderr.jsonl"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py"),
+                *("--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            wait_until_up(port, proc)
+            base = f"http://127.0.0.1:{port}"
+
+            def get(n: int) -> httpx.Response:
+                headers = {"X-Request-ID": f"g-{n}"} if n % 3 else {}
+                return httpx.get(f"{base}/items/{n}", headers=headers, timeout=30)
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(get, range(60)))
+            failed = httpx.get(f"{base}/boom", headers={"X-Request-ID": "g-boom"}, timeout=30)
+            assert failed.status_code == 500
+            assert failed.headers["x-request-id"] == "g-boom"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    ids = {n: response.headers["x-request-id"] for n, response in enumerate(responses)}
+    assert all(ids[n] == f"g-{n}" for n in ids if n % 3)
+    assert len(set(ids.values())) == 60
+    lines: list[dict[str, Any]] = [json.loads(line) for line in stderr.read_text().splitlines()]
+    app_lines = {line["message"]: line["request_id"] for line in lines if line["logger"] == "shop"}
+    assert app_lines == {f"item {n}": ids[n] for n in ids}
+    access = [line for line in lines if line["logger"] == "gunicorn.access"]
+    assert len(access) == 61
+    for line in access:
+        match = re.search(r"GET /items/(\d+) ", line["message"])
+        expected = ids[int(match.group(1))] if match else "g-boom"
+        assert line["request_id"] == expected, line
+    # Flask answers its own 500 and logs the traceback, in the request's context.
+    (traceback,) = [line for line in lines if line["message"] == "Exception on /boom [GET]"]
+    assert traceback["request_id"] == "g-boom"
+    assert "RuntimeError: boom" in traceback["exception"]
+    others = [line for line in lines if line["logger"] == "gunicorn.error"]
+    assert others  # start-up and shutdown
+    assert all(line["request_id"] == "-" for line in others)
