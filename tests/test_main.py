@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,3 +228,72 @@ class TestCheckAtScale:
         report = check_lines(lines)
         assert report.count("missing") == 12_000
         assert len(report.problems) == 10_000
+
+
+#: Lines json and orjson read differently (or one of them refuses), lines that
+#: are not UTF-8, and ids the raw scan can and cannot see.
+AWKWARD_LINES = [
+    b'{"request_id": "r-1", "message": "plain"}\n',
+    b'{"request_id": "r-2", "message": "NaN here", "x": NaN}\n',  # json only
+    b'{"request_id": "r-3", "n": 123456789012345678901234567890, "message": "r-1"}\n',
+    b'{"request_id": "r-4", "message": "lone \\ud800 surrogate mentions r-2"}\n',
+    b'{"request_id": "r-5", "message": "bad utf-8 \xff\xfe r-3"}\n',
+    b'{"request_id": "r\\u002d6", "message": "escaped own id"}\n',
+    b'{"request_id": "id with space", "message": "mentions r-4"}\n',
+    b'{"request_id": "r-7", "message": "caf\xc3\xa9 r-7 only"}\n',
+    b'{"request_id": "r-8", "deep": ' + b"[" * 2000 + b"]" * 2000 + b"}\n",
+    b"[1, 2]\n",
+    b'{"request_id": "r-9", "message": "cut\n',
+]
+
+
+def _report_of(path: Path, *, orjson: bool) -> dict[str, Any]:
+    hide = "" if orjson else "sys.modules['orjson'] = None; "
+    code = (
+        f"import json, sys; {hide}from ctxlog._check import check_files; "
+        "r = check_files([sys.argv[1]]); d = r.as_dict(limit=100); "
+        "d['first_problems'] = [(p['lineno'], p['kind']) for p in d['first_problems']]; "
+        "print(json.dumps(d))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def test_the_verdicts_are_the_same_with_and_without_orjson(tmp_path: Path) -> None:
+    path = tmp_path / "awkward.jsonl"
+    path.write_bytes(b"".join(AWKWARD_LINES))
+    with_orjson = _report_of(path, orjson=True)
+    without = _report_of(path, orjson=False)
+    assert with_orjson == without
+    assert without["problems"] == {"crossed": 4, "invalid-json": 2, "truncated": 1}
+    assert [kind for _, kind in without["first_problems"]] == [
+        "crossed",  # line 3: r-1 in the message
+        "crossed",  # line 4: r-2 beside a lone surrogate escape
+        "crossed",  # line 5: r-3 after bytes that are not UTF-8
+        "crossed",  # line 7: an id no token can be, mentioning r-4
+        "invalid-json",  # line 9: nested deeper than the parser goes
+        "invalid-json",  # line 10: not an object
+        "truncated",  # line 11
+    ]
+    assert [n for n, _ in without["first_problems"]] == [3, 4, 5, 7, 9, 10, 11]
+
+
+@pytest.mark.parametrize("command", [["config", "--list"], ["config", "logging-json.json"]])
+def test_output_cut_short_by_its_reader_is_not_an_error(command: list[str]) -> None:
+    """``python -m ctxlog config --list | head -1``: no BrokenPipeError traceback
+    when the reader has gone (here before the first write, so it is certain)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctxlog", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(60) == 141
+    assert stderr == b""
