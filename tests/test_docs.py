@@ -101,10 +101,28 @@ def ids(found: list[tuple[str, int, str, str]]) -> list[str]:
 
 @functools.cache
 def module_owners() -> dict[str, list[str]]:
-    return {
-        module: [canonicalize_name(d) for d in dists]
-        for module, dists in importlib.metadata.packages_distributions().items()
-    }
+    """Top-level module name -> the distributions that install it.
+
+    From each distribution's ``top_level.txt`` and its file list, as
+    ``importlib.metadata.packages_distributions()`` does from Python 3.11 on
+    (3.10's reads ``top_level.txt`` only, which wheels built by hatchling and
+    others do not have).
+    """
+    owners: dict[str, set[str]] = {}
+    for dist in importlib.metadata.distributions():
+        name = canonicalize_name(dist.metadata["Name"])
+        tops = set((dist.read_text("top_level.txt") or "").split())
+        for file in dist.files or []:
+            parts = file.parts
+            if not parts or parts[0] in {"..", "__pycache__"} or ".dist-info" in parts[0]:
+                continue
+            if len(parts) > 1:
+                tops.add(parts[0])
+            elif parts[0].endswith(".py"):
+                tops.add(parts[0][:-3])
+        for top in tops:
+            owners.setdefault(top, set()).add(name)
+    return {top: sorted(names) for top, names in owners.items()}
 
 
 @functools.cache
