@@ -128,9 +128,23 @@ def test_settings_options_and_ignore_urls() -> None:
         assert not health.has_header("X-Correlation-ID")
 
 
+def lowered(value: str) -> str:
+    """A transformer named by its dotted path in the settings."""
+    return value.lower()
+
+
+def test_settings_transformer_by_dotted_path_and_validator_none() -> None:
+    options = {"transformer": f"{__name__}.lowered", "validator": None}
+    with override_settings(CTXLOG=options):
+        response = Client().get("/view/t1", headers={"X-Request-ID": "ABC{1}"})
+    assert response["X-Request-ID"] == "abc{1}"  # validator=None: beyond the default alphabet
+    assert response.json()["context"]["request_id"] == "abc{1}"
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
+        ({"transformer": "no.such.function"}, "cannot be imported"),
         ({"headr": "X"}, "unknown option"),
         ({"validator": "no.such.function"}, "cannot be imported"),
         ({"ignore_urls": "/health"}, "list of URL paths"),
