@@ -97,21 +97,26 @@ class _FnState:
 # A scope is a plain dict, so that a cache hit is two dict subscripts (the
 # interpreter's fastest path): ``scope[fn][key]``.  It maps each memoized
 # function's key to its results, that function's state key to its _FnState,
-# and _LOCK to the scope's lock; closing the scope empties it, so a closed
-# scope is one without _LOCK.
+# and _OPEN to True; closing the scope empties it, so a closed scope is one
+# without _OPEN.
 Scope: TypeAlias = dict[object, Any]
 
-_LOCK: Final = object()
+_OPEN: Final = object()
+
+# One lock for finding (or making) a function's caches in a scope on a miss, and
+# for closing scopes: both are rare next to hits and short (a dict lookup), and
+# a lock per scope would cost every request its making.
+_SCOPES: Final = threading.Lock()
 
 
 def new_scope() -> Scope:
     """A new, empty, open cache."""
-    return {_LOCK: threading.Lock()}
+    return {_OPEN: True}
 
 
 def close_scope(scope: Scope) -> None:
     """Drop every cached result; later calls in this scope call through."""
-    with scope[_LOCK]:
+    with _SCOPES:
         scope.clear()
 
 
@@ -120,11 +125,8 @@ def _caches(
 ) -> tuple[dict[Any, Any], _FnState] | None:
     """A function's results and state in *scope*, made on first use; ``None``
     once the scope is closed."""
-    lock = scope.get(_LOCK)
-    if lock is None:
-        return None
-    with lock:
-        if _LOCK not in scope:  # closed meanwhile
+    with _SCOPES:
+        if _OPEN not in scope:  # closed (or closed meanwhile)
             return None
         results = scope.get(results_key)
         if results is None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import string
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import ctxlog
+from ctxlog._middleware import Policy
 from ctxlog._store import store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
@@ -290,3 +292,44 @@ def test_long_values_never_survive_escaping(value: str) -> None:
     out = escape_rejected(value)
     assert value not in out
     assert len(out) < 400
+
+
+def _policy(validator: Any, max_length: int) -> Policy:
+    return Policy(
+        header="X-Request-ID",
+        key="request_id",
+        validator=validator,
+        generator=lambda: "generated",
+        transformer=None,
+        echo=True,
+        request_fields=(),
+        traceparent=True,
+        trace_key="trace_id",
+        max_length=max_length,
+        update_request_header=True,
+        where="test",
+    )
+
+
+@given(
+    raw=st.one_of(
+        st.binary(max_size=140),
+        st.text(string.ascii_letters + string.digits + "._:-", max_size=140).map(str.encode),
+    ),
+    max_length=st.sampled_from([1, 4, 32, 128, 129, 300]),
+)
+@example(raw=b"x" * 128, max_length=300)
+@example(raw=b"x" * 129, max_length=300)
+@example(raw=b"", max_length=128)
+def test_the_default_validators_fast_path_agrees_with_the_validator(
+    raw: bytes, max_length: int
+) -> None:
+    """Raw header bytes of the id alphabet are accepted without decoding when the
+    validator is the default one: the verdict is the one the validator gives."""
+
+    def the_same_validator(value: str) -> bool:  # not the default object: no fast path
+        return is_valid_request_id(value)
+
+    fast = _policy(is_valid_request_id, max_length)
+    slow = _policy(the_same_validator, max_length)
+    assert fast.accept(raw, 1) == slow.accept(raw, 1)
