@@ -47,7 +47,7 @@ def handled_app() -> FastAPI:
     @app.get("/boom")
     async def boom() -> dict[str, Any]:
         log.info("about to fail")
-        msg = "out of stock"
+        msg = "out of stock (handled)"
         raise RuntimeError(msg)
 
     return app
@@ -60,7 +60,7 @@ def plain_app() -> FastAPI:
 
     @app.get("/boom")
     async def boom() -> dict[str, Any]:
-        msg = "out of stock"
+        msg = "out of stock (plain)"
         raise RuntimeError(msg)
 
     return app
@@ -68,7 +68,7 @@ def plain_app() -> FastAPI:
 
 def debug_app() -> Starlette:
     async def boom(request: Any) -> PlainTextResponse:
-        msg = "out of stock"
+        msg = "out of stock (debug)"
         raise RuntimeError(msg)
 
     app = Starlette(debug=True, routes=[Route("/boom", boom)])
@@ -126,14 +126,24 @@ def test_the_apps_exception_handler_answers(
     assert response.headers["x-request-id"] == "acid-1"
     mine = [(line.message, line.request_id) for line in lines.of(log.name)]
     assert mine == [("about to fail", "acid-1"), ("handler saw RuntimeError", "acid-1")]
-    traceback = lines.wait_for(
-        lambda line: line.logger == "uvicorn.error" and "Exception in ASGI" in line.message
+    assert server_traceback(lines, "handled") == ["acid-1"]
+
+
+def server_traceback(lines: LineCapture, which: str) -> list[str]:
+    """The request ids on uvicorn's "Exception in ASGI application" lines for *which* app
+    (uvicorn writes them after the response: waited for, so none reaches the next test)."""
+    found = lines.wait_for(
+        lambda line: (
+            line.logger == "uvicorn.error"
+            and "Exception in ASGI" in line.message
+            and f"out of stock ({which})" in line.text
+        )
     )
-    assert [line.request_id for line in traceback] == ["acid-1"]
+    return [line.request_id for line in found]
 
 
 def test_without_a_handler_the_plain_500_carries_the_header(
-    servers: dict[str, UvicornServer],
+    servers: dict[str, UvicornServer], lines: LineCapture
 ) -> None:
     response = httpx.get(
         f"{servers['plain'].url}/boom", headers={"X-Request-ID": "acid-2"}, timeout=30
@@ -141,15 +151,19 @@ def test_without_a_handler_the_plain_500_carries_the_header(
     assert response.status_code == 500
     assert response.text == "Internal Server Error"
     assert response.headers["x-request-id"] == "acid-2"
+    assert server_traceback(lines, "plain") == ["acid-2"]
 
 
-def test_starlettes_debug_page_is_left_alone(servers: dict[str, UvicornServer]) -> None:
+def test_starlettes_debug_page_is_left_alone(
+    servers: dict[str, UvicornServer], lines: LineCapture
+) -> None:
     response = httpx.get(
         f"{servers['debug'].url}/boom", headers={"X-Request-ID": "acid-3"}, timeout=30
     )
     assert response.status_code == 500
     assert "RuntimeError" in response.text  # Starlette's traceback page
-    assert "out of stock" in response.text
+    assert "out of stock (debug)" in response.text
+    assert server_traceback(lines, "debug") == ["acid-3"]
 
 
 def test_header_key_transformer_validator_none_and_cors(
