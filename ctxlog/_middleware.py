@@ -20,6 +20,7 @@ from ctxlog.headers import (
     ALLOWED_CHARS,
     MAX_REQUEST_ID_LENGTH,
     REQUEST_FIELDS,
+    check_header_name,
     escape_rejected,
     generate_request_id,
     is_valid_request_id,
@@ -75,9 +76,7 @@ class Policy:
         update_request_header: bool,
         where: str,
     ) -> None:
-        if not isinstance(header, str) or not header or match_request_id(header) is None:
-            msg = f"{where}(header={header!r}): give a header name such as 'X-Request-ID'."
-            raise ContextError(msg)
+        check_header_name(header, where)
         for name, option in (("key", key), ("trace_key", trace_key)):
             if not isinstance(option, str) or not option:
                 msg = f"{where}({name}={option!r}): give a non-empty context key."

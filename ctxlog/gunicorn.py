@@ -20,8 +20,8 @@ import logging
 from collections.abc import Mapping
 from typing import Final
 
-from ctxlog._errors import ContextError, check_key
-from ctxlog.headers import REQUEST_ID_HEADER, forwardable, match_request_id
+from ctxlog._errors import check_key
+from ctxlog.headers import REQUEST_ID_HEADER, check_header_name, forwardable
 
 __all__ = ["AccessLogFilter"]
 
@@ -46,9 +46,7 @@ class AccessLogFilter(logging.Filter):
 
     def __init__(self, header: str = REQUEST_ID_HEADER, key: str = "request_id") -> None:
         super().__init__()
-        if not isinstance(header, str) or not header or match_request_id(header) is None:
-            msg = f"AccessLogFilter(header={header!r}): give a header name such as 'X-Request-ID'."
-            raise ContextError(msg)
+        check_header_name(header, "AccessLogFilter")
         check_key(key, "AccessLogFilter")
         self.header = header
         self.key = key

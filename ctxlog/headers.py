@@ -24,6 +24,7 @@ __all__ = [
     "REQUEST_FIELDS",
     "REQUEST_ID_HEADER",
     "TraceParent",
+    "check_header_name",
     "escape_rejected",
     "forwardable",
     "generate_request_id",
@@ -33,6 +34,7 @@ __all__ = [
     "outgoing_headers",
     "parse_traceparent",
     "safe_field",
+    "transform_request_id",
 ]
 
 #: The header a request id is read from and echoed in, by default.
@@ -78,6 +80,16 @@ _OUTGOING_CAP: Final = 1024
 
 # How much of a rejected value a warning line shows, before escaping.
 _ESCAPE_LIMIT: Final = 32
+
+
+def check_header_name(header: object, where: str) -> None:
+    """Refuse a header option that is not a header name, naming the caller *where*.
+
+    :raises ContextError: *header* is not a non-empty str of ``A-Z a-z 0-9 . _ : -``.
+    """
+    if not isinstance(header, str) or not header or match_request_id(header) is None:
+        msg = f"{where}(header={header!r}): give a header name such as 'X-Request-ID'."
+        raise ContextError(msg)
 
 
 def is_valid_request_id(value: object) -> bool:

@@ -80,9 +80,13 @@ _MISSING: Final = object()
 # values bound with the real structlog.contextvars (opt-in interop)
 # --------------------------------------------------------------------------
 
-_STRUCTLOG_PREFIX: Final[str] = getattr(
+#: structlog's prefix for the names of its ContextVars, re-exported so code that
+#: reads ``structlog.contextvars.STRUCTLOG_KEY_PREFIX`` keeps working.
+STRUCTLOG_KEY_PREFIX: Final[str] = getattr(
     _structlog_contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_"
 )
+#: ``len(STRUCTLOG_KEY_PREFIX)``.
+STRUCTLOG_KEY_PREFIX_LEN: Final[int] = len(STRUCTLOG_KEY_PREFIX)
 
 
 def _structlog_values_from_registry(registry: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,11 +97,11 @@ def _structlog_values_from_registry(registry: Mapping[str, Any]) -> dict[str, An
     ContextVar in the context) as its public scan does.
     """
     out: dict[str, Any] = {}
-    cut = len(_STRUCTLOG_PREFIX)
+    cut = STRUCTLOG_KEY_PREFIX_LEN
     # tuple(): a snapshot, so a bind on another thread cannot resize the dict
     # while we iterate it.
     for name, var in tuple(registry.items()):
-        if isinstance(var, ContextVar) and name.startswith(_STRUCTLOG_PREFIX):
+        if isinstance(var, ContextVar) and name.startswith(STRUCTLOG_KEY_PREFIX):
             value = var.get(...)
             if value is not ...:
                 out[name[cut:]] = value
@@ -378,13 +382,6 @@ def installed() -> bool:
     .. versionadded:: 0.1.0
     """
     return bool(_replaced_items or _replaced_names)
-
-
-#: structlog's prefix for the names of its ContextVars, re-exported so code that
-#: reads ``structlog.contextvars.STRUCTLOG_KEY_PREFIX`` keeps working.
-STRUCTLOG_KEY_PREFIX: Final[str] = _STRUCTLOG_PREFIX
-#: ``len(STRUCTLOG_KEY_PREFIX)``.
-STRUCTLOG_KEY_PREFIX_LEN: Final[int] = len(_STRUCTLOG_PREFIX)
 
 
 # --------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import sys
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -243,9 +244,11 @@ def run(sdist: Path | None) -> int:
         return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run; return the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def command_line(
+    run: Callable[[Path | None], int], description: str | None, argv: list[str] | None
+) -> int:
+    """The command line of a conformance runner: ``[--sdist PATH]``, then *run*."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--sdist", type=Path, help="use this structlog sdist instead of downloading"
     )
@@ -255,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConformanceError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run; return the exit status."""
+    return command_line(run, __doc__.splitlines()[0] if __doc__ else None, argv)
 
 
 if __name__ == "__main__":

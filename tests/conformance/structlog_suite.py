@@ -25,7 +25,6 @@ Exits non-zero otherwise.  Nothing of structlog's code is kept.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import os
 import subprocess
@@ -36,7 +35,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.conformance.structlog_contextvars import ConformanceError, fetch_sdist
+from tests.conformance.structlog_contextvars import (
+    ConformanceError,
+    command_line,
+    fetch_sdist,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -219,16 +222,7 @@ def run(sdist: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run; return the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--sdist", type=Path, help="use this structlog sdist instead of downloading"
-    )
-    args = parser.parse_args(argv)
-    try:
-        return run(args.sdist.resolve() if args.sdist else None)
-    except (ConformanceError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
+    return command_line(run, __doc__.splitlines()[0] if __doc__ else None, argv)
 
 
 if __name__ == "__main__":

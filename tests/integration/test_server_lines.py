@@ -7,12 +7,14 @@ access lines and the error tracebacks with the request id."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,20 @@ def wait_until_up(port: int, proc: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.05)
     pytest.fail("the server did not start")
+
+
+@contextlib.contextmanager
+def serving(command: list[str], cwd: Path, port: int, stderr: Path) -> Iterator[str]:
+    """Run the server *command* in *cwd*, its stderr into *stderr*, until the block
+    ends; yield its base URL once it accepts connections on *port*."""
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_until_up(port, proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 SERVERS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "servers.md"
@@ -105,24 +121,12 @@ def test_server_lines_with_the_shipped_config(tmp_path: Path, server: str) -> No
     (tmp_path / "app.py").write_text(APP, encoding="utf-8")
     port = free_port()
     stderr = tmp_path / "stderr.jsonl"
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            server_command(server, tmp_path, port),
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            wait_until_up(port, proc)
-            base = f"http://127.0.0.1:{port}"
-            assert httpx.get(base, headers={"X-Request-ID": "r-ok"}).status_code == 200
-            failed = httpx.get(f"{base}/boom", headers={"X-Request-ID": "r-boom"})
-            assert failed.status_code == 500
-            assert failed.headers["x-request-id"] == "r-boom"
-            generated = httpx.get(base).headers["x-request-id"]
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with serving(server_command(server, tmp_path, port), tmp_path, port, stderr) as base:
+        assert httpx.get(base, headers={"X-Request-ID": "r-ok"}).status_code == 200
+        failed = httpx.get(f"{base}/boom", headers={"X-Request-ID": "r-boom"})
+        assert failed.status_code == 500
+        assert failed.headers["x-request-id"] == "r-boom"
+        generated = httpx.get(base).headers["x-request-id"]
     lines: list[dict[str, Any]] = [json.loads(line) for line in stderr.read_text().splitlines()]
     access = [line for line in lines if line["logger"] == "uvicorn.access"]
     assert [line["request_id"] for line in access] == ["r-ok", "r-boom", generated]
@@ -145,24 +149,14 @@ def test_hypercorn_error_line_with_the_shipped_config(tmp_path: Path) -> None:
     print_config(tmp_path)
     port = free_port()
     stderr = tmp_path / "stderr.txt"
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "hypercorn", "app:app"),
-                *("--bind", f"127.0.0.1:{port}", "--log-config", "json:log.json"),
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            wait_until_up(port, proc)
-            failed = httpx.get(f"http://127.0.0.1:{port}/boom", headers={"X-Request-ID": "h-err"})
-            assert failed.status_code == 500
-            assert failed.headers["x-request-id"] == "h-err"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    command = [
+        *(sys.executable, "-m", "hypercorn", "app:app"),
+        *("--bind", f"127.0.0.1:{port}", "--log-config", "json:log.json"),
+    ]
+    with serving(command, tmp_path, port, stderr) as base:
+        failed = httpx.get(f"{base}/boom", headers={"X-Request-ID": "h-err"})
+        assert failed.status_code == 500
+        assert failed.headers["x-request-id"] == "h-err"
     lines = [json.loads(line) for line in stderr.read_text().splitlines() if line.startswith("{")]
     (error,) = [line for line in lines if line["message"] == "Error in ASGI Framework"]
     assert error["request_id"] == "h-err"
@@ -202,32 +196,21 @@ def test_gunicorn_gthread_recipe(tmp_path: Path) -> None:
     (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
     port = free_port()
     stderr = tmp_path / "stderr.jsonl"
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py"),
-                *("--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"),
-            ],
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            wait_until_up(port, proc)
-            base = f"http://127.0.0.1:{port}"
+    command = [
+        *(sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py"),
+        *("--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"),
+    ]
+    with serving(command, tmp_path, port, stderr) as base:
 
-            def get(n: int) -> httpx.Response:
-                headers = {"X-Request-ID": f"g-{n}"} if n % 3 else {}
-                return httpx.get(f"{base}/items/{n}", headers=headers, timeout=30)
+        def get(n: int) -> httpx.Response:
+            headers = {"X-Request-ID": f"g-{n}"} if n % 3 else {}
+            return httpx.get(f"{base}/items/{n}", headers=headers, timeout=30)
 
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                responses = list(pool.map(get, range(60)))
-            failed = httpx.get(f"{base}/boom", headers={"X-Request-ID": "g-boom"}, timeout=30)
-            assert failed.status_code == 500
-            assert failed.headers["x-request-id"] == "g-boom"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(get, range(60)))
+        failed = httpx.get(f"{base}/boom", headers={"X-Request-ID": "g-boom"}, timeout=30)
+        assert failed.status_code == 500
+        assert failed.headers["x-request-id"] == "g-boom"
     ids = {n: response.headers["x-request-id"] for n, response in enumerate(responses)}
     assert all(ids[n] == f"g-{n}" for n in ids if n % 3)
     assert len(set(ids.values())) == 60
