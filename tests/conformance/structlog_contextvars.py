@@ -66,8 +66,10 @@ class ConformanceError(Exception):
     """The sdist is not what this runner expects; it needs an update."""
 
 
-def fetch_sdist(version: str, into: Path) -> Path:
-    """Download structlog's sdist for *version* into *into*; return its path."""
+def fetch_sdist(version: str, work: Path) -> Path:
+    """Download structlog's sdist for *version* into ``work/download``; return its path."""
+    into = work / "download"
+    into.mkdir()
     subprocess.run(
         [
             sys.executable,
@@ -185,9 +187,7 @@ def run(sdist: Path | None) -> int:
     version = importlib.metadata.version("structlog")
     with tempfile.TemporaryDirectory(prefix="ctxlog-conformance-") as tmp:
         work = Path(tmp)
-        if sdist is None:
-            (work / "download").mkdir()
-            sdist = fetch_sdist(version, work / "download")
+        sdist = sdist or fetch_sdist(version, work)
         tests = extract_tests(sdist, work)
         original = (tests / TEST_FILE).read_text(encoding="utf-8")
         rewritten, private = rewrite_import(original)

@@ -185,9 +185,7 @@ def run(sdist: Path | None) -> int:
     version = importlib.metadata.version("structlog")
     with tempfile.TemporaryDirectory(prefix="ctxlog-structlog-suite-") as tmp:
         work = Path(tmp)
-        if sdist is None:
-            (work / "download").mkdir()
-            sdist = fetch_sdist(version, work / "download")
+        sdist = sdist or fetch_sdist(version, work)
         extract_suite(sdist, work)
         (work / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
         (work / "_ctxlog_swap.py").write_text(SWAP_PLUGIN, encoding="utf-8")
