@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint types pytest bench docs docs-serve clean
+.PHONY: demo test lint types pytest redis-server bench docs docs-serve clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "ctxlog needs Python >= 3.10"'
@@ -30,13 +30,18 @@ types: $(VENV)/.dev-installed
 
 # coverage starts before pytest: ctxlog's own pytest plugin imports ctxlog
 # while pytest starts, before a pytest plugin could begin measuring.
-pytest: $(VENV)/.dev-installed
+pytest: $(VENV)/.dev-installed redis-server
 	$(PY) -m coverage erase
 	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=90
 
 test: lint types pytest
+
+# the task-queue tests run against a real Redis: as root, Debian's package is installed
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 # the docs site (MkDocs, Material theme, API reference from the docstrings) into site/
 docs: $(VENV)/.dev-installed

@@ -18,6 +18,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 import ctxlog
 from ctxlog.asgi import ASGIApp
 from ctxlog.wsgi import WSGIApp
+from tests.integration._redis import redis_server
 
 LINE_FORMAT = "%(name)s|%(levelname)s|%(request_id)s|%(message)s"
 
@@ -101,6 +102,13 @@ def capture_lines(*levels: tuple[str, int]) -> Iterator[LineCapture]:
 def lines() -> Iterator[LineCapture]:
     with capture_lines() as handler:
         yield handler
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real ``redis-server`` for the module's tests (fails, never skips, without one)."""
+    with redis_server() as url:
+        yield url
 
 
 def loopback_socket() -> socket.socket:

@@ -1,0 +1,278 @@
+"""The job envelope: how every task-queue integration carries the context.
+
+A queue integration does two things, and this module does both for all of
+them, so that Celery, Dramatiq, RQ, Huey and the others carry exactly the same
+thing and run a job the same way:
+
+**Publishing** (`envelope`): the text to store with
+the job, wherever the queue lets it ride (a message header, message options,
+job metadata, a wrapper around the arguments).  It holds the bound context, as
+`ctxlog.snapshot()` has it (annotated values of the unit of work included),
+minus what ctxlog computes itself (a registered provider that is not a
+ContextVar, such as the OpenTelemetry ids: the worker computes its own) and
+minus the task keys of a job that publishes another one (the new job gets its
+own).  A job published with nothing bound under the request-id key gets a fresh
+id from the generator (the middlewares' policy: `ctxlog.new_request_id` by
+default), so that all the work a scheduler, a script or a worker starts shares
+one id along its chain.  The text is the compact JSON that
+`Snapshot.to_headers()` writes; a context that cannot travel (too large, a
+control character) is left out with a warning and the job is still published.
+
+**Running** (`run_job`, or
+`begin_job` and `end_job`
+for queues that only offer a hook before and a hook after the job): the
+envelope is read with `Snapshot.from_headers()` (a bad one is logged as a
+warning and ignored: the job still runs, never an exception into the worker),
+then ONE unit of work is opened, fresh (nothing bound in the worker's thread or
+task before, such as an earlier job's values, shows through), holding the
+envelope's values plus ``task_id`` and ``task_name``.  It is closed afterwards,
+after a failure too; closed from another context than the one that opened it
+(a worker that runs its "after" hook elsewhere), the unit is ended and the
+binding undone where it is still what that context holds.
+
+```python
+with run_job(text, task_id=message_id, task_name="send_mail"):
+    actor(*args)
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+from ctxlog._errors import ContextError
+from ctxlog._snapshot import CONTEXT_HEADER, Snapshot
+from ctxlog._store import UNIT, UnitEntry, store
+from ctxlog.headers import generate_request_id, new_request_id
+
+__all__ = [
+    "DEFAULT",
+    "FIELD",
+    "LOG",
+    "JobEntry",
+    "JobOptions",
+    "begin_job",
+    "begin_values",
+    "end_job",
+    "envelope",
+    "job_values",
+    "outgoing",
+    "read_envelope",
+    "run_job",
+]
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What an integration carries and binds (its validated install options)."""
+
+    #: Carry (and bind from an envelope) only these keys; ``None``: every key.
+    keys: frozenset[str] | None = None
+    #: The key the job's id is bound under (``None``: not bound).
+    task_id_key: str | None = "task_id"
+    #: The key the job's name is bound under (``None``: not bound).
+    task_name_key: str | None = "task_name"
+    #: A job published without this key bound gets a fresh id (``None``: never).
+    request_id_key: str | None = "request_id"
+    #: Makes that fresh id.
+    generator: Callable[[], str] = new_request_id
+    #: Further per-job keys a worker binds itself (Celery's parent and root ids).
+    more_task_keys: frozenset[str] = frozenset()
+
+    @property
+    def task_keys(self) -> frozenset[str]:
+        """The keys that belong to one job and never travel to the next."""
+        own = (self.task_id_key, self.task_name_key)
+        return self.more_task_keys | {k for k in own if k is not None}
+
+
+#: The options every integration uses unless it offers its own.
+DEFAULT: Final = JobOptions()
+
+#: The name integrations store the envelope under, where the queue lets them
+#: choose one (a message option, a metadata entry, a header).
+FIELD: Final = "ctxlog_context"
+
+#: Where the warnings go unless an integration names its own logger.
+LOG: Final = logging.getLogger("ctxlog.jobs")
+
+
+class JobEntry(NamedTuple):
+    """What `begin_job` returns, for
+    `end_job`: the job's unit of work and the mapping
+    it replaced."""
+
+    unit: UnitEntry
+    before: dict[str, Any]
+
+
+# --------------------------------------------------------------------------
+# publishing
+# --------------------------------------------------------------------------
+
+
+def outgoing(options: JobOptions = DEFAULT) -> dict[str, Any]:
+    """The values to carry: the merged context without computed values and task keys."""
+    bound = store.read()
+    data: dict[str, Any] = dict(store.merged(bound))
+    for source, name in store.providers:
+        # A provider (not a ContextVar) computes a value for wherever it is read:
+        # the worker computes its own.  A value bound under the same name travels.
+        if not isinstance(source, ContextVar) and name not in bound:
+            data.pop(name, None)
+    for key in options.task_keys:
+        data.pop(key, None)
+    if options.keys is not None:
+        data = {k: v for k, v in data.items() if k in options.keys}
+    return data
+
+
+def envelope(
+    job: object, *, log: logging.Logger = LOG, options: JobOptions = DEFAULT
+) -> str | None:
+    """The envelope text for a job being published now; ``None`` when there is
+    nothing to carry or it cannot travel (then a warning on *log*, naming *job*).
+
+    Never raises: a job is always published.
+    """
+    data = outgoing(options)
+    key = options.request_id_key
+    if key is not None and data.get(key) is None:
+        # Work no request started: the chain it begins shares one fresh id.
+        try:
+            data[key] = generate_request_id(options.generator)
+        except ContextError as exc:
+            log.warning("Task %s was published without a request id: %s", job, exc)
+    if not data:
+        return None
+    try:
+        return Snapshot(data).to_headers()[CONTEXT_HEADER]
+    except ContextError as exc:
+        log.warning("The context of task %s was not sent with it: %s", job, exc)
+        return None
+
+
+# --------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------
+
+
+def read_envelope(
+    text: object,
+    *,
+    job: object,
+    log: logging.Logger = LOG,
+    field: str = FIELD,
+    carrier: str = "header",
+    options: JobOptions = DEFAULT,
+) -> dict[str, Any]:
+    """The values an envelope carries (``{}`` for ``None``).
+
+    A bad envelope (not text, not the JSON `Snapshot.to_headers()` writes) is
+    ignored with a warning on *log* naming where the queue keeps it (the
+    *field* *carrier*, "the ctxlog_context header") and *job*; it never raises.
+    """
+    if text is None:
+        return {}
+    values: dict[str, Any] = {}
+    try:
+        if not isinstance(text, (str, bytes)):
+            msg = f"the value must be str or bytes, not {type(text).__name__}"
+            raise ContextError(msg)
+        values = dict(Snapshot.from_headers([(CONTEXT_HEADER, text)]))
+    except ContextError as exc:
+        why = str(exc).replace(CONTEXT_HEADER, field)
+        log.warning("Ignored the %s %s of task %s: %s", field, carrier, job, why)
+    if options.keys is not None:
+        values = {k: v for k, v in values.items() if k in options.keys}
+    return values
+
+
+def job_values(
+    values: dict[str, Any],
+    *,
+    task_id: object,
+    task_name: object,
+    options: JobOptions = DEFAULT,
+) -> dict[str, Any]:
+    """*values* (from an envelope) with the job's own id and name added."""
+    if options.task_id_key is not None and task_id is not None:
+        values[options.task_id_key] = task_id
+    if options.task_name_key is not None and task_name is not None:
+        values[options.task_name_key] = task_name
+    return values
+
+
+def begin_values(values: Mapping[str, Any], *, fresh: bool = True) -> JobEntry:
+    """Open the job's unit of work holding *values* (fresh: nothing from before)."""
+    before = store.read()
+    return JobEntry(store.open_unit(values, fresh=fresh), before)
+
+
+def begin_job(
+    text: object,
+    *,
+    task_id: object,
+    task_name: object,
+    log: logging.Logger = LOG,
+    field: str = FIELD,
+    carrier: str = "header",
+    options: JobOptions = DEFAULT,
+) -> JobEntry:
+    """Open a job's one unit of work, fresh, with its envelope's values and its
+    task fields bound; give what it returns to `end_job`.
+
+    Never raises for a bad envelope (see `read_envelope`).
+    """
+    job = f"{task_name}[{task_id}]"
+    values = read_envelope(text, job=job, log=log, field=field, carrier=carrier, options=options)
+    return begin_values(job_values(values, task_id=task_id, task_name=task_name, options=options))
+
+
+def end_job(entry: JobEntry) -> None:
+    """Close the job's unit of work: the context the job found comes back.
+
+    Called in another context than `begin_job` was
+    (a worker that runs its hooks in different places), the unit is ended, and
+    the job's binding undone only where it is what this context holds.
+    """
+    try:
+        store.close_unit(entry.unit)
+    except (ValueError, RuntimeError):
+        unit = entry.unit[UNIT]
+        store.end(unit)
+        if store.unit() is unit:
+            store.detach(entry.before)
+
+
+@contextlib.contextmanager
+def run_job(
+    text: object,
+    *,
+    task_id: object,
+    task_name: object,
+    log: logging.Logger = LOG,
+    field: str = FIELD,
+    carrier: str = "header",
+    options: JobOptions = DEFAULT,
+) -> Iterator[None]:
+    """Run the block as the job: `begin_job` before,
+    `end_job` after, also when it raises."""
+    entry = begin_job(
+        text,
+        task_id=task_id,
+        task_name=task_name,
+        log=log,
+        field=field,
+        carrier=carrier,
+        options=options,
+    )
+    try:
+        yield
+    finally:
+        end_job(entry)
