@@ -47,7 +47,7 @@ from typing import Any, Final, NamedTuple
 
 from ctxlog._errors import ContextError
 from ctxlog._snapshot import CONTEXT_HEADER, Snapshot
-from ctxlog._store import UNIT, UnitEntry, store
+from ctxlog._store import UNIT, UNIT_KEY, Provider, UnitEntry, store
 from ctxlog.headers import generate_request_id, new_request_id
 
 __all__ = [
@@ -140,21 +140,69 @@ def envelope(
 
     Never raises: a job is always published.
     """
+    global _sent  # noqa: PLW0603 -- one entry, replaced whole (an atomic store)
+    raw = store.read()
+    unit = raw.get(UNIT_KEY)
+    unit_values = None if unit is None else unit.values
+    providers = store.providers
+    last = _sent
+    if (
+        last is not None
+        and last.raw is raw
+        and last.unit_values is unit_values
+        and last.providers is providers
+        and last.options is options
+    ):
+        # The same context as the job published just before (a request that
+        # enqueues several jobs): the same text.
+        return last.text
     data = outgoing(options)
+    fresh = False
     key = options.request_id_key
     if key is not None and data.get(key) is None:
         # Work no request started: the chain it begins shares one fresh id.
         try:
             data[key] = generate_request_id(options.generator)
+            fresh = True
         except ContextError as exc:
             log.warning("Task %s was published without a request id: %s", job, exc)
     if not data:
         return None
     try:
-        return Snapshot(data).to_headers()[CONTEXT_HEADER]
+        text = Snapshot(data).to_headers()[CONTEXT_HEADER]
     except ContextError as exc:
         log.warning("The context of task %s was not sent with it: %s", job, exc)
         return None
+    # Kept only when the text follows from the mapping alone: not a generated
+    # id (each job gets its own), not a registered ContextVar's value (it can
+    # change while the mapping stays).
+    if not fresh and not any(isinstance(source, ContextVar) for source, _ in providers):
+        _sent = _Sent(raw, unit_values, providers, options, text)
+    return text
+
+
+class _Sent(NamedTuple):
+    """The last envelope written, and what it was written from (compared by identity)."""
+
+    raw: dict[str, Any]
+    unit_values: dict[str, Any] | None
+    providers: tuple[tuple[Provider, str], ...]
+    options: JobOptions
+    text: str
+
+
+class _Read(NamedTuple):
+    """The last envelope read whose values are all plain scalars (safe to share)."""
+
+    text: str | bytes
+    options: JobOptions
+    values: dict[str, Any]
+
+
+_sent: _Sent | None = None
+_read: _Read | None = None
+
+_SCALARS: Final = (str, int, float, bool, type(None))
 
 
 # --------------------------------------------------------------------------
@@ -177,8 +225,13 @@ def read_envelope(
     ignored with a warning on *log* naming where the queue keeps it (the
     *field* *carrier*, "the ctxlog_context header") and *job*; it never raises.
     """
+    global _read  # noqa: PLW0603 -- one entry, replaced whole (an atomic store)
     if text is None:
         return {}
+    last = _read
+    if last is not None and last.options is options and last.text == text:
+        # The jobs of one request, one after the other: parse once.
+        return dict(last.values)
     values: dict[str, Any] = {}
     try:
         if not isinstance(text, (str, bytes)):
@@ -190,6 +243,12 @@ def read_envelope(
         log.warning("Ignored the %s %s of task %s: %s", field, carrier, job, why)
     if options.keys is not None:
         values = {k: v for k, v in values.items() if k in options.keys}
+    if (
+        values
+        and isinstance(text, (str, bytes))
+        and all(type(v) in _SCALARS for v in values.values())
+    ):
+        _read = _Read(text, options, dict(values))
     return values
 
 
