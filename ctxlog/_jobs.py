@@ -53,9 +53,11 @@ from ctxlog.headers import generate_request_id, new_request_id
 __all__ = [
     "DEFAULT",
     "FIELD",
+    "HERE",
     "LOG",
     "JobEntry",
     "JobOptions",
+    "Where",
     "begin_job",
     "begin_values",
     "end_job",
@@ -102,6 +104,20 @@ FIELD: Final = "ctxlog_context"
 LOG: Final = logging.getLogger("ctxlog.jobs")
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where an integration keeps the envelope and reports about it: its logger,
+    and the name and kind of the place ("the ctxlog_context header")."""
+
+    log: logging.Logger = LOG
+    field: str = FIELD
+    kind: str = "header"
+
+
+#: The default place: a ``ctxlog_context`` header, warnings on ``ctxlog.jobs``.
+HERE: Final = Where()
+
+
 class JobEntry(NamedTuple):
     """What `begin_job` returns, for
     `end_job`: the job's unit of work and the mapping
@@ -132,11 +148,10 @@ def outgoing(options: JobOptions = DEFAULT) -> dict[str, Any]:
     return data
 
 
-def envelope(
-    job: object, *, log: logging.Logger = LOG, options: JobOptions = DEFAULT
-) -> str | None:
+def envelope(job: object, *, where: Where = HERE, options: JobOptions = DEFAULT) -> str | None:
     """The envelope text for a job being published now; ``None`` when there is
-    nothing to carry or it cannot travel (then a warning on *log*, naming *job*).
+    nothing to carry or it cannot travel (then a warning on *where*'s logger,
+    naming *job*).
 
     Never raises: a job is always published.
     """
@@ -165,13 +180,13 @@ def envelope(
             data[key] = generate_request_id(options.generator)
             fresh = True
         except ContextError as exc:
-            log.warning("Task %s was published without a request id: %s", job, exc)
+            where.log.warning("Task %s was published without a request id: %s", job, exc)
     if not data:
         return None
     try:
         text = Snapshot(data).to_headers()[CONTEXT_HEADER]
     except ContextError as exc:
-        log.warning("The context of task %s was not sent with it: %s", job, exc)
+        where.log.warning("The context of task %s was not sent with it: %s", job, exc)
         return None
     # Kept only when the text follows from the mapping alone: not a generated
     # id (each job gets its own), not a registered ContextVar's value (it can
@@ -211,19 +226,13 @@ _SCALARS: Final = (str, int, float, bool, type(None))
 
 
 def read_envelope(
-    text: object,
-    *,
-    job: object,
-    log: logging.Logger = LOG,
-    field: str = FIELD,
-    carrier: str = "header",
-    options: JobOptions = DEFAULT,
+    text: object, *, job: object, where: Where = HERE, options: JobOptions = DEFAULT
 ) -> dict[str, Any]:
     """The values an envelope carries (``{}`` for ``None``).
 
     A bad envelope (not text, not the JSON `Snapshot.to_headers()` writes) is
-    ignored with a warning on *log* naming where the queue keeps it (the
-    *field* *carrier*, "the ctxlog_context header") and *job*; it never raises.
+    ignored with a warning on *where*'s logger naming the place ("the
+    ctxlog_context header") and *job*; it never raises.
     """
     global _read  # noqa: PLW0603 -- one entry, replaced whole (an atomic store)
     if text is None:
@@ -239,8 +248,8 @@ def read_envelope(
             raise ContextError(msg)
         values = dict(Snapshot.from_headers([(CONTEXT_HEADER, text)]))
     except ContextError as exc:
-        why = str(exc).replace(CONTEXT_HEADER, field)
-        log.warning("Ignored the %s %s of task %s: %s", field, carrier, job, why)
+        why = str(exc).replace(CONTEXT_HEADER, where.field)
+        where.log.warning("Ignored the %s %s of task %s: %s", where.field, where.kind, job, why)
     if options.keys is not None:
         values = {k: v for k, v in values.items() if k in options.keys}
     if (
@@ -278,9 +287,7 @@ def begin_job(
     *,
     task_id: object,
     task_name: object,
-    log: logging.Logger = LOG,
-    field: str = FIELD,
-    carrier: str = "header",
+    where: Where = HERE,
     options: JobOptions = DEFAULT,
 ) -> JobEntry:
     """Open a job's one unit of work, fresh, with its envelope's values and its
@@ -289,7 +296,7 @@ def begin_job(
     Never raises for a bad envelope (see `read_envelope`).
     """
     job = f"{task_name}[{task_id}]"
-    values = read_envelope(text, job=job, log=log, field=field, carrier=carrier, options=options)
+    values = read_envelope(text, job=job, where=where, options=options)
     return begin_values(job_values(values, task_id=task_id, task_name=task_name, options=options))
 
 
@@ -315,22 +322,12 @@ def run_job(
     *,
     task_id: object,
     task_name: object,
-    log: logging.Logger = LOG,
-    field: str = FIELD,
-    carrier: str = "header",
+    where: Where = HERE,
     options: JobOptions = DEFAULT,
 ) -> Iterator[None]:
     """Run the block as the job: `begin_job` before,
     `end_job` after, also when it raises."""
-    entry = begin_job(
-        text,
-        task_id=task_id,
-        task_name=task_name,
-        log=log,
-        field=field,
-        carrier=carrier,
-        options=options,
-    )
+    entry = begin_job(text, task_id=task_id, task_name=task_name, where=where, options=options)
     try:
         yield
     finally:
