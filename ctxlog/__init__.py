@@ -43,6 +43,15 @@ if TYPE_CHECKING:
     from ctxlog._configs import load_config
     from ctxlog._process import ProcessPoolExecutor
     from ctxlog._queue import QueueHandler
+    from ctxlog._redact import (
+        BEARER_TOKEN,
+        CARD_NUMBER,
+        DEFAULT_SENSITIVE_KEYS,
+        JWT,
+        Pattern,
+        Redactor,
+    )
+    from ctxlog._sampling import TailSamplingHandler
 
 __version__ = "0.1.0.dev0"
 
@@ -53,6 +62,13 @@ _LAZY = {
     "asyncio_exception_handler": "ctxlog._asyncio",
     "install_asyncio_handler": "ctxlog._asyncio",
     "load_config": "ctxlog._configs",
+    "BEARER_TOKEN": "ctxlog._redact",
+    "CARD_NUMBER": "ctxlog._redact",
+    "DEFAULT_SENSITIVE_KEYS": "ctxlog._redact",
+    "JWT": "ctxlog._redact",
+    "Pattern": "ctxlog._redact",
+    "Redactor": "ctxlog._redact",
+    "TailSamplingHandler": "ctxlog._sampling",
 }
 
 
@@ -74,11 +90,18 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BEARER_TOKEN",
+    "CARD_NUMBER",
+    "DEFAULT_SENSITIVE_KEYS",
+    "JWT",
     "ContextError",
     "ContextFilter",
+    "Pattern",
     "ProcessPoolExecutor",
     "QueueHandler",
+    "Redactor",
     "Snapshot",
+    "TailSamplingHandler",
     "Thread",
     "ThreadPoolExecutor",
     "Token",

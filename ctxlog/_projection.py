@@ -11,10 +11,13 @@ while the context does not change.
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ctxlog._errors import ContextError, check_collection
 from ctxlog._store import UNIT_KEY, Unit, store
+
+if TYPE_CHECKING:
+    from ctxlog._redact import Redactor
 
 __all__ = ["LINE_FIELDS", "RENAME_PREFIX", "UNCACHED", "ConflictPolicy", "Projection", "free_key"]
 
@@ -59,6 +62,8 @@ class Projection:
         ``ctx_<key>``) or ``"drop"``.
     :param reserved: names the output owns; *reserved_are* says what they are.
     :param where: the caller's name, for error messages.
+    :param redactor: replaces the secrets in what is added (once per context:
+        the result is cached like the rest).
 
     :raises ContextError: an option is invalid.
     """
@@ -70,6 +75,7 @@ class Projection:
         "fields",
         "nest_under",
         "on_conflict",
+        "redactor",
         "reserved",
     )
 
@@ -83,6 +89,7 @@ class Projection:
         reserved: frozenset[str] = frozenset(),
         reserved_are: str = "names the output owns",
         where: str,
+        redactor: Redactor | None = None,
     ) -> None:
         if on_conflict not in ("rename", "drop"):
             msg = f"{where}(on_conflict={on_conflict!r}): use 'rename' or 'drop'."
@@ -112,6 +119,7 @@ class Projection:
         # The defaults under the names they land as.  A default applies to its
         # key whether or not the key is in *fields*: a format that names it
         # (``%(request_id)s``) must never fail.
+        self.redactor = redactor
         self._defaults = self._renamed(self.defaults)
         self.cache = UNCACHED
 
@@ -137,6 +145,8 @@ class Projection:
         out = self._renamed(selected)
         for key, value in self._defaults.items():
             out.setdefault(key, value)
+        if self.redactor is not None:
+            return self.redactor.redact_mapping(out)
         return out
 
     def current(self) -> dict[str, Any]:
@@ -158,7 +168,10 @@ class Projection:
         return out
 
     def describe(self) -> str:
-        return (
+        text = (
             f"fields={self.fields!r}, defaults={self.defaults!r}, "
             f"nest_under={self.nest_under!r}, on_conflict={self.on_conflict!r}"
         )
+        if self.redactor is not None:
+            text += f", redact={self.redactor!r}"
+        return text

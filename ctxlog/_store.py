@@ -24,6 +24,8 @@ middlewares, Celery, OpenTelemetry) calls:
 ``open_unit(...)``        open a unit of work; ``close_unit(entry)`` ends it
 ``unit()``                the innermost open unit of work, or ``None``
 ``annotate(values)``      add request-wide values to the innermost unit
+``fail(unit)``            mark a unit of work as failed (an error, a 5xx)
+``on_end(unit, fn)``      call *fn* once when the unit ends
 ``add_provider(...)``     merge a foreign ContextVar or a computed value
 ``remove_provider(...)``  stop merging it
 ``set_trace_source(fn)``  where ``outgoing_headers()`` takes trace flags from
@@ -109,13 +111,30 @@ class Unit:
     identity.
     """
 
-    __slots__ = ("__weakref__", "memo", "open", "trace_flags", "values")
+    __slots__ = (
+        "__weakref__",
+        "ending",
+        "failed",
+        "kept",
+        "memo",
+        "open",
+        "trace_flags",
+        "values",
+    )
 
     def __init__(self, values: dict[str, Any], trace_flags: str | None) -> None:
         self.values = values
         self.trace_flags = trace_flags
         self.memo = new_scope()
         self.open = True
+        #: Set by :meth:`Store.fail`: the work ended in an error (an exception,
+        #: a 5xx response, a failed task).  Read by what :meth:`Store.on_end` calls.
+        self.failed = False
+        #: What :meth:`Store.on_end` registered; ``None`` (the common case) when nothing.
+        self.ending: list[Callable[[Unit], None]] | None = None
+        #: What others keep for this unit, by owner (tail sampling's held lines):
+        #: it lives and goes with the unit.  ``None`` when nothing.
+        self.kept: dict[object, Any] | None = None
 
     def __repr__(self) -> str:
         state = "open" if self.open else "closed"
@@ -315,14 +334,45 @@ class Store:
         token, memo_token, unit = entry
         _VAR.reset(token)
         MEMO.reset(memo_token)
-        unit.open = False
-        close_scope(unit.memo)
+        self.end(unit)
 
     def end(self, unit: Unit) -> None:
         """Drop *unit*'s values and cache without restoring the context (a
-        context that is being thrown away, or that cannot be restored here)."""
-        unit.open = False  # one write: annotate() checks it under its lock
+        context that is being thrown away, or that cannot be restored here),
+        then call what :meth:`on_end` registered, once."""
+        with _ANNOTATE:  # annotate() and on_end() check `open` under it
+            was_open = unit.open
+            unit.open = False
+            ending = unit.ending
+            unit.ending = None
         close_scope(unit.memo)
+        if was_open and ending is not None:
+            for fn in ending:
+                _call_ending(fn, unit)
+
+    def fail(self, unit: Unit | None = None) -> None:
+        """Mark *unit* (default: the innermost unit of the current context) as
+        failed; nothing happens outside any unit."""
+        if unit is None:
+            unit = _VAR.get().get(UNIT_KEY)
+            if unit is None:
+                return
+        unit.failed = True
+
+    def on_end(self, unit: Unit, fn: Callable[[Unit], None]) -> bool:
+        """Call *fn(unit)* once when *unit* ends (after its context is restored).
+
+        Returns ``False``, registering nothing, when the unit has ended already.
+        An exception *fn* raises is reported on ``sys.stderr``, never raised.
+        """
+        with _ANNOTATE:
+            if not unit.open:
+                return False
+            if unit.ending is None:
+                unit.ending = [fn]
+            else:
+                unit.ending.append(fn)
+        return True
 
     def annotate(self, values: Mapping[str, Any]) -> Unit | None:
         """Add *values* to the innermost open unit; ``None`` when there is none."""
@@ -402,6 +452,17 @@ class Store:
             raise TypeError(msg)
         with self._lock:
             self.providers, self.hiding, self.trace_source = state
+
+
+def _call_ending(fn: Callable[[Unit], None], unit: Unit) -> None:
+    try:
+        fn(unit)
+    except Exception:  # noqa: BLE001 -- ending a unit never fails the request
+        import sys  # noqa: PLC0415 -- only on this rare path
+        import traceback  # noqa: PLC0415 -- same
+
+        sys.stderr.write(f"ctxlog: {fn!r} failed when a unit of work ended:\n")
+        traceback.print_exc(file=sys.stderr)
 
 
 #: The store.

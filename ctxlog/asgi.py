@@ -184,6 +184,8 @@ class RequestContextMiddleware:
             nonlocal started
             if message["type"] in _START_TYPES:
                 started = True
+                if message.get("status", 200) >= 500:
+                    store.fail(unit[UNIT])  # a failed request, for what waits on its outcome
                 if echo:
                     headers = message.get("headers") or ()
                     if not isinstance(headers, list | tuple):
@@ -212,6 +214,7 @@ class RequestContextMiddleware:
             # ServerErrorMiddleware, which sits outside added middlewares), and
             # must carry the id.  Servers run each request in a task of its own,
             # whose context ends with it; the next request sets every key anew.
+            store.fail(unit[UNIT])
             store.end(unit[UNIT])
             if (
                 not started
