@@ -174,9 +174,9 @@ class Sampler:
             kept = unit.kept
             if kept is None:
                 kept = unit.kept = {}
-            state = kept.get(self)
-            if state is not None:
-                return state
+            found: _Held | None = kept.get(self)
+            if found is not None:
+                return found
             state = kept[self] = _Held(mode, self.capacity)
         if mode == _HOLD and not store.on_end(unit, self._ended):
             # Ended already (a thread still logging for it): its outcome is known.

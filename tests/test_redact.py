@@ -8,7 +8,6 @@ import json
 import logging
 import logging.config
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,9 +26,8 @@ def secret() -> str:
 
 
 @pytest.fixture
-def stream() -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    yield out
+def stream() -> io.StringIO:
+    return io.StringIO()
 
 
 def json_logger(stream: io.StringIO, **options: Any) -> logging.Logger:
@@ -151,7 +149,7 @@ def test_bad_options_are_refused() -> None:
     with pytest.raises(ctxlog.ContextError, match="redact"):
         ctxlog.ContextFilter(redact="yes")  # type: ignore[arg-type]
     with pytest.raises(ctxlog.ContextError, match="redact"):
-        merge_context(redact=1)  # type: ignore[arg-type]
+        merge_context(redact=1)  # type: ignore[call-overload]
 
 
 # -- every output path ---------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import io
 import json
 import logging
@@ -277,15 +279,10 @@ def test_units_nobody_ends_do_not_keep_their_lines_alive(sink: Sink) -> None:
             entry = store.open_unit({"request_id": "leaked"})
             logger.info("held forever?")
             unit = entry[2]
-            store.restore(entry[0])
-            store.restore  # the unit is never ended
+            store.restore(entry[0])  # left, but the unit is never ended
             return weakref.ref(unit)
 
-        import contextvars
-
         ref = contextvars.copy_context().run(leak)
-        import gc
-
         gc.collect()
         assert ref() is None
     finally:
