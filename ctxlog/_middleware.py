@@ -33,9 +33,9 @@ from ctxlog.headers import (
 __all__ = ["Incoming", "Policy"]
 
 #: What a middleware binds for one request: (values to bind, the request id,
-#: the incoming trace flags, why a header value was rejected or ``None``).
-#: A plain tuple: it is built on every request.
-Incoming: TypeAlias = tuple[dict[str, Any], str, str, str | None]
+#: the incoming trace flags or ``None`` when no traceparent came, why a header
+#: value was rejected or ``None``).  A plain tuple: it is built on every request.
+Incoming: TypeAlias = tuple[dict[str, Any], str, str | None, str | None]
 
 
 class Policy:
@@ -193,7 +193,9 @@ class Policy:
         """Everything to bind for one request (request id, trace id, request fields)."""
         request_id, rejection = self.accept(raw_id, id_count)
         values: dict[str, Any] = {self.key: request_id}
-        flags = "01"
+        # None, not "01": the unit then holds no sampling decision of the caller
+        # (what goes on to the next service is still "01": Store.trace_flags).
+        flags = None
         if self.traceparent and traceparent_count == 1:
             parsed = parse_traceparent(raw_traceparent)
             if parsed is not None:
