@@ -8,10 +8,9 @@ the others, and no value can cost a line.
 
 from __future__ import annotations
 
-import datetime
-import json
 import math
 import re
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -103,7 +102,9 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
                 }
             items = list.__iter__(value) if issubclass(kind, list) else tuple.__iter__(value)
             return [json_safe(item, depth - 1, default) for item in items]
-        if issubclass(kind, datetime.date | datetime.time):
+        # No date or time can exist before the module that defines them is loaded.
+        datetime = sys.modules.get("datetime")
+        if datetime is not None and issubclass(kind, datetime.date | datetime.time):
             return str(value.isoformat())
         if default is not None:
             return json_safe(default(value), depth - 1)
@@ -130,13 +131,27 @@ def dumps_line(obj: Any, **kwargs: Any) -> str:
     :func:`json.dumps` (``default`` included); ``allow_nan`` is always off.
     """
     kwargs["allow_nan"] = False
+    dumps = _json_dumps or _load_json_dumps()
     try:
-        text = json.dumps(obj, **kwargs)
+        text = dumps(obj, **kwargs)
     except Exception:  # noqa: BLE001 -- any failure: the safe copy below never fails
         default = kwargs.pop("default", None)
         kwargs.pop("cls", None)
-        text = json.dumps(json_safe(obj, default=default), **kwargs)
+        text = dumps(json_safe(obj, default=default), **kwargs)
     return escape_unsafe(text)
+
+
+#: ``json.dumps``, loaded with the first line written: ``json`` stays off
+#: ``import ctxlog`` for an application that writes no JSON.
+_json_dumps: Callable[..., str] | None = None
+
+
+def _load_json_dumps() -> Callable[..., str]:
+    global _json_dumps  # noqa: PLW0603 -- set once, on first use
+    import json  # noqa: PLC0415 -- see above
+
+    _json_dumps = json.dumps
+    return json.dumps
 
 
 def orjson_dumps_line(dumps: Callable[..., bytes]) -> Callable[..., str]:
