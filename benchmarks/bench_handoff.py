@@ -175,13 +175,26 @@ def _memoize(runs: int, number: int) -> dict[str, Op]:
     def memo_bounded(value: int) -> int:
         return value
 
-    namespace = {"plain": _identity, "lru": lru, "memo": memo, "memo_bounded": memo_bounded}
+    results = {(1,): 1}
+
+    def floor(*args: Any, **kwargs: Any) -> Any:  # noqa: ARG001 -- the shape of a wrapper
+        # What any cache written in Python costs at least: a call through a
+        # Python frame that takes any arguments, and one dict lookup.
+        return results[args]
+
+    namespace = {
+        "plain": _identity,
+        "lru": lru,
+        "memo": memo,
+        "memo_bounded": memo_bounded,
+        "floor": floor,
+    }
 
     def ops(*labels: str) -> list[Op]:
         return [Op(label, timed(f"{label}(1)", namespace, number)) for label in labels]
 
     with ctxlog.cache_scope():
-        inside = _race(ops("plain", "lru", "memo", "memo_bounded"), runs)
+        inside = _race(ops("plain", "lru", "memo", "memo_bounded", "floor"), runs)
     outside = _race(ops("plain", "memo"), runs)
     return {**inside, "plain_out": outside["plain"], "memo_out": outside["memo"]}
 
@@ -315,6 +328,13 @@ def main() -> None:
         )
     )
     print(_line("plain call, no cache", memo["plain"].ns, ratio(memo["plain"], memo["lru"])))
+    print(
+        _line(
+            "floor: a Python wrapper, one dict lookup",
+            memo["floor"].ns,
+            ratio(memo["floor"], memo["lru"]),
+        )
+    )
     print(
         _line(
             "@ctxlog.memoize outside any scope (calls through)",
