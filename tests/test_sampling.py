@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import io
@@ -12,6 +13,7 @@ import logging.config
 import subprocess
 import sys
 import threading
+import uuid
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -45,6 +47,19 @@ class Sink:
 @pytest.fixture
 def sink() -> Sink:
     return Sink()
+
+
+@contextlib.contextmanager
+def sampled(handler: logging.Handler) -> Iterator[logging.Logger]:
+    """A fresh logger writing only through *handler*, until the block ends."""
+    logger = logging.getLogger(f"ctxlog.test.sampling.{uuid.uuid4().hex}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.fixture
@@ -136,17 +151,10 @@ def test_a_decorated_async_unit_that_raises_writes_its_lines(
 
 def test_capacity_keeps_the_newest_and_says_how_many_went(sink: Sink) -> None:
     handler = ctxlog.TailSamplingHandler(sink.handler, capacity=3)
-    logger = logging.getLogger("ctxlog.test.sampling.capacity")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    try:
-        with ctxlog.scope(request_id="big"):
-            for i in range(10):
-                logger.info("line %d", i)
-            logger.error("now")
-    finally:
-        logger.removeHandler(handler)
+    with sampled(handler) as logger, ctxlog.scope(request_id="big"):
+        for i in range(10):
+            logger.info("line %d", i)
+        logger.error("now")
     lines = sink.lines()
     assert [line["message"] for line in lines] == [
         "7 earlier records of this unit of work were not kept (capacity 3 per unit)",
@@ -181,34 +189,22 @@ def test_a_kept_unit_writes_everything_as_it_comes(sink: Sink) -> None:
     kept = next(f"id-{i}" for i in range(1000) if keeps(0.5, f"id-{i}"))
     dropped = next(f"id-{i}" for i in range(1000) if not keeps(0.5, f"id-{i}"))
     handler = ctxlog.TailSamplingHandler(sink.handler, keep=0.5)
-    logger = logging.getLogger("ctxlog.test.sampling.keep")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    try:
+    with sampled(handler) as logger:
         for rid in (kept, dropped):
             with ctxlog.scope(request_id=rid):
                 logger.info("quiet")
-    finally:
-        logger.removeHandler(handler)
     assert [line["request_id"] for line in sink.lines()] == [kept]
 
 
 def test_a_sampled_traceparent_keeps_the_unit(sink: Sink) -> None:
     handler = ctxlog.TailSamplingHandler(sink.handler)
-    logger = logging.getLogger("ctxlog.test.sampling.trace")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    try:
+    with sampled(handler) as logger:
         for flags in ("01", "00"):
             entry = store.open_unit({"request_id": f"flags-{flags}"}, trace_flags=flags)
             try:
                 logger.info("quiet")
             finally:
                 store.close_unit(entry)
-    finally:
-        logger.removeHandler(handler)
     assert [line["request_id"] for line in sink.lines()] == ["flags-01"]
 
 
@@ -269,11 +265,7 @@ def test_late_quiet_lines_of_a_clean_unit_are_dropped(
 
 def test_units_nobody_ends_do_not_keep_their_lines_alive(sink: Sink) -> None:
     handler = ctxlog.TailSamplingHandler(sink.handler)
-    logger = logging.getLogger("ctxlog.test.sampling.leak")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    try:
+    with sampled(handler) as logger:
 
         def leak() -> weakref.ref[Any]:
             entry = store.open_unit({"request_id": "leaked"})
@@ -285,30 +277,24 @@ def test_units_nobody_ends_do_not_keep_their_lines_alive(sink: Sink) -> None:
         ref = contextvars.copy_context().run(leak)
         gc.collect()
         assert ref() is None
-    finally:
-        logger.removeHandler(handler)
 
 
 def test_memory_is_bounded_however_many_units_are_open(sink: Sink) -> None:
     handler = ctxlog.TailSamplingHandler(sink.handler, capacity=2)
-    logger = logging.getLogger("ctxlog.test.sampling.bounded")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
     entries = []
-    try:
-        for i in range(300):
-            entry = store.open_unit({"request_id": f"open-{i}"}, fresh=True)
-            entries.append(entry)
-            logger.info("one")
-            logger.info("two")
-        assert handler.sampler.held() <= 2 * 100
-        # Past the bound, quiet lines were written rather than held.
-        assert len(sink.lines()) == 600 - handler.sampler.held()
-    finally:
-        for entry in reversed(entries):
-            store.close_unit(entry)
-        logger.removeHandler(handler)
+    with sampled(handler) as logger:
+        try:
+            for i in range(300):
+                entry = store.open_unit({"request_id": f"open-{i}"}, fresh=True)
+                entries.append(entry)
+                logger.info("one")
+                logger.info("two")
+            assert handler.sampler.held() <= 2 * 100
+            # Past the bound, quiet lines were written rather than held.
+            assert len(sink.lines()) == 600 - handler.sampler.held()
+        finally:
+            for entry in reversed(entries):
+                store.close_unit(entry)
     assert handler.sampler.held() == 0
 
 
@@ -378,10 +364,6 @@ def test_a_thousand_units_under_concurrency(sink: Sink) -> None:
     every line of a failed unit is written, in order, with its id; none of a
     clean one (keep=0)."""
     handler = ctxlog.TailSamplingHandler(sink.handler, capacity=100)
-    logger = logging.getLogger("ctxlog.test.sampling.load")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
     pool = ctxlog.ThreadPoolExecutor(4)
 
     def unit(n: int) -> None:
@@ -397,12 +379,8 @@ def test_a_thousand_units_under_concurrency(sink: Sink) -> None:
         except RuntimeError:
             pass
 
-    try:
-        with ctxlog.ThreadPoolExecutor(8) as runners:
-            list(runners.map(unit, range(1000)))
-    finally:
-        pool.shutdown()
-        logger.removeHandler(handler)
+    with sampled(handler) as logger, pool, ctxlog.ThreadPoolExecutor(8) as runners:
+        list(runners.map(unit, range(1000)))
     lines = sink.lines()
     by_unit: dict[str, list[str]] = {}
     for line in lines:
