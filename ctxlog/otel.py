@@ -20,6 +20,7 @@ from typing import Final
 try:
     from opentelemetry import context as _otel_context
     from opentelemetry import trace as _otel_trace
+    from opentelemetry.trace import SpanContext
 except ImportError as exc:  # pragma: no cover -- the dev extras install it; tested by a subprocess
     msg = (
         "ctxlog.otel needs the OpenTelemetry API (opentelemetry-api >= 1.20), which is not "
@@ -38,19 +39,27 @@ _get_current_span: Final = _otel_trace.get_current_span
 #: What the cache holds for an OpenTelemetry context without a valid span.
 _NO_IDS: Final[tuple[str, str, str] | None] = None
 
+#: How many spans' formatted ids are kept at most.
+_SPANS_KEPT: Final = 256
+
 
 class _ActiveSpan:
-    """Reads the ids of the current span, once per OpenTelemetry context.
+    """Reads the ids of the current span, formatted once per span.
 
     OpenTelemetry's ``Context`` objects are never changed once made (attaching
-    a span makes a new one), so the last one seen and its ids are kept in one
-    tuple, swapped as a whole (safe across threads without a lock).
+    a span makes a new one), and neither are ``SpanContext`` objects, so the
+    last context seen and its ids are kept in one tuple, swapped as a whole
+    (safe across threads without a lock), and each span's ids are formatted
+    once and kept under its ``SpanContext``'s identity, for whichever context
+    (a thread, a task) shows that span next.
     """
 
-    __slots__ = ("cache",)
+    __slots__ = ("by_span", "cache")
 
     def __init__(self) -> None:
         self.cache: tuple[object, tuple[str, str, str] | None] = (object(), _NO_IDS)
+        #: id(SpanContext) -> (that SpanContext, its ids); bounded, see ids().
+        self.by_span: dict[int, tuple[object, tuple[str, str, str]]] = {}
 
     def ids(self) -> tuple[str, str, str] | None:
         """``(trace_id, span_id, flags)`` of the active span in hex, or ``None``."""
@@ -60,18 +69,31 @@ class _ActiveSpan:
             if cache[0] is otel_ctx:
                 return cache[1]
             span_ctx = _get_current_span(otel_ctx).get_span_context()
-            ids = (
-                (
-                    format(span_ctx.trace_id, "032x"),
-                    format(span_ctx.span_id, "016x"),
-                    format(span_ctx.trace_flags, "02x"),
-                )
-                if span_ctx.is_valid
-                else _NO_IDS
-            )
+            if span_ctx.is_valid:
+                known = self.by_span.get(id(span_ctx))
+                if known is not None and known[0] is span_ctx:
+                    ids: tuple[str, str, str] | None = known[1]
+                else:
+                    ids = self._format(span_ctx)
+            else:
+                ids = _NO_IDS
         except Exception:  # noqa: BLE001 -- a broken tracer setup must not break reading the context
             return _NO_IDS
         self.cache = (otel_ctx, ids)
+        return ids
+
+    def _format(self, span_ctx: SpanContext) -> tuple[str, str, str]:
+        ids = (
+            format(span_ctx.trace_id, "032x"),
+            format(span_ctx.span_id, "016x"),
+            format(span_ctx.trace_flags, "02x"),
+        )
+        by_span = self.by_span
+        if len(by_span) >= _SPANS_KEPT:
+            # Spans end and are seldom seen again: starting over costs one
+            # format per live span, and holds no ended span for long.
+            by_span.clear()
+        by_span[id(span_ctx)] = (span_ctx, ids)
         return ids
 
     def flags_for(self, trace_id: str) -> str | None:
@@ -86,6 +108,10 @@ class _SpanField:
     """A registry provider: one id of the active span, or ``MISSING`` (no span)."""
 
     __slots__ = ("_index", "_key", "_span")
+
+    #: The store caches on it (``Provider``): the value changes only with
+    #: OpenTelemetry's current context, one ``ContextVar.get()`` away.
+    stamp: Final = staticmethod(_get_current_context)
 
     def __init__(self, span: _ActiveSpan, index: int, key: str) -> None:
         self._span = span

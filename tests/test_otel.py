@@ -448,6 +448,96 @@ def test_otel_context_detached_by_hand(otel: None, tracing: Tracing) -> None:
 
 
 # --------------------------------------------------------------------------
+# cost: a span's ids are formatted once, and records are served from a cache
+# --------------------------------------------------------------------------
+
+
+class CountingId(int):
+    """A span id that counts how often it is formatted (OpenTelemetry takes any int)."""
+
+    formatted = 0
+
+    def __format__(self, spec: str) -> str:
+        CountingId.formatted += 1
+        return super().__format__(spec)
+
+
+def test_a_spans_ids_are_formatted_once_per_span(otel: None, text: Captured) -> None:
+    """Many records, and contexts that differ but show the same span (a value
+    set in OpenTelemetry's context, another thread), format its ids once."""
+    CountingId.formatted = 0
+    span_ctx = trace.SpanContext(
+        trace_id=CountingId(0x4BF92F3577B34DA6A3CE929D0E0E4736),
+        span_id=CountingId(0x00F067AA0BA902B7),
+        is_remote=False,
+        trace_flags=trace.TraceFlags(1),
+    )
+    span_token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_ctx)))
+    try:
+        span_only = otel_context.get_current()
+        with_value = otel_context.set_value("ctxlog.tests", 1, span_only)
+        for n in range(20):
+            token = otel_context.attach(with_value if n % 2 else span_only)
+            try:
+                text.logger.info("line %d", n)
+            finally:
+                otel_context.detach(token)
+        worker = ctxlog.Thread(target=text.logger.info, args=("thread",))
+        worker.start()
+        worker.join()
+    finally:
+        otel_context.detach(span_token)
+    lines = text.lines()
+    assert len(lines) == 21
+    ids = "4bf92f3577b34da6a3ce929d0e0e4736|00f067aa0ba902b7|"
+    assert all(line.startswith(ids) for line in lines)
+    assert CountingId.formatted == 2  # the trace id and the span id, once each
+
+
+def test_the_filter_sees_a_new_span_and_a_reinstall(tracing: Tracing, text: Captured) -> None:
+    """The filter's cache holds while the span does, and no longer."""
+    ctxlog.otel.install()
+    try:
+        with tracing.tracer.start_as_current_span("a"):
+            text.logger.info("a1")
+            text.logger.info("a2")
+            with tracing.tracer.start_as_current_span("b"):
+                text.logger.info("b")
+            text.logger.info("a3")
+            ctxlog.otel.install(trace_key="trace_id", span_key=None)
+            text.logger.info("trace only")
+    finally:
+        ctxlog.otel.uninstall()
+    a, b = ids_of(tracing.finished("a")), ids_of(tracing.finished("b"))
+    assert text.lines() == [
+        f"{a[0]}|{a[1]}|-|a1",
+        f"{a[0]}|{a[1]}|-|a2",
+        f"{b[0]}|{b[1]}|-|b",
+        f"{a[0]}|{a[1]}|-|a3",
+        f"{a[0]}|-|-|trace only",
+    ]
+
+
+def test_a_registered_variable_beside_otel_is_read_every_time(
+    otel: None, tracing: Tracing, text: Captured
+) -> None:
+    """A registered ContextVar cannot say it is unchanged: with it, nothing is
+    served from a cache that would hide its new value."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    ctxlog.register(var)
+    try:
+        with tracing.tracer.start_as_current_span("v"):
+            var.set("first")
+            text.logger.info("one")
+            var.set("second")
+            text.logger.info("two")
+    finally:
+        ctxlog.unregister(var)
+    trace_id, span_id = ids_of(tracing.finished("v"))
+    assert text.lines() == [f"{trace_id}|{span_id}|first|one", f"{trace_id}|{span_id}|second|two"]
+
+
+# --------------------------------------------------------------------------
 # imports
 # --------------------------------------------------------------------------
 
