@@ -1,9 +1,9 @@
 """OpenTelemetry: the active span's ``trace_id`` and ``span_id`` on every log line.
 
 ``ctxlog.otel.install()`` puts two providers in ctxlog's registry (the one
-:func:`ctxlog.register` fills), so every reader of the context (the stdlib
-:class:`~ctxlog.ContextFilter`, the record factory, the structlog processor,
-:func:`ctxlog.current`, :func:`ctxlog.get`, :func:`ctxlog.snapshot`) sees the
+`ctxlog.register` fills), so every reader of the context (the stdlib
+`ctxlog.ContextFilter`, the record factory, the structlog processor,
+`ctxlog.current`, `ctxlog.get`, `ctxlog.snapshot`) sees the
 ids of the span that is current when it reads, in W3C form (lowercase hex, 32
 and 16 digits).  Nothing depends on when logging was configured: the ids are
 read from OpenTelemetry's context at each read, not attached to handlers.
@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Final
+from collections.abc import Iterable
+from typing import Final, TypeAlias
 
 try:
+    from opentelemetry import baggage as _otel_baggage
     from opentelemetry import context as _otel_context
     from opentelemetry import trace as _otel_trace
     from opentelemetry.trace import SpanContext
@@ -28,8 +30,9 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog._errors import ContextError, check_key
+from ctxlog._errors import ContextError, check_collection, check_key
 from ctxlog._store import MISSING, store
+from ctxlog.headers import MAX_BAGGAGE_VALUE_LENGTH
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -127,11 +130,50 @@ class _SpanField:
         return f"<ctxlog.otel provider of the active span's {what} as {self._key!r}>"
 
 
+class _BaggageField:
+    """A registry provider: one entry of OpenTelemetry's active baggage, or ``MISSING``."""
+
+    __slots__ = ("_key",)
+
+    #: As the span fields': baggage lives in OpenTelemetry's context too.
+    stamp: Final = staticmethod(_get_current_context)
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def get(self) -> object:
+        try:
+            value = _get_baggage(self._key)
+        except Exception:  # noqa: BLE001 -- a broken context must not break reading ours
+            return MISSING
+        # The safety floor of the baggage the middlewares bind: whatever set
+        # it, a value reaches a line only as bounded, printable text.
+        if (
+            isinstance(value, str)
+            and len(value) <= MAX_BAGGAGE_VALUE_LENGTH
+            and value.isprintable()
+        ):
+            return value
+        return MISSING
+
+    def __repr__(self) -> str:
+        return f"<ctxlog.otel provider of the OpenTelemetry baggage entry {self._key!r}>"
+
+
+_get_baggage: Final = _otel_baggage.get_baggage
+
+_Field: TypeAlias = "_SpanField | _BaggageField"
+
 _lock = threading.Lock()
-_installed: tuple[_SpanField, ...] = ()
+_installed: tuple[_Field, ...] = ()
 
 
-def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") -> None:
+def install(
+    *,
+    trace_key: str = "trace_id",
+    span_key: str | None = "span_id",
+    baggage: Iterable[str] = (),
+) -> None:
     """Merge the active OpenTelemetry span's ids into the context every reader sees.
 
     While a span with a valid span context is current, ``trace_key`` holds
@@ -142,17 +184,24 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
     the filter shows instead.  A span that was not sampled still has valid
     ids and they are merged (its trace can still be followed in the logs).
 
-    A value bound with :func:`ctxlog.bind` under the same key wins, as it
-    does over any registered variable.  :func:`ctxlog.outgoing_headers` then
+    A value bound with `ctxlog.bind` under the same key wins, as it
+    does over any registered variable.  `ctxlog.outgoing_headers` then
     carries the span in ``traceparent``, with the span's own sampling flag.
 
+    *baggage* names entries of OpenTelemetry's active baggage
+    (``opentelemetry.baggage``, what its propagators read from an incoming
+    ``baggage`` header) to merge the same way, each under its own key, while
+    it is set: only text of at most 1,024 printable characters (the safety
+    floor of the middlewares' ``baggage=``); other values are left out.
+
     Works whenever it is called, before or after logging is configured.
-    Calling it again replaces the keys; :func:`uninstall` removes them.
+    Calling it again replaces the keys; `uninstall` removes them.
 
-    :raises ContextError: a key is empty, both keys are the same, or a key is
-        already used by a registered variable (:func:`ctxlog.register`).
+    :raises ContextError: a key is empty, both keys are the same, a baggage
+        entry is one of them, or a key is already used by a registered
+        variable ([`register`][ctxlog.register]).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     global _installed  # noqa: PLW0603 -- one installation per process, like the registry
     check_key(trace_key, "ctxlog.otel.install")
@@ -164,15 +213,26 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
                 "give them different names."
             )
             raise ContextError(msg)
+    check_collection(baggage, "baggage", "ctxlog.otel.install")
+    entries = tuple(baggage)
+    for entry in entries:
+        check_key(entry, "ctxlog.otel.install")
+        if entry in (trace_key, span_key):
+            msg = (
+                f"ctxlog.otel.install(baggage=...): {entry!r} is already the trace or span "
+                "key; give the ids other keys."
+            )
+            raise ContextError(msg)
     span = _ActiveSpan()
-    fields = [_SpanField(span, 0, trace_key)]
+    fields: list[_Field] = [_SpanField(span, 0, trace_key)]
     if span_key is not None:
         fields.append(_SpanField(span, 1, span_key))
+    fields.extend(_BaggageField(entry) for entry in dict.fromkeys(entries))
     with _lock:
         previous = _installed
         for field in previous:
             _discard(field)
-        added: list[_SpanField] = []
+        added: list[_Field] = []
         try:
             for field in fields:
                 store.add_provider(field, field._key, "ctxlog.otel.install")
@@ -187,18 +247,18 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
         store.set_trace_source(span.flags_for)
 
 
-def _discard(field: _SpanField) -> None:
+def _discard(field: _Field) -> None:
     # Tolerant: a test harness may have restored the registry under our feet.
     with contextlib.suppress(ContextError):
         store.remove_provider(field, "ctxlog.otel.uninstall")
 
 
 def uninstall() -> None:
-    """Stop merging the active span's ids (undo :func:`install`).
+    """Stop merging the active span's ids (undo `install`).
 
     Does nothing when it is not installed.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     global _installed  # noqa: PLW0603 -- see install()
     with _lock:
@@ -209,8 +269,8 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
-    """Return whether :func:`install` is in effect.
+    """Return whether `install` is in effect.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return bool(_installed)

@@ -538,6 +538,58 @@ def test_a_registered_variable_beside_otel_is_read_every_time(
 
 
 # --------------------------------------------------------------------------
+# OpenTelemetry baggage
+# --------------------------------------------------------------------------
+
+
+def test_active_baggage_entries_are_merged(tracing: Tracing, text: Captured) -> None:
+    from opentelemetry import baggage  # noqa: PLC0415 -- only this test uses it
+
+    text.handler.setFormatter(logging.Formatter("%(tenant)s|%(plan)s|%(message)s"))
+    text.handler.filters.clear()
+    text.handler.addFilter(ctxlog.ContextFilter(defaults={"tenant": "-", "plan": "-"}))
+    ctxlog.otel.install(baggage=["tenant", "plan"])
+    try:
+        ctx = baggage.set_baggage("tenant", "acme", baggage.set_baggage("other", "x"))
+        token = otel_context.attach(ctx)
+        try:
+            text.logger.info("one")
+            with tracing.tracer.start_as_current_span("s"):
+                text.logger.info("in a span")
+                assert ctxlog.outgoing_headers(baggage=["tenant"])["baggage"] == "tenant=acme"
+            hostile = baggage.set_baggage("tenant", "a\nforged", baggage.set_baggage("plan", 7))
+            inner = otel_context.attach(hostile)
+            try:
+                text.logger.info("unsafe values")
+            finally:
+                otel_context.detach(inner)
+            with ctxlog.bind(tenant="bound"):
+                text.logger.info("bound wins")
+        finally:
+            otel_context.detach(token)
+        text.logger.info("none")
+    finally:
+        ctxlog.otel.uninstall()
+    assert text.lines() == [
+        "acme|-|one",
+        "acme|-|in a span",
+        "-|-|unsafe values",
+        "bound|-|bound wins",
+        "-|-|none",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("baggage", "match"),
+    [("tenant", "not a string"), ([""], "non-empty"), (["span_id"], "already the trace")],
+)
+def test_bad_baggage_options(baggage: Any, match: str) -> None:
+    with pytest.raises(ctxlog.ContextError, match=match):
+        ctxlog.otel.install(baggage=baggage)
+    assert not ctxlog.otel.installed()
+
+
+# --------------------------------------------------------------------------
 # imports
 # --------------------------------------------------------------------------
 

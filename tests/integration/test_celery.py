@@ -780,3 +780,57 @@ def test_a_generator_that_returns_no_id_is_refused_at_publish(
     (warning,) = captured.lines()
     assert "published without a request id" in warning
     assert "printable ASCII str without spaces" in warning
+
+
+def test_baggage_travels_as_a_w3c_header(unit_app: Any, published: Published) -> None:
+    ctxlog.celery.install(baggage=["tenant", "plan"])
+    task = as_task(unit_app, "unit.noop", noop)
+    with ctxlog.bind(request_id="r-b", tenant="acme eu", secret="s"):
+        task.delay()
+    assert published.headers[-1]["baggage"] == "tenant=acme%20eu"
+    # A baggage header already there (OpenTelemetry's instrumentation writes one) is kept.
+    with ctxlog.bind(tenant="acme"):
+        task.apply_async(headers={"baggage": "tenant=theirs"})
+    assert published.headers[-1]["baggage"] == "tenant=theirs"
+    with ctxlog.bind(plan=["not", "a", "scalar"]):
+        task.delay()
+    assert "baggage" not in published.headers[-1]
+
+
+def test_the_worker_binds_baggage_from_any_publisher(unit_app: Any, captured: Captured) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def who() -> None:
+        seen.append(dict(ctxlog.current()))
+
+    who_task = as_task(unit_app, "unit.who", who)
+    ctxlog.celery.install(baggage=["tenant", "plan"])
+    # A publisher that is not ctxlog: only the W3C header.
+    run_as_worker(who_task, {"baggage": "tenant=acme,plan=pro%20team,other=1"})
+    assert (seen[-1]["tenant"], seen[-1]["plan"]) == ("acme", "pro team")
+    assert "other" not in seen[-1]
+    # ctxlog's own header wins over the baggage header.
+    run_as_worker(
+        who_task, {ctxlog.celery.CONTEXT_HEADER: '{"tenant":"from-ctxlog"}', "baggage": "tenant=b"}
+    )
+    assert seen[-1]["tenant"] == "from-ctxlog"
+    # A hostile header binds nothing raw, and the task runs.
+    captured.handler.setFormatter(logging.Formatter("%(tenant)s|%(message)s"))
+    captured.handler.addFilter(ctxlog.ContextFilter(defaults={"tenant": "-"}))
+
+    def logs() -> None:
+        captured.logger.info("in the task")
+
+    log_task = as_task(unit_app, "unit.logs", logs)
+    run_as_worker(log_task, {"baggage": "tenant=a%0Aforged," + "k=v," * 10_000})
+    assert captured.lines() == ["-|in the task"]
+
+
+@pytest.mark.parametrize(
+    ("baggage", "match"),
+    [("tenant", "not a string"), (["bad key"], "not a baggage key"), (["task_id"], "task keys")],
+)
+def test_install_refuses_bad_baggage(baggage: Any, match: str) -> None:
+    with pytest.raises(ctxlog.ContextError, match=match):
+        ctxlog.celery.install(baggage=baggage)
+    assert not ctxlog.celery.installed()
