@@ -14,9 +14,10 @@ OpenTelemetry is imported here only: ``import ctxlog`` never loads it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterable
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 try:
     from opentelemetry import baggage as _otel_baggage
@@ -33,8 +34,12 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
 from ctxlog._errors import ContextError, check_collection, check_key
 from ctxlog._store import MISSING, store
 from ctxlog.headers import MAX_BAGGAGE_VALUE_LENGTH
+from ctxlog.stdlib import ContextFilter
 
-__all__ = ["install", "installed", "uninstall"]
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+
+__all__ = ["install", "installed", "logging_handler", "uninstall"]
 
 _get_current_context: Final = _otel_context.get_current
 _get_current_span: Final = _otel_trace.get_current_span
@@ -274,3 +279,76 @@ def installed() -> bool:
     *New in version 0.1.0.*
     """
     return bool(_installed)
+
+
+def _id_keys() -> tuple[str, str]:
+    """The keys the span's ids are merged under (the defaults when not installed)."""
+    trace_key, span_key = "trace_id", "span_id"
+    for field in _installed:
+        if isinstance(field, _SpanField):
+            if field._index == 0:
+                trace_key = field._key
+            else:
+                span_key = field._key
+    return trace_key, span_key
+
+
+def logging_handler(
+    logger_provider: LoggerProvider | None = None, **filter_options: Any
+) -> logging.Handler:
+    """A `logging.Handler` that sends each record to the OpenTelemetry logs SDK,
+    with the bound context as the record's attributes.
+
+    Add it where you add handlers (it installs nothing itself: no
+    `logging.basicConfig`, no handler put on the root logger for you):
+
+    ```python
+    handler = ctxlog.otel.logging_handler(logger_provider)
+    logging.getLogger().addHandler(handler)
+    ```
+
+    Built on the handler of ``opentelemetry-instrumentation-logging`` (the
+    SDK's own ``LoggingHandler`` is deprecated), with a
+    [`ContextFilter`][ctxlog.ContextFilter] made from *filter_options*
+    (``fields``, ``defaults``, ``nest_under``, ``on_conflict``).  Each record
+    becomes an OpenTelemetry log record:
+
+    * the bound context and ``extra=`` values are its attributes; nested
+      mappings and sequences keep their shape (OpenTelemetry's ``AnyValue``:
+      maps, lists, scalars), other objects become text as on ctxlog's JSON
+      lines, never raising;
+    * the trace and span ids are the record's own ``trace_id``, ``span_id``
+      and ``flags`` (the sampled flag), never repeated as attributes: the
+      keys `install` merges them under (``trace_id``/``span_id`` when it is
+      not in effect) and the ``otelTraceID``/``otelSpanID``/
+      ``otelTraceSampled`` of OpenTelemetry's logging instrumentation are
+      left out.  The ids are those of the span current where the record was
+      made (also when a `logging.handlers.QueueHandler` hands it to another
+      thread), or the trace id bound from an incoming ``traceparent``.
+
+    structlog events reach it through the stdlib (``structlog.stdlib.LoggerFactory()``
+    with ``structlog.stdlib.render_to_log_kwargs`` last): their keys become
+    attributes as well.
+
+    *logger_provider*: the SDK's ``LoggerProvider`` to send to; default: the
+    global one (``opentelemetry._logs.set_logger_provider``).
+
+    :raises ImportError: OpenTelemetry's logs pieces are not installed (the
+        ``otel`` extra installs them).
+    :raises ContextError: a filter option is invalid.
+
+    *New in version 0.1.0.*
+    """
+    try:
+        from ctxlog._otel_logs import ContextLoggingHandler  # noqa: PLC0415 -- only when asked for
+    except ImportError as exc:  # pragma: no cover -- dev extras install it; a subprocess tests it
+        msg = (
+            "ctxlog.otel.logging_handler() needs opentelemetry-sdk and "
+            "opentelemetry-instrumentation-logging, which are not installed: "
+            "pip install 'ctxlog-correlation[otel]'"
+        )
+        raise ImportError(msg, name=exc.name) from exc
+    context_filter = ContextFilter(**filter_options)
+    handler = ContextLoggingHandler(logger_provider, _id_keys)
+    handler.addFilter(context_filter)
+    return handler
