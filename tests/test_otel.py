@@ -28,7 +28,7 @@ import ctxlog
 import ctxlog.otel
 from ctxlog import structlog as cs
 from ctxlog.headers import parse_traceparent
-from tests.conftest import Captured
+from tests.conftest import Captured, import_error_without
 
 LINE = "%(trace_id)s|%(span_id)s|%(request_id)s|%(message)s"
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -603,15 +603,5 @@ def test_import_ctxlog_loads_no_opentelemetry() -> None:
 
 
 def test_missing_opentelemetry_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['opentelemetry'] = None\n"
-        "try:\n"
-        "    import ctxlog.otel\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert "pip install 'ctxlog-correlation[otel]'" in out
+    message = import_error_without("opentelemetry", "import ctxlog.otel")
+    assert "pip install 'ctxlog-correlation[otel]'" in message

@@ -24,6 +24,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 import ctxlog
 import ctxlog.otel
 from ctxlog import structlog as cs
+from tests.conftest import import_error_without
+from tests.test_otel import otel  # noqa: F401 -- the fixture, shared by name
 
 
 class Sink:
@@ -55,13 +57,6 @@ def sink() -> Iterator[Sink]:
 
 
 @pytest.fixture
-def otel() -> Iterator[None]:
-    ctxlog.otel.install()
-    yield
-    ctxlog.otel.uninstall()
-
-
-@pytest.fixture
 def tracer() -> trace.Tracer:
     return TracerProvider().get_tracer("tests.otel_logs")
 
@@ -71,8 +66,9 @@ def ids(span: trace.Span) -> tuple[int, int]:
     return ctx.trace_id, ctx.span_id
 
 
+@pytest.mark.usefixtures("otel")
 def test_context_as_attributes_ids_as_the_records_own_fields(
-    otel: None, sink: Sink, tracer: trace.Tracer
+    sink: Sink, tracer: trace.Tracer
 ) -> None:
     with tracer.start_as_current_span("s") as span, ctxlog.bind(request_id="r-1", user_id=7):
         sink.logger.warning("hello %s", "world", extra={"order": 12})
@@ -86,7 +82,8 @@ def test_context_as_attributes_ids_as_the_records_own_fields(
     assert log.trace_flags.sampled
 
 
-def test_no_span_no_ids_and_an_unsampled_span_says_so(otel: None, sink: Sink) -> None:
+@pytest.mark.usefixtures("otel")
+def test_no_span_no_ids_and_an_unsampled_span_says_so(sink: Sink) -> None:
     sink.logger.info("outside")
     unsampled = TracerProvider(sampler=ALWAYS_OFF).get_tracer("tests.otel_logs")
     with unsampled.start_as_current_span("off") as span:
@@ -169,9 +166,8 @@ def test_custom_keys_are_left_out_too(sink: Sink, tracer: trace.Tracer) -> None:
     assert (record.log_record.trace_id, record.log_record.span_id) == ids(span)
 
 
-def test_a_queue_handler_keeps_the_span_of_the_log_call(
-    otel: None, sink: Sink, tracer: trace.Tracer
-) -> None:
+@pytest.mark.usefixtures("otel")
+def test_a_queue_handler_keeps_the_span_of_the_log_call(sink: Sink, tracer: trace.Tracer) -> None:
     """The record crosses to the listener's thread, outside the span: it still
     carries the span it was logged in, not the listener's (none)."""
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
@@ -207,8 +203,9 @@ def test_a_trace_id_from_an_incoming_traceparent(sink: Sink) -> None:
     assert (second.trace_id, dict(second.attributes or {})) == (0, {})
 
 
+@pytest.mark.usefixtures("otel")
 def test_opentelemetry_instrumentations_ids_are_not_repeated(
-    otel: None, sink: Sink, tracer: trace.Tracer
+    sink: Sink, tracer: trace.Tracer
 ) -> None:
     instrumentor = LoggingInstrumentor()
     instrumentor.instrument(inject_trace_context=True)
@@ -225,7 +222,8 @@ def test_opentelemetry_instrumentations_ids_are_not_repeated(
     assert (record.log_record.trace_id, record.log_record.span_id) == ids(span)
 
 
-def test_structlog_events_through_the_stdlib(otel: None, sink: Sink, tracer: trace.Tracer) -> None:
+@pytest.mark.usefixtures("otel")
+def test_structlog_events_through_the_stdlib(sink: Sink, tracer: trace.Tracer) -> None:
     log = structlog.wrap_logger(
         sink.logger,
         processors=[
@@ -270,16 +268,7 @@ def test_never_configures_logging_behind_the_users_back() -> None:
 
 
 def test_missing_logs_pieces_name_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['opentelemetry.instrumentation.logging'] = None\n"
-        "import ctxlog.otel\n"
-        "try:\n"
-        "    ctxlog.otel.logging_handler()\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
+    message = import_error_without(
+        "opentelemetry.instrumentation.logging", "import ctxlog.otel; ctxlog.otel.logging_handler()"
     )
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert "pip install 'ctxlog-correlation[otel]'" in out
+    assert "pip install 'ctxlog-correlation[otel]'" in message

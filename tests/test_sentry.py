@@ -4,9 +4,8 @@ that keeps every envelope in memory (no network)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,11 +14,13 @@ from typing import Any, ClassVar
 import pytest
 import sentry_sdk
 from sentry_sdk.envelope import Envelope
+from sentry_sdk.integrations import Integration
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
 
 import ctxlog
 import ctxlog.sentry
+from tests.conftest import import_error_without
 
 
 class MemoryTransport(Transport):
@@ -35,21 +36,29 @@ class MemoryTransport(Transport):
                 MemoryTransport.events.append(event)
 
 
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
+@contextlib.contextmanager
+def sentry(*integrations: Integration) -> Iterator[list[dict[str, Any]]]:
+    """A real Sentry client with these integrations only, sending to memory;
+    yields the events sent, and takes the client down after."""
     MemoryTransport.events = []
     sentry_sdk.init(
         dsn="https://public@sentry.invalid/1",
         transport=MemoryTransport,
         default_integrations=False,
-        integrations=[
-            ctxlog.sentry.ContextIntegration(),
-            LoggingIntegration(level=None, event_level=logging.ERROR),
-        ],
+        integrations=list(integrations),
     )
-    yield MemoryTransport.events
-    sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
+    try:
+        yield MemoryTransport.events
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+
+
+@pytest.fixture
+def events() -> Iterator[list[dict[str, Any]]]:
+    logging_integration = LoggingIntegration(level=None, event_level=logging.ERROR)
+    with sentry(ctxlog.sentry.ContextIntegration(), logging_integration) as sent:
+        yield sent
 
 
 def test_exception_message_and_logging_events(events: list[dict[str, Any]]) -> None:
@@ -139,24 +148,12 @@ def test_values_are_made_safe_and_tags_valid(events: list[dict[str, Any]]) -> No
 
 
 def test_options() -> None:
-    MemoryTransport.events = []
-    sentry_sdk.init(
-        dsn="https://public@sentry.invalid/1",
-        transport=MemoryTransport,
-        default_integrations=False,
-        integrations=[
-            ctxlog.sentry.ContextIntegration(
-                tags=["tenant", "request_id"], context_name="request", fields=["tenant"]
-            )
-        ],
+    integration = ctxlog.sentry.ContextIntegration(
+        tags=["tenant", "request_id"], context_name="request", fields=["tenant"]
     )
-    try:
-        with ctxlog.bind(request_id="r-4", tenant="acme", secret="s"):
-            sentry_sdk.capture_message("options")
-    finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.get_global_scope().set_client(None)
-    (event,) = MemoryTransport.events
+    with sentry(integration) as events, ctxlog.bind(request_id="r-4", tenant="acme", secret="s"):
+        sentry_sdk.capture_message("options")
+    (event,) = events
     assert event["tags"] == {"tenant": "acme", "request_id": "r-4"}
     assert event["contexts"]["request"] == {"tenant": "acme"}
     assert "ctxlog" not in event["contexts"]
@@ -177,38 +174,14 @@ def test_bad_options(options: dict[str, Any], match: str) -> None:
 
 
 def test_without_the_integration_events_are_left_alone() -> None:
-    # Its processor is registered for good once an init has used it.
-    sentry_sdk.init(
-        dsn="https://public@sentry.invalid/1",
-        transport=MemoryTransport,
-        default_integrations=False,
-        integrations=[ctxlog.sentry.ContextIntegration()],
-    )
-    sentry_sdk.get_client().close()
-    MemoryTransport.events = []
-    sentry_sdk.init(
-        dsn="https://public@sentry.invalid/1", transport=MemoryTransport, default_integrations=False
-    )
-    try:
-        with ctxlog.bind(request_id="r-5"):
-            sentry_sdk.capture_message("not ours")
-    finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.get_global_scope().set_client(None)
-    (event,) = MemoryTransport.events
+    with sentry(ctxlog.sentry.ContextIntegration()):
+        pass  # its processor is registered for good once a client has used it
+    with sentry() as events, ctxlog.bind(request_id="r-5"):
+        sentry_sdk.capture_message("not ours")
+    (event,) = events
     assert "ctxlog" not in event.get("contexts", {})
 
 
 def test_missing_sentry_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['sentry_sdk'] = None\n"
-        "try:\n"
-        "    import ctxlog.sentry\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert "pip install 'ctxlog-correlation[sentry]'" in out
+    message = import_error_without("sentry_sdk", "import ctxlog.sentry")
+    assert "pip install 'ctxlog-correlation[sentry]'" in message

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 import pytest
 
 import ctxlog
-from ctxlog.asgi import Receive, Scope, Send
 from ctxlog.asgi import RequestContextMiddleware as AsgiMiddleware
 from ctxlog.wsgi import RequestContextMiddleware as WsgiMiddleware
 from ctxlog.wsgi import StartResponse, WSGIEnvironment
 from tests.integration.conftest import (
     UvicornServer,
     WerkzeugServer,
+    answer_every_path,
     capture_lines,
     raw_request,
     response_headers,
@@ -29,15 +30,7 @@ log = logging.getLogger("tests.baggage")
 KEYS = ("tenant", "user.tier")
 
 
-async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    log.info("handled")
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
+asgi_app: Final = answer_every_path(log)
 
 
 def wsgi_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

@@ -37,7 +37,7 @@ import ctxlog
 import ctxlog.celery
 import ctxlog.otel
 from ctxlog.headers import is_valid_request_id
-from tests.conftest import Captured
+from tests.conftest import Captured, import_error_without
 
 CELERY_PAGE = Path(__file__).resolve().parents[2] / "docs" / "celery.md"
 BLOCK = re.compile(r"^```py\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -726,18 +726,8 @@ def test_import_ctxlog_loads_no_celery() -> None:
 
 
 def test_missing_celery_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['celery'] = None\n"
-        "try:\n"
-        "    import ctxlog.celery\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert "pip install 'ctxlog-correlation[celery]'" in out
+    message = import_error_without("celery", "import ctxlog.celery")
+    assert "pip install 'ctxlog-correlation[celery]'" in message
 
 
 def test_annotated_values_travel_and_each_task_is_a_unit_of_work(
