@@ -45,6 +45,7 @@ def test_several_header_lines_keys_and_repeats() -> None:
     assert parse_baggage(lines, {"tenant", "other"}) == {"tenant": "globex"}
     assert parse_baggage(None) == {}
     assert parse_baggage("") == {}
+    assert parse_baggage([None, 7, "a=1"]) == {"a": "1"}  # type: ignore[list-item]  # what a hostile caller may hand over
 
 
 @pytest.mark.parametrize(
@@ -154,6 +155,8 @@ def test_outgoing_headers_carry_the_bound_baggage() -> None:
         ctxlog.outgoing_headers(baggage=("bad key",))
     with pytest.raises(ctxlog.ContextError, match="not a string"):
         ctxlog.outgoing_headers(baggage="tenant")
+    with pytest.raises(ctxlog.ContextError, match="collection of baggage keys"):
+        ctxlog.outgoing_headers(baggage=5)  # type: ignore[arg-type]  # the mistake under test
 
 
 def app(*_: Any) -> Any:

@@ -434,6 +434,9 @@ def test_provider_repr(otel: None) -> None:
     names = [repr(source) for source, _ in store.providers]
     assert any("trace id" in name and "'trace_id'" in name for name in names)
     assert any("span id" in name and "'span_id'" in name for name in names)
+    ctxlog.otel.install(baggage=["tenant"])
+    names = [repr(source) for source, _ in store.providers]
+    assert any("baggage entry 'tenant'" in name for name in names)
 
 
 def test_otel_context_detached_by_hand(otel: None, tracing: Tracing) -> None:
@@ -492,6 +495,19 @@ def test_a_spans_ids_are_formatted_once_per_span(otel: None, text: Captured) -> 
     ids = "4bf92f3577b34da6a3ce929d0e0e4736|00f067aa0ba902b7|"
     assert all(line.startswith(ids) for line in lines)
     assert CountingId.formatted == 2  # the trace id and the span id, once each
+
+
+def test_many_spans_each_show_their_own_ids(otel: None) -> None:
+    """More spans than the formatted ids kept: each record still has its own span's."""
+    for n in range(1, 600):
+        span_ctx = trace.SpanContext(
+            trace_id=n, span_id=n, is_remote=False, trace_flags=trace.TraceFlags(1)
+        )
+        token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_ctx)))
+        try:
+            assert (ctxlog.get("trace_id"), ctxlog.get("span_id")) == (f"{n:032x}", f"{n:016x}")
+        finally:
+            otel_context.detach(token)
 
 
 def test_the_filter_sees_a_new_span_and_a_reinstall(tracing: Tracing, text: Captured) -> None:

@@ -135,7 +135,10 @@ def test_values_are_made_safe_and_tags_valid(events: list[dict[str, Any]]) -> No
         sentry_sdk.get_isolation_scope().remove_tag("request_id")
     with ctxlog.bind(request_id="line\nbreak"):
         sentry_sdk.capture_message("bad tag")
-    kept, bad = events
+    with ctxlog.bind(request_id=True):
+        sentry_sdk.capture_message("not a tag")
+    kept, bad, flag = events
+    assert "request_id" not in flag["tags"]
     assert kept["tags"]["request_id"] == "set-by-hand"
     assert kept["contexts"]["ctxlog"] == {
         "request_id": "r-3",
