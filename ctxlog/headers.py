@@ -237,6 +237,8 @@ def check_baggage_keys(keys: object, where: str) -> tuple[str, ...]:
 
     :raises ContextError: *keys* is a string, or holds something that is not a
         non-empty token (``A-Z a-z 0-9`` and ``!#$%&'*+-.^_`|~``).
+
+    *New in version 0.1.0.*
     """
     check_collection(keys, "baggage", where)
     if not isinstance(keys, Iterable):
@@ -336,6 +338,8 @@ def baggage_header(values: Iterable[tuple[str, object]]) -> str | None:
     ``float`` (``bool`` included) are left out; values are percent-encoded;
     members past `MAX_BAGGAGE_ENTRIES` or `MAX_BAGGAGE_BYTES` are left out
     whole.
+
+    *New in version 0.1.0.*
     """
     members: list[str] = []
     size = -1
