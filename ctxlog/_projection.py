@@ -11,7 +11,7 @@ while the context does not change.
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from ctxlog._errors import ContextError, check_collection
 from ctxlog._store import UNIT_KEY, Unit, store
@@ -19,7 +19,15 @@ from ctxlog._store import UNIT_KEY, Unit, store
 if TYPE_CHECKING:
     from ctxlog._redact import Redactor
 
-__all__ = ["LINE_FIELDS", "RENAME_PREFIX", "UNCACHED", "ConflictPolicy", "Projection", "free_key"]
+__all__ = [
+    "LINE_FIELDS",
+    "RENAME_PREFIX",
+    "UNCACHED",
+    "Cache",
+    "ConflictPolicy",
+    "Projection",
+    "free_key",
+]
 
 ConflictPolicy = Literal["rename", "drop"]
 
@@ -46,9 +54,13 @@ def free_key(key: str, taken: Container[str]) -> str:
 
 _read: Final = store.read
 
-#: The cache of a projection that has prepared nothing yet: (store mapping, its
-#: unit or None, that unit's values, the prepared attributes).
-UNCACHED: Final[tuple[object, Unit | None, object, dict[str, Any]]] = (object(), None, None, {})
+#: What a projection's cache holds: the store's mapping, its unit or None, that
+#: unit's values, the prepared attributes, the store's providers and their
+#: stamp (``None`` without providers) when they were prepared.
+Cache: TypeAlias = tuple[object, Unit | None, object, dict[str, Any], object, object]
+
+#: The cache of a projection that has prepared nothing yet.
+UNCACHED: Final[Cache] = (object(), None, None, {}, object(), object())
 
 
 class Projection:
@@ -121,7 +133,7 @@ class Projection:
         # (``%(request_id)s``) must never fail.
         self.redactor = redactor
         self._defaults = self._renamed(self.defaults)
-        self.cache = UNCACHED
+        self.cache: Cache = UNCACHED
 
     def _renamed(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """*data* with reserved keys renamed (:func:`free_key`) or dropped; a
@@ -152,8 +164,12 @@ class Projection:
     def current(self) -> dict[str, Any]:
         """:meth:`prepare` of the current context, from the cache while it holds."""
         raw = _read()
+        providers = store.providers
+        # Providers (ctxlog.otel's span ids) are asked for their stamp, not
+        # their values: one call while the span stays the same.
+        stamp = store.stamp() if providers else None
         cache = self.cache
-        if cache[0] is raw and not store.providers:
+        if cache[0] is raw and cache[4] is providers and cache[5] is stamp:
             unit = cache[1]
             if unit is None or unit.values is cache[2]:
                 return cache[3]
@@ -163,8 +179,7 @@ class Projection:
         # the older values.
         values = None if unit is None else unit.values
         out = self.prepare(store.merged(raw))
-        if not store.providers:
-            self.cache = (raw, unit, values, out)
+        self.cache = (raw, unit, values, out, providers, stamp)
         return out
 
     def describe(self) -> str:

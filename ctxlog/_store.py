@@ -28,6 +28,7 @@ middlewares, Celery, OpenTelemetry) calls:
 ``on_end(unit, fn)``      call *fn* once when the unit ends
 ``add_provider(...)``     merge a foreign ContextVar or a computed value
 ``remove_provider(...)``  stop merging it
+``stamp``                 how a reader tells the providers' values are unchanged
 ``set_trace_source(fn)``  where ``outgoing_headers()`` takes trace flags from
 ``save()``/``load(s)``    the process-wide state, for test isolation
 ========================  ====================================================
@@ -62,6 +63,7 @@ __all__ = [
     "Unit",
     "UnitEntry",
     "VarToken",
+    "never_same",
     "store",
 ]
 
@@ -96,9 +98,35 @@ MISSING: Final = _Marker("missing")
 
 class Provider(Protocol):
     """What the store merges besides bound values: a ContextVar, or an object
-    whose ``get()`` computes the value now, or returns :data:`MISSING`."""
+    whose ``get()`` computes the value now, or returns :data:`MISSING`.
+
+    A provider may also have a ``stamp`` attribute: a function returning an
+    object that stays the same (``is``) for as long as ``get()`` would return
+    the same value (``ctxlog.otel``'s: OpenTelemetry's current context, which
+    is never changed once made).  When every provider has one, readers cache
+    on it (see :attr:`Store.stamp`) instead of asking each provider per read.
+    """
 
     def get(self) -> Any: ...
+
+
+def never_same() -> object:
+    """The stamp of providers that cannot say their values are unchanged:
+    never the same twice, so nothing is cached on it."""
+    return object()
+
+
+def _stamp_of(providers: tuple[tuple[Provider, str], ...]) -> Callable[[], object]:
+    """The one stamp function all *providers* share, else :func:`never_same`."""
+    found: Callable[[], object] = never_same
+    for source, _ in providers:
+        stamp: Callable[[], object] | None = getattr(source, "stamp", None)
+        if stamp is None or (found is not never_same and stamp is not found):
+            # Several stamps would need a tuple per read, never `is` the last
+            # one: such a set of providers is read uncached.
+            return never_same
+        found = stamp
+    return found
 
 
 class Unit:
@@ -166,7 +194,7 @@ class _State(NamedTuple):
 class Store:
     """The verbs over the one ContextVar; :data:`store` is the only instance."""
 
-    __slots__ = ("_lock", "hiding", "providers", "trace_source")
+    __slots__ = ("_lock", "hiding", "providers", "stamp", "trace_source")
 
     #: The raw mapping: bound values, the unit under :data:`UNIT_KEY`, and
     #: :data:`HIDDEN` markers.  Never mutate it.  Use :meth:`merged` for the
@@ -186,6 +214,12 @@ class Store:
     def __init__(self) -> None:
         #: (provider, name) pairs merged into every read; replaced, never mutated.
         self.providers: tuple[tuple[Provider, str], ...] = ()
+        #: The function whose result is the same object (``is``) for as long
+        #: as every provider's value stays the same, so that a reader may
+        #: cache what it made of the context on (mapping, ``providers``, stamp);
+        #: :func:`never_same` when some provider cannot say (a registered
+        #: ContextVar).  Set before ``providers``: read it after them.
+        self.stamp: Callable[[], object] = never_same
         #: True once a HIDDEN marker was stored: readers then remove markers.
         self.hiding = False
         #: ``trace_id -> flags or None``: set by ``ctxlog.otel``.
@@ -402,7 +436,7 @@ class Store:
                     )
                     raise ContextError(msg)
             kept = tuple((s, n) for s, n in self.providers if s is not source)
-            self.providers = (*kept, (source, name))
+            self._set_providers((*kept, (source, name)))
 
     def remove_provider(self, source: Provider, where: str) -> None:
         """Stop merging *source*.
@@ -414,7 +448,13 @@ class Store:
             if len(kept) == len(self.providers):
                 msg = f"{where}(): {source!r} is not registered with ctxlog.register()."
                 raise ContextError(msg)
-            self.providers = kept
+            self._set_providers(kept)
+
+    def _set_providers(self, providers: tuple[tuple[Provider, str], ...]) -> None:
+        # The stamp first: a reader that sees the new providers never pairs
+        # them with the stamp of the old ones.
+        self.stamp = _stamp_of(providers)
+        self.providers = providers
 
     def provider_names(self) -> frozenset[str]:
         """The names the providers' values are merged under."""
@@ -451,7 +491,8 @@ class Store:
             msg = f"Store.load() takes what Store.save() returned, not {type(state).__name__}."
             raise TypeError(msg)
         with self._lock:
-            self.providers, self.hiding, self.trace_source = state
+            self._set_providers(state.providers)
+            self.hiding, self.trace_source = state.hiding, state.trace_source
 
 
 def _call_ending(fn: Callable[[Unit], None], unit: Unit) -> None:

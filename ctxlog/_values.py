@@ -12,7 +12,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "escape_unsafe",
     "json_safe",
     "orjson_dumps_line",
+    "outbound",
     "placeholder",
     "rfc3339",
     "safe_str",
@@ -111,6 +112,19 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
         return safe_str(value)
     except Exception:  # noqa: BLE001 -- whatever a value does, the line is written
         return placeholder(value)
+
+
+def outbound(values: Mapping[str, Any]) -> dict[str, Any]:
+    """*values* (the bound context, a record's own fields) as they leave the
+    process for a telemetry backend: an OpenTelemetry log record's
+    attributes, a Sentry event's context.
+
+    Each value is made :func:`json_safe` (nested mappings and sequences keep
+    their shape; other objects become text, never raising); keys become
+    text.  The one place such values pass through: a redaction step belongs
+    here, so that every backend gets it.
+    """
+    return {_key(key): json_safe(value) for key, value in values.items()}
 
 
 def escape_unsafe(text: str) -> str:

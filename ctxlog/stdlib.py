@@ -145,7 +145,7 @@ class ContextFilter(logging.Filter):
         """
         try:
             attrs = record.__dict__
-            raw, unit, values, prepared = self._flat.cache
+            raw, unit, values, prepared, providers, stamp = self._flat.cache
             # The common path, for every record, is Projection.current()'s cache
             # check written out: the record holds just the attributes LogRecord()
             # sets, none of which can be a context attribute (those are never
@@ -153,11 +153,14 @@ class ContextFilter(logging.Filter):
             # it longer: the key check below.  Written out, it costs 6-9 %
             # less per record than the call (benchmarks/bench_core.py, "through
             # Projection.current()" against "ctxlog.ContextFilter").
+            # With providers (ctxlog.otel), their stamp stands for their values:
+            # one call, the same object while the span stays the same.
             if (
                 raw is _read_store()
                 and len(attrs) == _PLAIN_RECORD_LEN
-                and not store.providers
+                and providers is store.providers
                 and (unit is None or unit.values is values)
+                and (not providers or stamp is store.stamp())
             ):
                 attrs.update(prepared)
                 if self.redact is not None and self.redact.patterns:

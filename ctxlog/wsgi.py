@@ -49,8 +49,8 @@ class RequestContextMiddleware:
     same options and the same rules for the header (exactly one value that
     passes *validator*, else a generated id and at most one escaped warning on
     the ``ctxlog.wsgi`` logger), the ``traceparent`` trace id, the
-    *request_fields*, the echoed response header, ``validator=None`` and
-    *transformer*.  A unit of work
+    *request_fields*, the *baggage* keys, the echoed response header,
+    ``validator=None`` and *transformer*.  A unit of work
     (:func:`ctxlog.scope`) is open for each request.
 
     The application call and every step of the response iterable (``next`` and
@@ -99,6 +99,7 @@ class RequestContextMiddleware:
         max_length: int = MAX_REQUEST_ID_LENGTH,
         error_response: bool = True,
         update_request_header: bool = True,
+        baggage: Iterable[str] = (),
     ) -> None:
         check_flag(error_response, "error_response", "RequestContextMiddleware")
         self.app = app
@@ -115,6 +116,7 @@ class RequestContextMiddleware:
             trace_key=trace_key,
             max_length=max_length,
             update_request_header=update_request_header,
+            baggage=baggage,
             where="RequestContextMiddleware",
         )
 
