@@ -18,6 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.util.types import AnyValue
 
+from ctxlog._redact import Redactor
 from ctxlog._store import store
 from ctxlog._values import outbound
 
@@ -47,9 +48,11 @@ class ContextLoggingHandler(LoggingHandler):
         self,
         logger_provider: LoggerProvider | None,
         id_keys: Callable[[], tuple[str, str]],
+        redactor: Redactor | None = None,
     ) -> None:
         super().__init__(logger_provider=logger_provider)
         self._id_keys = id_keys
+        self._redactor = redactor
 
     def _get_attributes(self, record: logging.LogRecord) -> tuple[dict[str, AnyValue], str | None]:
         attributes, event_name = super()._get_attributes(record)
@@ -57,7 +60,9 @@ class ContextLoggingHandler(LoggingHandler):
         for key in (trace_key, span_key, *_INSTRUMENTATION_IDS):
             attributes.pop(key, None)
         # bytes are an AnyValue of their own; the rest keeps its shape as JSON has it.
-        shaped = outbound({k: v for k, v in attributes.items() if type(v) is not bytes})
+        shaped = outbound(
+            {k: v for k, v in attributes.items() if type(v) is not bytes}, self._redactor
+        )
         for key, value in shaped.items():
             attributes[key] = _drop_empty_keys(value)
         return attributes, event_name

@@ -13,7 +13,10 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ctxlog._redact import Redactor
 
 __all__ = [
     "JSON_SAFE_DEPTH",
@@ -114,17 +117,18 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
         return placeholder(value)
 
 
-def outbound(values: Mapping[str, Any]) -> dict[str, Any]:
+def outbound(values: Mapping[str, Any], redactor: Redactor | None = None) -> dict[str, Any]:
     """*values* (the bound context, a record's own fields) as they leave the
     process for a telemetry backend: an OpenTelemetry log record's
     attributes, a Sentry event's context.
 
-    Each value is made :func:`json_safe` (nested mappings and sequences keep
-    their shape; other objects become text, never raising); keys become
-    text.  The one place such values pass through: a redaction step belongs
-    here, so that every backend gets it.
+    Each value is made `json_safe` (nested mappings and sequences keep their
+    shape; other objects become text, never raising); keys become text.  The
+    one place such values pass through: *redactor*, when given, replaces the
+    secrets in what is left, so every backend gets the same redaction.
     """
-    return {_key(key): json_safe(value) for key, value in values.items()}
+    safe = {_key(key): json_safe(value) for key, value in values.items()}
+    return safe if redactor is None else redactor.redact_mapping(safe)
 
 
 def escape_unsafe(text: str) -> str:

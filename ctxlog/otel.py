@@ -310,8 +310,10 @@ def logging_handler(
     Built on the handler of ``opentelemetry-instrumentation-logging`` (the
     SDK's own ``LoggingHandler`` is deprecated), with a
     [`ContextFilter`][ctxlog.ContextFilter] made from *filter_options*
-    (``fields``, ``defaults``, ``nest_under``, ``on_conflict``).  Each record
-    becomes an OpenTelemetry log record:
+    (``fields``, ``defaults``, ``nest_under``, ``on_conflict``, ``redact``:
+    with a [`Redactor`][ctxlog.Redactor] or ``True``, every attribute, the
+    exception's text among them, and with patterns the body, are redacted).
+    Each record becomes an OpenTelemetry log record:
 
     * the bound context and ``extra=`` values are its attributes; nested
       mappings and sequences keep their shape (OpenTelemetry's ``AnyValue``:
@@ -349,6 +351,6 @@ def logging_handler(
         )
         raise ImportError(msg, name=exc.name) from exc
     context_filter = ContextFilter(**filter_options)
-    handler = ContextLoggingHandler(logger_provider, _id_keys)
+    handler = ContextLoggingHandler(logger_provider, _id_keys, context_filter.redact)
     handler.addFilter(context_filter)
     return handler

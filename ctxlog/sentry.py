@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     raise ImportError(msg, name=exc.name) from exc
 
 from ctxlog._errors import ContextError, check_collection, check_key
+from ctxlog._redact import Redactor, resolve_redactor
 from ctxlog._store import store
 from ctxlog._values import outbound
 
@@ -64,6 +65,8 @@ class ContextIntegration(Integration):
     :param tags: the keys to set as tags.
     :param context_name: the name of the event context holding the values.
     :param fields: only these keys go into that context (default: all).
+    :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` for the
+        defaults: the secrets in the context and the tags are replaced.
     :raises ctxlog.ContextError: an option is invalid.
 
     *New in version 0.1.0.*
@@ -77,8 +80,10 @@ class ContextIntegration(Integration):
         tags: Iterable[str] = ("request_id",),
         context_name: str = "ctxlog",
         fields: Iterable[str] | None = None,
+        redact: Redactor | bool | None = None,
     ) -> None:
         where = "ctxlog.sentry.ContextIntegration"
+        self.redactor = resolve_redactor(redact, where)
         check_collection(tags, "tags", where)
         check_collection(fields, "fields", where)
         self.tags = tuple(tags)
@@ -107,13 +112,14 @@ def _add_context(event: Event, hint: dict[str, Any]) -> Event:  # noqa: ARG001 -
             return event
         fields = integration.fields
         chosen = context if fields is None else {k: v for k, v in context.items() if k in fields}
-        values = outbound(chosen)
+        redactor = integration.redactor
+        values = outbound(chosen, redactor)
         if values:
             event.setdefault("contexts", {})[integration.context_name] = values
         tags = event.setdefault("tags", {})
         for key in integration.tags:
             if key in context and key not in tags:
-                tag = _tag_value(outbound({key: context[key]})[key])
+                tag = _tag_value(outbound({key: context[key]}, redactor)[key])
                 if tag is not None:
                     tags[key] = tag
     except Exception:  # noqa: BLE001 -- a broken value must never cost the event

@@ -272,3 +272,24 @@ def test_missing_logs_pieces_name_the_extra() -> None:
         "opentelemetry.instrumentation.logging", "import ctxlog.otel; ctxlog.otel.logging_handler()"
     )
     assert "pip install 'ctxlog-correlation[otel]'" in message
+
+
+def test_redact_covers_every_attribute_and_the_exception(tracer: trace.Tracer) -> None:
+    sink = Sink(redact=ctxlog.Redactor(patterns=[ctxlog.BEARER_TOKEN]))
+    try:
+        with ctxlog.bind(password="p4ss", user={"name": "ada", "token": "t0k"}):
+            try:
+                raise RuntimeError("Bearer abc.def")
+            except RuntimeError:
+                sink.logger.exception("sent Bearer xyz", extra={"api_key": "k3y"})
+        (record,) = sink.records()
+        attributes = dict(record.log_record.attributes or {})
+        text = repr(attributes) + repr(record.log_record.body)
+        for secret in ("p4ss", "t0k", "k3y", "abc.def", "xyz"):
+            assert secret not in text
+        assert attributes["password"] == "[REDACTED]"
+        assert attributes["api_key"] == "[REDACTED]"
+        assert attributes["user"] == {"name": "ada", "token": "[REDACTED]"}
+        assert record.log_record.body == "sent [REDACTED]"
+    finally:
+        sink.close()

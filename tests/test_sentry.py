@@ -188,3 +188,21 @@ def test_without_the_integration_events_are_left_alone() -> None:
 def test_missing_sentry_names_the_extra() -> None:
     message = import_error_without("sentry_sdk", "import ctxlog.sentry")
     assert "pip install 'ctxlog-correlation[sentry]'" in message
+
+
+def test_redact_covers_the_context_and_the_tags() -> None:
+    integration = ctxlog.sentry.ContextIntegration(tags=("request_id", "token"), redact=True)
+    with (
+        sentry(integration) as sent,
+        ctxlog.scope(request_id="r-9", token="t0k", user={"pwd": "x"}),
+    ):
+        sentry_sdk.capture_message("hello")
+    (event,) = sent
+    assert "t0k" not in repr(event)
+    assert event["contexts"]["ctxlog"] == {
+        "request_id": "r-9",
+        "token": "[REDACTED]",
+        "user": {"pwd": "[REDACTED]"},
+    }
+    assert event["tags"]["request_id"] == "r-9"
+    assert event["tags"].get("token") in (None, "[REDACTED]")
