@@ -118,8 +118,11 @@ class ContextFilter(logging.Filter):
         self.nest_under = projection.nest_under
         self.on_conflict: ConflictPolicy = projection.on_conflict
         # What filter()'s common path reads its cache from: the projection when
-        # the attributes land flat, else one whose cache never matches.
-        self._flat: Projection | _NeverCached = projection if nest_under is None else _NeverCached()
+        # the attributes land flat, else one whose cache never matches.  A
+        # redactor with patterns rewrites every message: no common path then
+        # (a check for it there would cost every other filter 6 % a record).
+        flat = nest_under is None and not (redactor is not None and redactor.patterns)
+        self._flat: Projection | _NeverCached = projection if flat else _NeverCached()
 
     def prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Return the attributes this filter adds for the context *data*.
@@ -163,8 +166,6 @@ class ContextFilter(logging.Filter):
                 and (not providers or stamp is store.stamp())
             ):
                 attrs.update(prepared)
-                if self.redact is not None and self.redact.patterns:
-                    _redact_message(self.redact, record)
                 return True
             if self.redact is not None:
                 _redact_record(self.redact, record)
