@@ -61,9 +61,14 @@ class RequestContextMiddleware:
       memoize cache, and what :func:`ctxlog.annotate` adds;
     * echoes the id in the response (and websocket accept) headers, unless
       *echo* is off or the application set that header itself;
-    * with *update_request_header* (the default), hands the application a
-      scope whose *header* holds that same id, once: a view that reads the
-      header sees the id the lines carry, never a rejected or missing value;
+    * with *update_request_header* (the default), gives the scope's
+      ``headers`` a new list in which *header* holds that same id, once: a
+      view that reads the header sees the id the lines carry, never a
+      rejected or missing value.  The scope stays the one the server sent
+      (only its ``headers`` entry is replaced, the server's list is left
+      alone), so what the application writes into it (the router's
+      ``route``, ``endpoint`` and ``path_params``, an authentication
+      middleware's ``user``) reaches the middlewares around this one;
     * keeps all of it bound until the application returns: streamed bodies,
       background tasks and tasks the request starts carry the id.
 
@@ -174,9 +179,12 @@ class RequestContextMiddleware:
         pair = (wanted, incoming[1].encode("ascii"))
         if policy.update_request_header and (id_count != 1 or raw_id != pair[1]):
             # The application reads the id the lines carry, never a rejected one.
-            # A new scope: the server's own is left as it sent it.
+            # The one scope, with a new headers list (the server's is left as it
+            # sent it): what the application writes into the scope (the router's
+            # "route", "endpoint" and "path_params", an auth "user") must reach
+            # the middlewares around this one.
             kept = [h for h in scope.get("headers", ()) if h[0] != wanted]
-            scope = {**scope, "headers": [*kept, pair]}
+            scope["headers"] = [*kept, pair]
         echo = policy.echo
         started = False
 
