@@ -213,10 +213,15 @@ class Policy:
     def from_environ(self, environ: Mapping[str, Any]) -> Incoming:
         """:meth:`incoming` for a WSGI environ (or Django's ``request.META``)."""
         raw = environ.get(self.environ_key)
+        count = 0
         if raw is not None:
             # Whitespace around a field value is not part of it (RFC 9110, 5.5);
             # not every WSGI server strips it.
             raw = raw.strip(" \t")
+            # Servers join a repeated header with commas, which is what a comma
+            # in a field value means (RFC 9110, 5.3): refused as repeated, as
+            # the ASGI middleware refuses repeats, whatever the validator says.
+            count = raw.count(",") + 1
         traceparent = environ.get("HTTP_TRACEPARENT")
         traceparent_count = 0
         if traceparent is not None:
@@ -231,7 +236,7 @@ class Policy:
                 client = f"{environ['REMOTE_ADDR']}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
         return self.incoming(
             raw,
-            0 if raw is None else 1,
+            count,
             traceparent,
             traceparent_count,
             method=environ.get("REQUEST_METHOD"),

@@ -64,8 +64,10 @@ class RequestContextMiddleware:
 
         app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
 
-    Repeated headers reach a WSGI application joined by commas, which the
-    default validator refuses: they are replaced like any invalid value.
+    Repeated headers reach a WSGI application joined by commas: a value
+    holding a comma is refused as sent more than once (whatever the
+    validator, ``validator=None`` too, as the ASGI middleware refuses
+    repeats), and replaced like any invalid value.
     With *update_request_header* (the default) the application finds the
     chosen id in ``environ`` under the header's key, never a rejected or
     missing value.  When the application raises, the middleware logs the
