@@ -210,9 +210,10 @@ class Policy:
                 values["client"] = safe_field(client, ALLOWED_CHARS)
         return values, request_id, flags, rejection
 
-    def from_environ(self, environ: Mapping[str, Any]) -> Incoming:
-        """:meth:`incoming` for a WSGI environ (or Django's ``request.META``)."""
-        raw = environ.get(self.environ_key)
+    def from_environ(self, environ: Mapping[str, Any], id_key: str | None = None) -> Incoming:
+        """:meth:`incoming` for a WSGI environ (or Django's ``request.META``);
+        *id_key*: where the id header is, when not under :attr:`environ_key`."""
+        raw = environ.get(self.environ_key if id_key is None else id_key)
         count = 0
         if raw is not None:
             # Whitespace around a field value is not part of it (RFC 9110, 5.5);

@@ -135,9 +135,13 @@ class RequestContextMiddleware:
     and configure it, if the defaults do not fit, with a ``CTXLOG`` dict in
     the settings (keys: :data:`OPTIONS`).  The request id is taken from the
     header when exactly one valid value is sent, else generated (with one
-    escaped warning on the ``ctxlog.django`` logger for a rejected value); it
-    is echoed in the response, and ``request.META`` holds it under the
-    header's key (``update_request_header``).  Paths in ``ignore_urls`` (with
+    escaped warning on the ``ctxlog.django`` logger for a rejected value).
+    The header is read as ``request.headers`` reads it: also from a ``META``
+    key spelled ``HTTP_X-Request-ID``, as Django's test ``Client`` passes
+    ``**{"HTTP_X-Request-ID": value}``.  The id is echoed in the response, and
+    ``request.META`` holds it under the header's key, its other spellings
+    removed, so ``request.headers`` finds it too (``update_request_header``).
+    Paths in ``ignore_urls`` (with
     or without slashes) bind no id and echo none (a unit of work is still open
     for them: ``annotate()`` and ``@memoize`` work there).
 
@@ -191,9 +195,14 @@ class RequestContextMiddleware:
         return self._echo(response, incoming[1])
 
     def _begin(self, request: Any) -> Any:
-        incoming = self._policy.from_environ(request.META)
-        if self._policy.update_request_header:
-            request.META[self._policy.environ_key] = incoming[1]
+        policy = self._policy
+        meta = request.META
+        keys = _header_keys(meta, policy)
+        incoming = policy.from_environ(meta, keys[-1] if keys else None)
+        if policy.update_request_header:
+            for key in keys:
+                del meta[key]
+            meta[policy.environ_key] = incoming[1]
         return incoming
 
     def _echo(self, response: Any, request_id: str) -> Any:
@@ -203,6 +212,26 @@ class RequestContextMiddleware:
 
     def __repr__(self) -> str:
         return f"ctxlog.django.RequestContextMiddleware({self._policy.describe()!r})"
+
+
+def _header_keys(meta: Mapping[str, Any], policy: Policy) -> list[str]:
+    """The keys of *meta* that ``request.headers`` reads the id header from, in
+    order: it finds the value of the last one.
+
+    Servers spell it ``HTTP_X_REQUEST_ID``, but ``request.headers`` takes any
+    ``HTTP_`` key whose rest, ``_`` read as ``-``, names the header in any case:
+    Django's test ``Client`` passes ``**{"HTTP_X-Request-ID": value}`` into
+    ``META`` verbatim, and tests (django-guid's among them) send ids that way.
+    """
+    size = len(policy.environ_key)
+    wanted = policy.header_lower.replace("_", "-")
+    return [
+        key
+        for key in meta
+        if len(key) == size
+        and key.startswith("HTTP_")
+        and key[5:].replace("_", "-").lower() == wanted
+    ]
 
 
 @contextlib.contextmanager

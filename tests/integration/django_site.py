@@ -51,6 +51,7 @@ def view(request: HttpRequest, n: str) -> JsonResponse:
         {
             "context": dict(ctxlog.current()),
             "header": request.META.get("HTTP_X_REQUEST_ID"),
+            "headers": request.headers.get("X-Request-ID"),
         }
     )
 

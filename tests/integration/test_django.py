@@ -116,6 +116,31 @@ def test_hostile_headers_never_reach_a_line() -> None:
     assert all(line["request_id"] == chosen for line in of(lines, "tests.django"))
 
 
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ({"HTTP_X-Request-ID": "dg-1"}, "dg-1"),
+        ({"HTTP_x_request_id": "dg-2"}, "dg-2"),
+        # Both spellings: request.headers finds the last one; so does ctxlog.
+        ({"HTTP_X_REQUEST_ID": "dg-3a", "HTTP_X-Request-ID": "dg-3b"}, "dg-3b"),
+        ({"HTTP_X-Request-ID": "dg-4a", "HTTP_X_REQUEST_ID": "dg-4b"}, "dg-4b"),
+    ],
+)
+def test_the_header_is_read_as_request_headers_reads_it(
+    meta: dict[str, str], expected: str
+) -> None:
+    """Django's test Client puts ``**{"HTTP_X-Request-ID": v}`` into META verbatim
+    (django-guid's tests send ids that way): the id is taken, not replaced."""
+    with capture(level="DEBUG") as lines:
+        response = Client().get("/view/m1", **meta)
+    assert response["X-Request-ID"] == expected
+    body = response.json()
+    assert (body["header"], body["headers"]) == (expected, expected)
+    assert body["context"]["request_id"] == expected
+    assert [line["request_id"] for line in of(lines, "tests.django")] == [expected] * 2
+    assert not of(lines, "ctxlog.django")  # nothing rejected
+
+
 def test_settings_options_and_ignore_urls() -> None:
     with override_settings(
         CTXLOG={"header": "X-Correlation-ID", "key": "correlation_id", "ignore_urls": ["/health"]}
