@@ -230,3 +230,74 @@ def test_gunicorn_gthread_recipe(tmp_path: Path) -> None:
     others = [line for line in lines if line["logger"] == "gunicorn.error"]
     assert others  # start-up and shutdown
     assert all(line["request_id"] == "-" for line in others)
+
+
+STREAMING_APP = """
+import logging
+
+from flask import Flask, Response, stream_with_context
+
+from ctxlog.wsgi import RequestContextMiddleware
+
+app = Flask(__name__)
+log = logging.getLogger("shop")
+
+
+@app.get("/flask")
+def flask_stream():
+    @stream_with_context
+    def body():
+        yield "one\\n"
+        log.info("halfway")
+        raise RuntimeError("flask body")
+
+    return Response(body())
+
+
+def plain(environ, start_response):
+    if environ["PATH_INFO"] != "/plain":
+        return app(environ, start_response)
+
+    def body():
+        yield b"one\\n"
+        raise ValueError("plain body")
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return body()
+
+
+application = RequestContextMiddleware(plain)
+"""
+
+
+def test_an_error_in_a_streamed_body_is_logged_with_the_id(tmp_path: Path) -> None:
+    """Under gunicorn's gthread workers, an error raised while the body is being
+    produced (Flask's stream_with_context, a plain generator) is logged by the
+    middleware in the request's context, then reaches gunicorn as before."""
+    (tmp_path / "app.py").write_text(STREAMING_APP, encoding="utf-8")
+    conf = recipe("# gunicorn.conf.py -- gthread workers")
+    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
+    port = free_port()
+    stderr = tmp_path / "stderr.jsonl"
+    command = [
+        *(sys.executable, "-m", "gunicorn", "app:application", "-c", "gunicorn.conf.py"),
+        *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"),
+    ]
+    with serving(command, tmp_path, port, stderr) as base:
+        for path, request_id in (("/flask", "s-flask"), ("/plain", "s-plain")):
+            with contextlib.suppress(httpx.HTTPError):  # the body is cut short
+                response = httpx.get(f"{base}{path}", headers={"X-Request-ID": request_id})
+                assert response.headers["x-request-id"] == request_id
+        time.sleep(0.5)  # the worker logs after the connection broke
+    lines: list[dict[str, Any]] = [json.loads(line) for line in stderr.read_text().splitlines()]
+    errors = [line for line in lines if line["logger"] == "ctxlog.wsgi"]
+    assert [line["message"] for line in errors] == [
+        "Exception while producing the response body"
+    ] * 2
+    assert [line["request_id"] for line in errors] == ["s-flask", "s-plain"]
+    assert "RuntimeError: flask body" in errors[0]["exception"]
+    assert "ValueError: plain body" in errors[1]["exception"]
+    (halfway,) = [line for line in lines if line["message"] == "halfway"]
+    assert halfway["request_id"] == "s-flask"
+    # gunicorn still gets the error, as before: its own line, in the worker thread.
+    assert len([line for line in lines if line["message"] == "Error handling request"]) == 2
