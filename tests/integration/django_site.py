@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ import django
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 import ctxlog
@@ -74,6 +75,42 @@ def boom(request: HttpRequest) -> HttpResponse:
     raise RuntimeError(msg)
 
 
+def stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
+    """A streamed body whose generator logs (and raises, for an ``n`` starting
+    with ``boom``) after the middleware chain has returned."""
+
+    def body() -> Iterator[str]:
+        try:
+            for i in range(3):
+                log.info("chunk n=%s i=%s", n, i)
+                yield f"{ctxlog.get('request_id')}\n"
+            if n.startswith("boom"):
+                msg = f"body {n}"
+                raise RuntimeError(msg)
+        finally:
+            log.info("closed n=%s", n)
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
+
+
+async def async_stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
+    """The same with an async iterator, from an async view."""
+
+    async def body() -> AsyncIterator[str]:
+        try:
+            for i in range(3):
+                await asyncio.sleep(0.001)
+                log.info("chunk n=%s i=%s", n, i)
+                yield f"{ctxlog.get('request_id')}\n"
+            if n.startswith("boom"):
+                msg = f"body {n}"
+                raise RuntimeError(msg)
+        finally:
+            log.info("closed n=%s", n)
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
+
+
 def fake_auth(get_response: Any) -> Any:
     """Stands in for AuthenticationMiddleware: a user on the request."""
 
@@ -100,6 +137,8 @@ urlpatterns = [
     path("view/<str:n>", view),
     path("async/<str:n>", async_view),
     path("boom", boom),
+    path("stream/<str:n>", stream),
+    path("astream/<str:n>", async_stream),
     path("health", lambda _request: HttpResponse("ok")),
 ]
 

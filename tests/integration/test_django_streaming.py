@@ -1,0 +1,120 @@
+"""ctxlog.django and streamed bodies: a ``StreamingHttpResponse`` whose generator
+logs, produced after the middleware chain has returned, under real servers on
+127.0.0.1: Django's threaded development server and werkzeug's one-thread
+server (WSGI), uvicorn (ASGI; sync and async iterators, sync and async chains)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration import django_site
+
+django_site.setup()
+
+from django.core.asgi import get_asgi_application  # noqa: E402 -- after settings.configure()
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.test import override_settings  # noqa: E402
+
+import ctxlog  # noqa: E402
+from ctxlog.testing import capture  # noqa: E402
+from tests.integration.conftest import UvicornServer, WerkzeugServer  # noqa: E402
+from tests.integration.test_django import RunserverServer  # noqa: E402
+
+N_OF = re.compile(r"\bn=(\S+)")
+BODY_ERROR = "Exception while producing the response body"
+
+
+async def fetch(base_url: str, kind: str, names: list[str]) -> dict[str, str]:
+    """GET /<kind>/<name> for every name at once, each with the id ``id-<name>``;
+    the bodies, by name (a body cut short by its error counts as empty)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+
+        async def one(name: str) -> tuple[str, str]:
+            headers = {"X-Request-ID": f"id-{name}", "Connection": "close"}
+            try:
+                response = await client.get(f"/{kind}/{name}", headers=headers)
+            except httpx.HTTPError:
+                return name, ""
+            assert response.headers["x-request-id"] == f"id-{name}"
+            return name, response.text
+
+        return dict(await asyncio.gather(*(one(name) for name in names)))
+
+
+def check_lines(lines: list[dict[str, Any]], names: list[str], *, user: bool = True) -> None:
+    """Every line the bodies wrote (3 chunks and the close, per request) carries
+    its request's id, and the user annotated on its unit."""
+    body_lines = [line for line in lines if line["logger"] == "tests.django"]
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for line in body_lines:
+        match = N_OF.search(line["message"])
+        assert match, line
+        by_name.setdefault(match.group(1), []).append(line)
+    assert sorted(by_name) == sorted(names)
+    for name, found in by_name.items():
+        assert [line["message"].split(" ")[0] for line in found] == [*["chunk"] * 3, "closed"]
+        for line in found:
+            assert line["request_id"] == f"id-{name}", line
+            assert line.get("user_id") == (7 if user else None), line
+
+
+def check_errors(lines: list[dict[str, Any]], names: list[str]) -> None:
+    errors = [line for line in lines if line["message"] == BODY_ERROR]
+    assert sorted(line["request_id"] for line in errors) == sorted(f"id-{n}" for n in names)
+    for line in errors:
+        assert line["logger"] == "ctxlog.django"
+        assert f"RuntimeError: body {line['request_id'][3:]}" in line["exception"]
+
+
+NAMES = [f"s{n}" for n in range(12)]
+
+
+def test_wsgi_under_runserver_s_threaded_server() -> None:
+    names = [*NAMES, "boom1"]
+    with capture(level="INFO") as lines, RunserverServer() as server:
+        bodies = asyncio.run(fetch(server.url, "stream", names))
+    for name in NAMES:
+        assert bodies[name] == f"id-{name}\n" * 3
+    check_lines(lines, names)
+    check_errors(lines, ["boom1"])
+    assert dict(ctxlog.current()) == {}
+
+
+def test_wsgi_one_thread_carries_nothing_to_the_next_request() -> None:
+    """werkzeug without threads serves every request on one thread: its own
+    access lines, written there after each response, carry no id, and the
+    request after a streamed one binds only its own."""
+    one_thread = WerkzeugServer(get_wsgi_application(), threaded=False)
+    with capture(level="INFO") as lines, one_thread as server:
+        asyncio.run(fetch(server.url, "stream", ["one"]))
+        after = httpx.get(f"{server.url}/view/two", headers={"Connection": "close"})
+    check_lines([line for line in lines if "n=two" not in line["message"]], ["one"])
+    assert after.json()["context"] == {"request_id": after.headers["x-request-id"], "user_id": 7}
+    access = [line for line in lines if line["logger"] == "werkzeug"]
+    assert len(access) == 2
+    assert all(set(line) == {"message", "level", "logger"} for line in access), access
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+@pytest.mark.parametrize("body", ["stream", "astream"])
+@pytest.mark.parametrize("chain", ["sync", "async"])
+def test_asgi_under_uvicorn(body: str, chain: str) -> None:
+    """Django's own ASGI application (no ctxlog wrapper) under uvicorn: the
+    site's chain (sync middlewares: ctxlog's runs in a thread) or an async one."""
+    # (A body that raises is left to the uvicorn subprocess test of
+    # ctxlog.django.get_asgi_application: Django's ASGI handler then leaves the
+    # request's body file unclosed, a ResourceWarning this process would fail on.)
+    middleware = django_site.MIDDLEWARE if chain == "sync" else django_site.MIDDLEWARE[:1]
+    with override_settings(MIDDLEWARE=middleware):
+        app = get_asgi_application()
+        with capture(level="INFO") as lines, UvicornServer(app, lifespan="off") as server:
+            bodies = asyncio.run(fetch(server.url, body, NAMES))
+    for name in NAMES:
+        assert bodies[name] == f"id-{name}\n" * 3
+    check_lines(lines, NAMES, user=chain == "sync")
+    assert dict(ctxlog.current()) == {}
