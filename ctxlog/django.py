@@ -342,13 +342,12 @@ def get_asgi_application() -> ASGIApp:
     access line) carry its id.
 
     ```python
-    # asgi.py
+    # mysite/asgi.py
     import os
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 
     import ctxlog.django
 
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
     application = ctxlog.django.get_asgi_application()
     ```
 

@@ -6,6 +6,7 @@ access lines and the error tracebacks with the request id."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -74,18 +75,20 @@ def serving(command: list[str], cwd: Path, port: int, stderr: Path) -> Iterator[
             proc.wait(10)
 
 
-SERVERS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "servers.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SERVERS_PAGE = DOCS / "servers.md"
 FRAGMENT = re.compile(r"^```py\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
-def recipe(first_line: str) -> str:
-    """The ``gunicorn.conf.py`` of the servers page that starts with *first_line*."""
+def recipe(first_line: str, page: Path = SERVERS_PAGE) -> str:
+    """The file shown on a docs page (a ``gunicorn.conf.py`` of the servers page)
+    whose block starts with *first_line*."""
     found = [
         block
-        for block in FRAGMENT.findall(SERVERS_PAGE.read_text(encoding="utf-8"))
+        for block in FRAGMENT.findall(page.read_text(encoding="utf-8"))
         if block.startswith(first_line)
     ]
-    assert len(found) == 1, f"docs/servers.md: no single block starting {first_line!r}"
+    assert len(found) == 1, f"docs/{page.name}: no single block starting {first_line!r}"
     block: str = found[0]
     return block
 
@@ -301,3 +304,103 @@ def test_an_error_in_a_streamed_body_is_logged_with_the_id(tmp_path: Path) -> No
     assert halfway["request_id"] == "s-flask"
     # gunicorn still gets the error, as before: its own line, in the worker thread.
     assert len([line for line in lines if line["message"] == "Error handling request"]) == 2
+
+
+DJANGO_SETTINGS = """
+import ctxlog.django
+
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+SECRET_KEY = "ctxlog-tests"
+ROOT_URLCONF = "mysite.urls"
+INSTALLED_APPS = []
+DATABASES = {}
+MIDDLEWARE = ["ctxlog.django.RequestContextMiddleware"]
+LOGGING = ctxlog.django.logging_settings()
+"""
+
+DJANGO_URLS = """
+import asyncio
+import logging
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django.urls import path
+
+log = logging.getLogger("shop")
+
+
+def item(request, n):
+    log.info("item %s", n)
+    return HttpResponse("ok")
+
+
+async def stream(request, n):
+    async def body():
+        for i in range(3):
+            await asyncio.sleep(0.001)
+            log.info("chunk %s %s", n, i)
+            yield "part"
+        if n == "boom":
+            raise RuntimeError("body boom")
+
+    return StreamingHttpResponse(body())
+
+
+urlpatterns = [path("items/<str:n>", item), path("stream/<str:n>", stream)]
+"""
+
+
+def test_django_under_uvicorn_access_lines(tmp_path: Path) -> None:
+    """The Django page's set-up: ``mysite/asgi.py`` with
+    ``ctxlog.django.get_asgi_application()``, uvicorn with ``--log-config`` on
+    the shipped JSON config. Each of 50 concurrent requests' access lines
+    carries its own id, streamed bodies too; a body's error is logged with it."""
+    site = tmp_path / "mysite"
+    site.mkdir()
+    (site / "__init__.py").write_text("", encoding="utf-8")
+    (site / "settings.py").write_text(DJANGO_SETTINGS, encoding="utf-8")
+    (site / "urls.py").write_text(DJANGO_URLS, encoding="utf-8")
+    asgi = recipe("# mysite/asgi.py", DOCS / "django.md")
+    (site / "asgi.py").write_text(asgi, encoding="utf-8")
+    print_config(tmp_path)
+    port = free_port()
+    stderr = tmp_path / "stderr.jsonl"
+    command = [
+        *(sys.executable, "-m", "uvicorn", "mysite.asgi:application", "--host", "127.0.0.1"),
+        *("--port", str(port), "--log-config", "log.json"),
+    ]
+
+    async def hammer(base: str) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+            async def one(path: str, request_id: str) -> None:
+                headers = {"X-Request-ID": request_id}
+                with contextlib.suppress(httpx.HTTPError):  # the boom body is cut short
+                    response = await client.get(path, headers=headers)
+                    assert response.headers["x-request-id"] == request_id
+
+            await asyncio.gather(
+                *(one(f"/items/{n}", f"dj-{n}") for n in range(50)),
+                one("/stream/s", "dj-s"),
+                one("/stream/boom", "dj-boom"),
+            )
+
+    with serving(command, tmp_path, port, stderr) as base:
+        asyncio.run(hammer(base))
+        time.sleep(0.3)  # uvicorn logs the boom request's traceback after the connection ends
+    lines: list[dict[str, Any]] = [json.loads(line) for line in stderr.read_text().splitlines()]
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert len(access) == 52
+    for line in access:
+        path = re.search(r"GET /(\S+) HTTP", line["message"])
+        assert path, line
+        n = path.group(1).split("/")[1]
+        assert line["request_id"] == f"dj-{n}", line
+    shop = [line for line in lines if line["logger"] == "shop"]
+    assert len(shop) == 50 + 6
+    for line in shop:
+        assert line["request_id"] == f"dj-{line['message'].split()[1]}", line
+    (error,) = [line for line in lines if line["logger"] == "ctxlog.django"]
+    assert error["message"] == "Exception while producing the response body"
+    assert error["request_id"] == "dj-boom"
+    assert "RuntimeError: body boom" in error["exception"]
