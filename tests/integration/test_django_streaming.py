@@ -21,6 +21,7 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
 import ctxlog  # noqa: E402
+from ctxlog.django import get_asgi_application as ctxlog_application  # noqa: E402
 from ctxlog.testing import capture  # noqa: E402
 from tests.integration.conftest import UvicornServer, WerkzeugServer  # noqa: E402
 from tests.integration.test_django import RunserverServer  # noqa: E402
@@ -103,18 +104,28 @@ def test_wsgi_one_thread_carries_nothing_to_the_next_request() -> None:
 @pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
 @pytest.mark.parametrize("body", ["stream", "astream"])
 @pytest.mark.parametrize("chain", ["sync", "async"])
-def test_asgi_under_uvicorn(body: str, chain: str) -> None:
-    """Django's own ASGI application (no ctxlog wrapper) under uvicorn: the
-    site's chain (sync middlewares: ctxlog's runs in a thread) or an async one."""
+@pytest.mark.parametrize("application", ["django", "ctxlog"])
+def test_asgi_under_uvicorn(body: str, chain: str, application: str) -> None:
+    """Django's own ASGI application, and ctxlog.django.get_asgi_application(),
+    under uvicorn: the site's chain (sync middlewares: ctxlog's runs in a
+    thread) or an async one. Through ctxlog's, uvicorn's access lines carry
+    the id too."""
     # (A body that raises is left to the uvicorn subprocess test of
     # ctxlog.django.get_asgi_application: Django's ASGI handler then leaves the
     # request's body file unclosed, a ResourceWarning this process would fail on.)
     middleware = django_site.MIDDLEWARE if chain == "sync" else django_site.MIDDLEWARE[:1]
     with override_settings(MIDDLEWARE=middleware):
-        app = get_asgi_application()
+        app = get_asgi_application() if application == "django" else ctxlog_application()
         with capture(level="INFO") as lines, UvicornServer(app, lifespan="off") as server:
             bodies = asyncio.run(fetch(server.url, body, NAMES))
     for name in NAMES:
         assert bodies[name] == f"id-{name}\n" * 3
     check_lines(lines, NAMES, user=chain == "sync")
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert len(access) == len(NAMES)
+    for line in access:
+        if application == "django":
+            assert "request_id" not in line, line
+        else:
+            assert f"/{body}/{line['request_id'][3:]} " in line["message"], line
     assert dict(ctxlog.current()) == {}
