@@ -210,6 +210,9 @@ class RequestContextMiddleware:
                         message = {**message, "headers": [*headers, pair]}
             await send(message)
 
+        # The Starlette application this middleware runs inside, if any: read
+        # now, since one the application holds writes itself into the scope.
+        outside = scope.get("app")
         unit = policy.open(incoming, _logger)
         try:
             await self.app(scope, receive, send_with_id)
@@ -225,7 +228,7 @@ class RequestContextMiddleware:
                 not started
                 and self.error_response
                 and kind == "http"
-                and not _answered_outside(scope)
+                and not _answered_outside(outside)
             ):
                 await _send_error(send, pair if echo else None)
             raise
@@ -238,7 +241,7 @@ class RequestContextMiddleware:
         return f"ctxlog.asgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"
 
 
-def _answered_outside(scope: Scope) -> bool:
+def _answered_outside(app: object) -> bool:
     """Whether the Starlette application this middleware runs inside answers
     an unhandled error with a response of its own making.
 
@@ -247,10 +250,11 @@ def _answered_outside(scope: Scope) -> bool:
     with the application's ``exception_handlers[500]`` or ``[Exception]``
     handler, or its debug page — but only if no response was started.  A
     ``500`` sent here first would silently replace that response.  Starlette
-    puts itself in ``scope["app"]`` before its stack runs; read without
-    importing Starlette.
+    puts itself in ``scope["app"]`` before its stack runs: *app* is what was
+    there when this middleware was called (an application this middleware
+    wraps writes itself there later, and has run its handler by the time
+    its error gets here); read without importing Starlette.
     """
-    app = scope.get("app")
     if app is None:
         return False
     if getattr(app, "debug", False) is True:
