@@ -6,6 +6,7 @@ server (WSGI), uvicorn (ASGI; sync and async iterators, sync and async chains)."
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
@@ -17,8 +18,9 @@ from tests.integration import django_site
 django_site.setup()
 
 from django.core.asgi import get_asgi_application  # noqa: E402 -- after settings.configure()
+from django.core.signals import request_finished  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.test import override_settings  # noqa: E402
+from django.test import AsyncClient, Client, override_settings  # noqa: E402
 
 import ctxlog  # noqa: E402
 from ctxlog.django import get_asgi_application as ctxlog_application  # noqa: E402
@@ -90,11 +92,24 @@ def test_wsgi_one_thread_carries_nothing_to_the_next_request() -> None:
     """werkzeug without threads serves every request on one thread: its own
     access lines, written there after each response, carry no id, and the
     request after a streamed one binds only its own."""
+    finished = logging.getLogger("tests.finished")
+
+    def on_finished(**_: object) -> None:
+        finished.info("request_finished")
+
     one_thread = WerkzeugServer(get_wsgi_application(), threaded=False)
-    with capture(level="INFO") as lines, one_thread as server:
-        asyncio.run(fetch(server.url, "stream", ["one"]))
-        after = httpx.get(f"{server.url}/view/two", headers={"Connection": "close"})
+    request_finished.connect(on_finished)
+    try:
+        with capture(level="INFO") as lines, one_thread as server:
+            asyncio.run(fetch(server.url, "stream", ["one"]))
+            after = httpx.get(f"{server.url}/view/two", headers={"Connection": "close"})
+    finally:
+        request_finished.disconnect(on_finished)
     check_lines([line for line in lines if "n=two" not in line["message"]], ["one"])
+    # Django closes the streamed response in the request's context: its
+    # request_finished receivers' lines carry the id.
+    ids = [line.get("request_id") for line in lines if line["logger"] == finished.name]
+    assert ids.count("id-one") == 1, ids
     assert after.json()["context"] == {"request_id": after.headers["x-request-id"], "user_id": 7}
     access = [line for line in lines if line["logger"] == "werkzeug"]
     assert len(access) == 2
@@ -128,4 +143,20 @@ def test_asgi_under_uvicorn(body: str, chain: str, application: str) -> None:
             assert "request_id" not in line, line
         else:
             assert f"/{body}/{line['request_id'][3:]} " in line["message"], line
+    assert dict(ctxlog.current()) == {}
+
+
+def test_django_s_test_clients_stream_in_the_request_s_context() -> None:
+    """Django's Client and AsyncClient consume a streamed body as a server does
+    and close the response after it."""
+
+    async def async_get() -> bytes:
+        response = await AsyncClient().get("/astream/c2", headers={"X-Request-ID": "id-c2"})
+        return b"".join([part async for part in response.streaming_content])
+
+    with capture(level="INFO") as lines:
+        response = Client().get("/stream/c1", headers={"X-Request-ID": "id-c1"})
+        assert b"".join(response.streaming_content) == b"id-c1\n" * 3
+        assert asyncio.run(async_get()) == b"id-c2\n" * 3
+    check_lines(lines, ["c1", "c2"])
     assert dict(ctxlog.current()) == {}
