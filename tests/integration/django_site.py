@@ -75,38 +75,32 @@ def boom(request: HttpRequest) -> HttpResponse:
     raise RuntimeError(msg)
 
 
+def parts(n: str) -> Iterator[str]:
+    """A body that logs each part it makes, then its end (and raises first, for
+    an ``n`` starting with ``boom``)."""
+    try:
+        for i in range(3):
+            log.info("chunk n=%s i=%s", n, i)
+            yield f"{ctxlog.get('request_id')}\n"
+        if n.startswith("boom"):
+            msg = f"body {n}"
+            raise RuntimeError(msg)
+    finally:
+        log.info("closed n=%s", n)
+
+
 def stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
-    """A streamed body whose generator logs (and raises, for an ``n`` starting
-    with ``boom``) after the middleware chain has returned."""
-
-    def body() -> Iterator[str]:
-        try:
-            for i in range(3):
-                log.info("chunk n=%s i=%s", n, i)
-                yield f"{ctxlog.get('request_id')}\n"
-            if n.startswith("boom"):
-                msg = f"body {n}"
-                raise RuntimeError(msg)
-        finally:
-            log.info("closed n=%s", n)
-
-    return StreamingHttpResponse(body(), content_type="text/plain")
+    """A streamed body, produced by the server after the middleware chain has returned."""
+    return StreamingHttpResponse(parts(n), content_type="text/plain")
 
 
 async def async_stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
     """The same with an async iterator, from an async view."""
 
     async def body() -> AsyncIterator[str]:
-        try:
-            for i in range(3):
-                await asyncio.sleep(0.001)
-                log.info("chunk n=%s i=%s", n, i)
-                yield f"{ctxlog.get('request_id')}\n"
-            if n.startswith("boom"):
-                msg = f"body {n}"
-                raise RuntimeError(msg)
-        finally:
-            log.info("closed n=%s", n)
+        for part in parts(n):
+            await asyncio.sleep(0.001)
+            yield part
 
     return StreamingHttpResponse(body(), content_type="text/plain")
 

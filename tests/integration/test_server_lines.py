@@ -190,19 +190,28 @@ def boom():
 """
 
 
+def gthread(
+    tmp_path: Path, source: str, target: str, *, workers: int, threads: int
+) -> tuple[list[str], int, Path]:
+    """gunicorn with gthread workers and the servers page's ``gunicorn.conf.py``,
+    serving *target* of an ``app.py`` holding *source*: the command, the port,
+    and the file its stderr goes to."""
+    (tmp_path / "app.py").write_text(source, encoding="utf-8")
+    conf = recipe("# gunicorn.conf.py -- gthread workers")
+    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", target, "-c", "gunicorn.conf.py"),
+        *("--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads)),
+    ]
+    return command, port, tmp_path / "stderr.jsonl"
+
+
 def test_gunicorn_gthread_recipe(tmp_path: Path) -> None:
     """gthread workers with the page's logconfig_dict: access lines carry the id
     through AccessLogFilter, the application's lines and Flask's error traceback
     through the middleware's context."""
-    (tmp_path / "app.py").write_text(FLASK_APP, encoding="utf-8")
-    conf = recipe("# gunicorn.conf.py -- gthread workers")
-    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
-    port = free_port()
-    stderr = tmp_path / "stderr.jsonl"
-    command = [
-        *(sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py"),
-        *("--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"),
-    ]
+    command, port, stderr = gthread(tmp_path, FLASK_APP, "app:app", workers=2, threads=4)
     with serving(command, tmp_path, port, stderr) as base:
 
         def get(n: int) -> httpx.Response:
@@ -277,15 +286,9 @@ def test_an_error_in_a_streamed_body_is_logged_with_the_id(tmp_path: Path) -> No
     """Under gunicorn's gthread workers, an error raised while the body is being
     produced (Flask's stream_with_context, a plain generator) is logged by the
     middleware in the request's context, then reaches gunicorn as before."""
-    (tmp_path / "app.py").write_text(STREAMING_APP, encoding="utf-8")
-    conf = recipe("# gunicorn.conf.py -- gthread workers")
-    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
-    port = free_port()
-    stderr = tmp_path / "stderr.jsonl"
-    command = [
-        *(sys.executable, "-m", "gunicorn", "app:application", "-c", "gunicorn.conf.py"),
-        *("--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"),
-    ]
+    command, port, stderr = gthread(
+        tmp_path, STREAMING_APP, "app:application", workers=1, threads=2
+    )
     with serving(command, tmp_path, port, stderr) as base:
         for path, request_id in (("/flask", "s-flask"), ("/plain", "s-plain")):
             with contextlib.suppress(httpx.HTTPError):  # the body is cut short
