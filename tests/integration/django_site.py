@@ -95,12 +95,13 @@ def stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
 
 
 async def async_stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
-    """The same with an async iterator, from an async view."""
+    """The same with an async iterator, from an async view (slow, for an ``n``
+    starting with ``slow``: a client leaves before its end)."""
 
     async def body() -> AsyncIterator[str]:
         for part in parts(n):
-            await asyncio.sleep(0.001)
             yield part
+            await asyncio.sleep(10 if n.startswith("slow") else 0.001)
 
     return StreamingHttpResponse(body(), content_type="text/plain")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import Any
 
 import httpx
@@ -160,3 +161,22 @@ def test_django_s_test_clients_stream_in_the_request_s_context() -> None:
         assert asyncio.run(async_get()) == b"id-c2\n" * 3
     check_lines(lines, ["c1", "c2"])
     assert dict(ctxlog.current()) == {}
+
+
+@pytest.mark.parametrize("application", ["django", "ctxlog"])
+def test_asgi_a_client_that_leaves_mid_body(application: str) -> None:
+    """The client leaves while an async body waits: Django cancels the task
+    sending it, and the body's clean-up runs, and logs, in the request's context."""
+    with override_settings(MIDDLEWARE=django_site.MIDDLEWARE[:1]):
+        app = get_asgi_application() if application == "django" else ctxlog_application()
+        with capture(level="INFO") as lines, UvicornServer(app, lifespan="off") as server:
+            headers = {"X-Request-ID": "id-slow1"}
+            with httpx.stream("GET", f"{server.url}/astream/slow1", headers=headers) as response:
+                assert next(response.iter_raw()) == b"id-slow1\n"
+            deadline = time.monotonic() + 10
+            while not any(line["message"] == "closed n=slow1" for line in lines):
+                assert time.monotonic() < deadline, lines
+                time.sleep(0.01)
+    (closed,) = [line for line in lines if line["message"] == "closed n=slow1"]
+    assert closed["request_id"] == "id-slow1"
+    assert not [line for line in lines if line["message"] == BODY_ERROR]

@@ -357,3 +357,40 @@ def test_a_header_repeated_over_the_wire_is_refused_with_validator_none() -> Non
         "Rejected the X-Request-ID request header (sent 2 times); "
         f"using the generated request id {chosen}"
     )
+
+
+@pytest.mark.parametrize("where", ["next", "close"])
+def test_an_error_in_the_body_is_logged_with_the_id(warnings: Captured, where: str) -> None:
+    """Raised by the body's next() or close(), in whatever context the server
+    runs them (here: fresh copies): logged in the request's, then raised on."""
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"one"
+            if where == "next":
+                msg = "in next"
+                raise RuntimeError(msg)
+
+        def close(self) -> None:
+            if where == "close":
+                msg = "in close"
+                raise RuntimeError(msg)
+
+    def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return Body()
+
+    result = RequestContextMiddleware(app)(environ(HTTP_X_REQUEST_ID="b-1"), Started())
+    it = iter(result)
+    assert copy_context().run(next, it) == b"one"
+    close = getattr(result, "close")  # noqa: B009 -- the WSGI close() of the wrapper
+    with pytest.raises(RuntimeError, match=f"in {where}"):
+        if where == "next":
+            copy_context().run(next, it)
+        else:
+            close()
+    if where == "next":
+        close()
+    assert warnings.lines()[0] == "b-1 Exception while producing the response body"
+    assert f"RuntimeError: in {where}" in warnings.stream.getvalue()
+    assert ctxlog.current() == {}
