@@ -376,8 +376,7 @@ class _HoldingApplication:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return await self.app(scope, receive, send)
         held = _Held()
         scope[_HOLD] = held
 

@@ -17,7 +17,7 @@ django_site.setup()
 from django.core.asgi import get_asgi_application  # noqa: E402 -- after settings.configure()
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.test import AsyncClient, Client, override_settings  # noqa: E402
+from django.test import AsyncClient, Client, RequestFactory, override_settings  # noqa: E402
 
 import ctxlog  # noqa: E402
 import ctxlog.celery  # noqa: E402
@@ -139,6 +139,32 @@ def test_the_header_is_read_as_request_headers_reads_it(
     assert body["context"]["request_id"] == expected
     assert [line["request_id"] for line in of(lines, "tests.django")] == [expected] * 2
     assert not of(lines, "ctxlog.django")  # nothing rejected
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_exception_out_of_the_chain_leaves_nothing_bound(mode: str) -> None:
+    """Django turns a view's error into a response inside the chain; what still
+    escapes it (a BaseException, or a chain built by hand) ends the unit."""
+    seen: list[object] = []
+
+    class Escapes(BaseException):
+        pass
+
+    def fails(request: Any) -> Any:
+        seen.append(ctxlog.get("request_id"))
+        raise Escapes
+
+    async def async_fails(request: Any) -> Any:
+        return fails(request)
+
+    request = RequestFactory().get("/", headers={"X-Request-ID": "esc-1"})
+    with pytest.raises(Escapes):
+        if mode == "sync":
+            RequestContextMiddleware(fails)(request)
+        else:
+            asyncio.run(RequestContextMiddleware(async_fails)(request))
+    assert seen == ["esc-1"]
+    assert dict(ctxlog.current()) == {}
 
 
 def test_settings_options_and_ignore_urls() -> None:

@@ -180,3 +180,20 @@ def test_asgi_a_client_that_leaves_mid_body(application: str) -> None:
     (closed,) = [line for line in lines if line["message"] == "closed n=slow1"]
     assert closed["request_id"] == "id-slow1"
     assert not [line for line in lines if line["message"] == BODY_ERROR]
+
+
+def test_ctxlog_s_asgi_application_passes_the_rest_through() -> None:
+    """Lifespan goes to Django as it is (Django refuses it, uvicorn carries on
+    without); an ignored URL is sent with no id, as Django's own would."""
+    options = {"MIDDLEWARE": django_site.MIDDLEWARE[:1], "CTXLOG": {"ignore_urls": ["/health"]}}
+    with override_settings(**options):
+        app = ctxlog_application()
+        assert repr(app).startswith("ctxlog.django.get_asgi_application() around ")
+        with capture(level="INFO") as lines, UvicornServer(app, lifespan="auto") as server:
+            health = httpx.get(f"{server.url}/health")
+            view = httpx.get(f"{server.url}/view/p1", headers={"X-Request-ID": "id-p1"})
+    assert (health.text, health.headers.get("x-request-id")) == ("ok", None)
+    assert view.headers["x-request-id"] == "id-p1"
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert [line.get("request_id") for line in access] == [None, "id-p1"]
+    assert any("lifespan" in line["message"] for line in lines if line["logger"] == "uvicorn.error")
