@@ -167,6 +167,13 @@ def test_an_exception_out_of_the_chain_leaves_nothing_bound(mode: str) -> None:
     assert dict(ctxlog.current()) == {}
 
 
+def test_django_guid_s_way_of_sending_its_header_in_tests() -> None:
+    with override_settings(CTXLOG={"header": "Correlation-ID", "key": "correlation_id"}):
+        response = Client().get("/view/g1", **{"HTTP_Correlation-ID": "guid-1"})
+    assert response["Correlation-ID"] == "guid-1"
+    assert response.json()["context"]["correlation_id"] == "guid-1"
+
+
 def test_settings_options_and_ignore_urls() -> None:
     with override_settings(
         CTXLOG={"header": "X-Correlation-ID", "key": "correlation_id", "ignore_urls": ["/health"]}
