@@ -357,7 +357,10 @@ def get_asgi_application() -> ASGIApp:
     configuration (``uvicorn mysite.asgi:application --log-config log.json``).
     The middleware hands the request's context on when the chain returns; the
     response's messages are sent in it, and it ends when Django closes the
-    response.  Scopes other than ``http`` go to Django as they are.
+    response.  When sending it fails (a streamed body raised), the request's
+    context is left on while the error goes on to the server, so its
+    traceback line ("Exception in ASGI application") carries the id too.
+    Scopes other than ``http`` go to Django as they are.
 
     *New in version 0.1.0.*
     """
@@ -389,6 +392,12 @@ class _HoldingApplication:
 
         try:
             await self.app(scope, receive, send_in_request)
+        except Exception:
+            if held.ctx is not None:
+                # Left bound, as ctxlog.asgi leaves it: the server logs the error
+                # next, in this request's task, whose context ends with it.
+                store.write(held.ctx.run(store.read))
+            raise
         finally:
             # Django closes the response, which ends the unit; not when sending
             # it failed (the client left, the body raised).

@@ -407,3 +407,6 @@ def test_django_under_uvicorn_access_lines(tmp_path: Path) -> None:
     assert error["message"] == "Exception while producing the response body"
     assert error["request_id"] == "dj-boom"
     assert "RuntimeError: body boom" in error["exception"]
+    (traceback,) = [line for line in lines if "Exception in ASGI application" in line["message"]]
+    assert traceback["request_id"] == "dj-boom"
+    assert "RuntimeError: body boom" in traceback["exception"]
