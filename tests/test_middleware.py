@@ -5,6 +5,7 @@ context drives it; errors are logged there; cancellation and close pass through.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextvars import Context, copy_context
@@ -82,17 +83,20 @@ def test_async_steps_run_in_the_request_s_context(
     assert captured.lines()[0] == f"r-3 {BODY_ERROR}"
 
 
+async def waits(seen: list[str]) -> None:
+    """Waits long; on the way out, notes the request id it sees."""
+    try:
+        await asyncio.sleep(60)
+    finally:
+        seen.append(ctxlog.get("request_id"))
+
+
 def test_cancellation_reaches_the_awaitable_in_its_context(captured: Captured) -> None:
     """A task cancelled while it awaits: the awaitable sees the cancellation in
     the request's context (its clean-up lines carry the id); nothing is logged
     as an error."""
     seen: list[str] = []
-
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(60)
-        finally:
-            seen.append(ctxlog.get("request_id"))
+    slow = functools.partial(waits, seen)
 
     async def awaiting() -> None:
         await InContext(request_context("r-4"), slow, captured.logger)
@@ -112,14 +116,8 @@ def test_cancellation_reaches_the_awaitable_in_its_context(captured: Captured) -
 def test_closing_the_awaitable_closes_what_it_runs_in_its_context() -> None:
     seen: list[str] = []
 
-    async def slow() -> None:
-        try:
-            await asyncio.sleep(60)
-        finally:
-            seen.append(ctxlog.get("request_id"))
-
     async def main() -> None:
-        steps = InContext(request_context("r-5"), slow).__await__()
+        steps = InContext(request_context("r-5"), functools.partial(waits, seen)).__await__()
         steps.send(None)  # to its first suspension
         steps.close()
 
