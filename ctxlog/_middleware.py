@@ -10,8 +10,18 @@ of work (:func:`ctxlog.scope`) through the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeAlias
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from contextvars import Context
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 from ctxlog._errors import ContextError, check_collection, check_flag
 from ctxlog._store import UnitEntry, store
@@ -32,12 +42,18 @@ from ctxlog.headers import (
     transform_request_id,
 )
 
-__all__ = ["Incoming", "Policy"]
+__all__ = ["BODY_ERROR", "ContextAsyncBody", "ContextBody", "InContext", "Incoming", "Policy"]
 
 #: What a middleware binds for one request: (values to bind, the request id,
 #: the incoming trace flags or ``None`` when no traceparent came, why a header
 #: value was rejected or ``None``).  A plain tuple: it is built on every request.
 Incoming: TypeAlias = tuple[dict[str, Any], str, str | None, str | None]
+
+_T = TypeVar("_T")
+
+#: What a middleware logs, in the request's context, when producing a response
+#: body raises; the error then goes on to the server.
+BODY_ERROR: Final = "Exception while producing the response body"
 
 
 class Policy:
@@ -231,13 +247,19 @@ class Policy:
         if raw:
             incoming[0].update(parse_baggage(raw, self.baggage))
 
-    def from_environ(self, environ: Mapping[str, Any]) -> Incoming:
-        """:meth:`incoming` for a WSGI environ (or Django's ``request.META``)."""
-        raw = environ.get(self.environ_key)
+    def from_environ(self, environ: Mapping[str, Any], id_key: str | None = None) -> Incoming:
+        """:meth:`incoming` for a WSGI environ (or Django's ``request.META``);
+        *id_key*: where the id header is, when not under :attr:`environ_key`."""
+        raw = environ.get(self.environ_key if id_key is None else id_key)
+        count = 0
         if raw is not None:
             # Whitespace around a field value is not part of it (RFC 9110, 5.5);
             # not every WSGI server strips it.
             raw = raw.strip(" \t")
+            # Servers join a repeated header with commas, which is what a comma
+            # in a field value means (RFC 9110, 5.3): refused as repeated, as
+            # the ASGI middleware refuses repeats, whatever the validator says.
+            count = raw.count(",") + 1
         traceparent = environ.get("HTTP_TRACEPARENT")
         traceparent_count = 0
         if traceparent is not None:
@@ -252,7 +274,7 @@ class Policy:
                 client = f"{environ['REMOTE_ADDR']}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
         incoming = self.incoming(
             raw,
-            0 if raw is None else 1,
+            count,
             traceparent,
             traceparent_count,
             method=environ.get("REQUEST_METHOD"),
@@ -294,3 +316,118 @@ class Policy:
             "transformer": self.transformer,
             "baggage": tuple(sorted(self.baggage)),
         }
+
+
+class ContextBody(Iterator[_T]):
+    """A response body each step of which (``iter``, ``next``) runs in *ctx*,
+    the request's context, whichever thread and context the server iterates
+    it from.  An error raised by a step is logged there, on *logger*
+    (:data:`BODY_ERROR`, with the traceback: the line carries the request's
+    id), then raised on to the server."""
+
+    __slots__ = ("_ctx", "_iter", "_logger", "_source")
+
+    def __init__(self, source: Iterable[_T], ctx: Context, logger: logging.Logger) -> None:
+        self._source = source
+        self._ctx = ctx
+        self._logger = logger
+        self._iter: Iterator[_T] | None = None
+
+    def __iter__(self) -> ContextBody[_T]:
+        return self
+
+    def __next__(self) -> _T:
+        ctx = self._ctx
+        try:
+            it = self._iter
+            if it is None:
+                it = self._iter = ctx.run(iter, self._source)
+            return ctx.run(next, it)
+        except StopIteration:
+            raise
+        except Exception:
+            ctx.run(store.fail)  # a failed request, for what waits on its outcome
+            ctx.run(self._logger.error, BODY_ERROR, exc_info=True)
+            raise
+
+
+class ContextAsyncBody(AsyncIterator[_T]):
+    """:class:`ContextBody` for an async iterable: each step of each
+    ``__anext__`` runs in *ctx* (see :class:`InContext`)."""
+
+    __slots__ = ("_ctx", "_iter", "_logger", "_source")
+
+    def __init__(self, source: AsyncIterable[_T], ctx: Context, logger: logging.Logger) -> None:
+        self._source = source
+        self._ctx = ctx
+        self._logger = logger
+        self._iter: AsyncIterator[_T] | None = None
+
+    def __aiter__(self) -> ContextAsyncBody[_T]:
+        return self
+
+    def __anext__(self) -> InContext[_T]:
+        return InContext(self._ctx, self._next, self._logger)
+
+    def _next(self) -> Awaitable[_T]:
+        it = self._iter
+        if it is None:
+            it = self._iter = aiter(self._source)
+        return it.__anext__()
+
+
+class InContext(Generic[_T]):
+    """An awaitable that runs *make*, and then every step of the awaitable it
+    returns, in *ctx*, as an asyncio task runs its coroutine in its own
+    context: the code behind it sees the request's context whichever task
+    awaits it, and no token it sets is ever reset from another context.
+
+    With a *logger*, an error it raises (other than ``StopAsyncIteration``) is
+    logged there first, in *ctx* (:data:`BODY_ERROR`).
+    """
+
+    __slots__ = ("_ctx", "_logger", "_make")
+
+    def __init__(
+        self,
+        ctx: Context,
+        make: Callable[[], Awaitable[_T]],
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._make = make
+        self._logger = logger
+
+    def __await__(self) -> Generator[Any, Any, _T]:
+        ctx = self._ctx
+        try:
+            steps = ctx.run(_steps, self._make)
+            sent: Any = None
+            error: BaseException | None = None
+            while True:
+                try:
+                    out = (
+                        ctx.run(steps.send, sent) if error is None else ctx.run(steps.throw, error)
+                    )
+                except StopIteration as stop:
+                    result: _T = stop.value
+                    return result
+                error = None
+                try:
+                    sent = yield out
+                except GeneratorExit:
+                    ctx.run(steps.close)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 -- the awaiting task's: passed on, as a task does
+                    sent, error = None, exc
+        except StopAsyncIteration:
+            raise
+        except Exception:
+            ctx.run(store.fail)
+            if self._logger is not None:
+                ctx.run(self._logger.error, BODY_ERROR, exc_info=True)
+            raise
+
+
+def _steps(make: Callable[[], Awaitable[_T]]) -> Generator[Any, Any, _T]:
+    return make().__await__()

@@ -22,6 +22,7 @@ middlewares, Celery, OpenTelemetry) calls:
 ``detach(mapping)``       the same, outside any unit; ``reattach()`` undoes it
 ``restore(token)``        undo a ``bind``/``hide``/``replace``
 ``open_unit(...)``        open a unit of work; ``close_unit(entry)`` ends it
+``leave_unit(entry)``     restore what was there, the unit left open (``end``)
 ``unit()``                the innermost open unit of work, or ``None``
 ``annotate(values)``      add request-wide values to the innermost unit
 ``fail(unit)``            mark a unit of work as failed (an error, a 5xx)
@@ -369,6 +370,18 @@ class Store:
         _VAR.reset(token)
         MEMO.reset(memo_token)
         self.end(unit)
+
+    def leave_unit(self, entry: UnitEntry) -> None:
+        """Restore what was there before the unit was opened, and leave the unit
+        open: it lives on in the copies of the context made while it was (the
+        one a streamed response body is produced in), until :meth:`end`.
+
+        Raises ``ValueError`` (nothing changed) when *entry* belongs to another
+        context, as :meth:`restore` does.
+        """
+        token, memo_token, _ = entry
+        _VAR.reset(token)
+        MEMO.reset(memo_token)
 
     def end(self, unit: Unit) -> None:
         """Drop *unit*'s values and cache without restoring the context (a

@@ -64,9 +64,14 @@ class RequestContextMiddleware:
       memoize cache, and what :func:`ctxlog.annotate` adds;
     * echoes the id in the response (and websocket accept) headers, unless
       *echo* is off or the application set that header itself;
-    * with *update_request_header* (the default), hands the application a
-      scope whose *header* holds that same id, once: a view that reads the
-      header sees the id the lines carry, never a rejected or missing value;
+    * with *update_request_header* (the default), gives the scope's
+      ``headers`` a new list in which *header* holds that same id, once: a
+      view that reads the header sees the id the lines carry, never a
+      rejected or missing value.  The scope stays the one the server sent
+      (only its ``headers`` entry is replaced, the server's list is left
+      alone), so what the application writes into it (the router's
+      ``route``, ``endpoint`` and ``path_params``, an authentication
+      middleware's ``user``) reaches the middlewares around this one;
     * keeps all of it bound until the application returns: streamed bodies,
       background tasks and tasks the request starts carry the id.
 
@@ -183,9 +188,12 @@ class RequestContextMiddleware:
         pair = (wanted, incoming[1].encode("ascii"))
         if policy.update_request_header and (id_count != 1 or raw_id != pair[1]):
             # The application reads the id the lines carry, never a rejected one.
-            # A new scope: the server's own is left as it sent it.
+            # The one scope, with a new headers list (the server's is left as it
+            # sent it): what the application writes into the scope (the router's
+            # "route", "endpoint" and "path_params", an auth "user") must reach
+            # the middlewares around this one.
             kept = [h for h in scope.get("headers", ()) if h[0] != wanted]
-            scope = {**scope, "headers": [*kept, pair]}
+            scope["headers"] = [*kept, pair]
         echo = policy.echo
         started = False
 
@@ -213,6 +221,9 @@ class RequestContextMiddleware:
                         message = {**message, "headers": [*headers, pair]}
             await send(message)
 
+        # The Starlette application this middleware runs inside, if any: read
+        # now, since one the application holds writes itself into the scope.
+        outside = scope.get("app")
         unit = policy.open(incoming, _logger)
         try:
             await self.app(scope, receive, send_with_id)
@@ -229,7 +240,7 @@ class RequestContextMiddleware:
                 not started
                 and self.error_response
                 and kind == "http"
-                and not _answered_outside(scope)
+                and not _answered_outside(outside)
             ):
                 await _send_error(send, pair if echo else None)
             raise
@@ -242,7 +253,7 @@ class RequestContextMiddleware:
         return f"ctxlog.asgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"
 
 
-def _answered_outside(scope: Scope) -> bool:
+def _answered_outside(app: object) -> bool:
     """Whether the Starlette application this middleware runs inside answers
     an unhandled error with a response of its own making.
 
@@ -251,10 +262,11 @@ def _answered_outside(scope: Scope) -> bool:
     with the application's ``exception_handlers[500]`` or ``[Exception]``
     handler, or its debug page — but only if no response was started.  A
     ``500`` sent here first would silently replace that response.  Starlette
-    puts itself in ``scope["app"]`` before its stack runs; read without
-    importing Starlette.
+    puts itself in ``scope["app"]`` before its stack runs: *app* is what was
+    there when this middleware was called (an application this middleware
+    wraps writes itself there later, and has run its handler by the time
+    its error gets here); read without importing Starlette.
     """
-    app = scope.get("app")
     if app is None:
         return False
     if getattr(app, "debug", False) is True:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextvars import Context, copy_context
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
 from ctxlog._errors import check_flag
-from ctxlog._middleware import Incoming, Policy
+from ctxlog._middleware import BODY_ERROR, ContextBody, Incoming, Policy
 from ctxlog._store import UNIT, UnitEntry, store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
@@ -64,8 +64,10 @@ class RequestContextMiddleware:
 
         app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
 
-    Repeated headers reach a WSGI application joined by commas, which the
-    default validator refuses: they are replaced like any invalid value.
+    Repeated headers reach a WSGI application joined by commas: a value
+    holding a comma is refused as sent more than once (whatever the
+    validator, ``validator=None`` too, as the ASGI middleware refuses
+    repeats), and replaced like any invalid value.
     With *update_request_header* (the default) the application finds the
     chosen id in ``environ`` under the header's key, never a rejected or
     missing value.  When the application raises, the middleware logs the
@@ -73,6 +75,11 @@ class RequestContextMiddleware:
     with the traceback, in the request's context: the line carries the id)
     and answers a plain ``500`` carrying the header, unless *error_response*
     is off (the exception then reaches the server, whose line carries no id).
+    An exception raised while the response body is produced (by the
+    iterable's ``next`` or ``close``: a generator, Flask's
+    ``stream_with_context``) is logged there too, in the request's context
+    (``"Exception while producing the response body"``), then raised on to
+    the server, as without the middleware.
 
     :raises ctxlog.ContextError: an option is invalid (at construction), or
         the *generator* or *transformer* returns something that cannot be
@@ -199,31 +206,25 @@ def _leave(scope: _Scope) -> None:
         store.close_unit(entry)
 
 
-class _ContextIterable(Iterator[bytes]):
-    """The application's response, each step run in the request's Context."""
+class _ContextIterable(ContextBody[bytes]):
+    """The application's response, each step run in the request's Context;
+    ``close()`` ends the request's unit of work."""
 
-    __slots__ = ("_ctx", "_iter", "_result", "_scope")
+    __slots__ = ("_scope",)
 
     def __init__(self, result: Iterable[bytes], ctx: Context, scope: _Scope) -> None:
-        self._result = result
-        self._ctx = ctx
+        super().__init__(result, ctx, _logger)
         self._scope = scope
-        self._iter: Iterator[bytes] | None = None
-
-    def __iter__(self) -> _ContextIterable:
-        return self
-
-    def __next__(self) -> bytes:
-        it = self._iter
-        if it is None:
-            it = self._iter = self._ctx.run(iter, self._result)
-        return self._ctx.run(next, it)
 
     def close(self) -> None:
         """Close the application's response, then end the request's binding."""
         try:
-            close = getattr(self._result, "close", None)
+            close = getattr(self._source, "close", None)
             if close is not None:
-                self._ctx.run(close)
+                try:
+                    self._ctx.run(close)
+                except Exception:
+                    self._ctx.run(_logger.error, BODY_ERROR, exc_info=True)
+                    raise
         finally:
             self._ctx.run(_leave, self._scope)
