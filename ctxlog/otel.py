@@ -13,7 +13,6 @@ OpenTelemetry is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Final
 
@@ -102,7 +101,16 @@ class _SpanField:
 
 
 _lock = threading.Lock()
-_installed: tuple[_SpanField, ...] = ()
+
+
+def _installed_fields() -> tuple[_SpanField, ...]:
+    """The providers :func:`install` put in the store.
+
+    The store is the one record of what is installed: a test harness that
+    saves and loads the store's state (ctxlog's pytest plugin) brings the
+    installation back with it, never one without the other.
+    """
+    return tuple(source for source, _ in store.providers if isinstance(source, _SpanField))
 
 
 def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") -> None:
@@ -128,7 +136,6 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
 
     .. versionadded:: 0.1.0
     """
-    global _installed  # noqa: PLW0603 -- one installation per process, like the registry
     check_key(trace_key, "ctxlog.otel.install")
     if span_key is not None:
         check_key(span_key, "ctxlog.otel.install")
@@ -143,9 +150,9 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
     if span_key is not None:
         fields.append(_SpanField(span, 1, span_key))
     with _lock:
-        previous = _installed
+        previous = _installed_fields()
         for field in previous:
-            _discard(field)
+            store.remove_provider(field, "ctxlog.otel.install")
         added: list[_SpanField] = []
         try:
             for field in fields:
@@ -157,14 +164,7 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
             for field in previous:
                 store.add_provider(field, field._key, "ctxlog.otel.install")
             raise
-        _installed = tuple(fields)
         store.set_trace_source(span.flags_for)
-
-
-def _discard(field: _SpanField) -> None:
-    # Tolerant: a test harness may have restored the registry under our feet.
-    with contextlib.suppress(ContextError):
-        store.remove_provider(field, "ctxlog.otel.uninstall")
 
 
 def uninstall() -> None:
@@ -174,11 +174,9 @@ def uninstall() -> None:
 
     .. versionadded:: 0.1.0
     """
-    global _installed  # noqa: PLW0603 -- see install()
     with _lock:
-        for field in _installed:
-            _discard(field)
-        _installed = ()
+        for field in _installed_fields():
+            store.remove_provider(field, "ctxlog.otel.uninstall")
         store.set_trace_source(None)
 
 
@@ -187,4 +185,4 @@ def installed() -> bool:
 
     .. versionadded:: 0.1.0
     """
-    return bool(_installed)
+    return bool(_installed_fields())

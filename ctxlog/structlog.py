@@ -384,6 +384,20 @@ def installed() -> bool:
     return bool(_replaced_items or _replaced_names)
 
 
+def _save_state() -> bool:
+    """Whether :func:`install` is in effect, for :func:`_load_state` (it takes
+    no options); ctxlog's pytest plugin saves it around each test."""
+    return installed()
+
+
+def _load_state(was_installed: bool) -> None:
+    """Put back what :func:`_save_state` returned."""
+    if was_installed:
+        install()
+    else:
+        uninstall()
+
+
 # --------------------------------------------------------------------------
 # the drop-in API of structlog.contextvars
 # --------------------------------------------------------------------------

@@ -191,15 +191,32 @@ def _uninstall(module: str) -> None:
     sys.modules[f"ctxlog.{module}"].uninstall()
 
 
+def _save_hook(module: str) -> object:
+    """How ``ctxlog.<module>`` is installed, its options included."""
+    save = getattr(sys.modules[f"ctxlog.{module}"], "_save_state", None)
+    # ctxlog.otel keeps its installation in the store, saved with the store's state.
+    return None if save is None else save()
+
+
+def _load_hook(module: str, state: object) -> None:
+    """Install ``ctxlog.<module>`` again as :func:`_save_hook` found it."""
+    load = getattr(sys.modules[f"ctxlog.{module}"], "_load_state", None)
+    if load is not None:
+        load(state)
+
+
 class Isolation:
     """A clean context from :meth:`start` on; :meth:`finish` undoes what was left.
 
-    Between the two, the code under test may bind, set, annotate, register
-    and install what it likes; :meth:`finish` restores the context and the
-    process-wide state (registered variables, the record factory, the
-    ``install()`` of ``ctxlog.celery``, ``ctxlog.otel`` and ``ctxlog.structlog``)
-    and returns a description of each thing that had been left behind.  Call
-    both in the same context (thread or task).
+    Between the two, the code under test may bind, set, annotate, register,
+    install and uninstall what it likes; :meth:`finish` restores the context
+    and the process-wide state (registered variables, the record factory, the
+    ``install()`` of ``ctxlog.celery``, ``ctxlog.otel`` and ``ctxlog.structlog``,
+    both ways: one installed at :meth:`start` is installed again, with the
+    options it had, one installed since is uninstalled) and returns a
+    description of each thing that had been left behind (an uninstalled hook
+    is not: it left nothing behind).  Call both in the same context (thread or
+    task).
 
     .. versionadded:: 0.1.0
     """
@@ -214,7 +231,7 @@ class Isolation:
         self._state = store.save()
         self._names = store.provider_names()
         self._factory = logging.getLogRecordFactory()
-        self._hooks = {name for name in _HOOKS if _installed(name)}
+        self._hooks = {name: _save_hook(name) for name in _HOOKS if _installed(name)}
         self._token = store.detach({})
         self._clean = store.read()
 
@@ -231,10 +248,14 @@ class Isolation:
                 )
             if UNIT_KEY in raw:
                 leaks.append("a unit of work still open (a scope() never left)")
-        for name in sorted(set(_HOOKS) - self._hooks):
+        for name in _HOOKS:
             if _installed(name):
-                leaks.append(f"ctxlog.{name}.install() still in effect")
-                _uninstall(name)  # first: its own providers are not the test's registrations
+                if name not in self._hooks:
+                    leaks.append(f"ctxlog.{name}.install() still in effect")
+                # First, whoever installed it: its own providers (under the keys
+                # the test may have installed it with) are not the test's
+                # registrations.  One installed at start() is loaded again below.
+                _uninstall(name)
         added = sorted(store.provider_names() - self._names)
         if added:
             leaks.append(f"still registered: {', '.join(added)} (register() without unregister())")
@@ -250,4 +271,6 @@ class Isolation:
         except (ValueError, RuntimeError):  # finished in another context
             store.detach({})
         store.load(self._state)
+        for name, state in self._hooks.items():
+            _load_hook(name, state)
         return leaks
