@@ -81,6 +81,11 @@ class _CaptureHandler(logging.Handler):
         return out
 
 
+#: The level :func:`capture` sets by default: the lowest there is, so every
+#: record is made (``NOTSET`` would make a named logger inherit its parent's).
+EVERY_LEVEL: Final = 1
+
+
 @contextlib.contextmanager
 def capture(
     *, level: int | str | None = None, logger: str | None = None
@@ -90,31 +95,45 @@ def capture(
     Each dict holds ``message`` (the formatted message; a structlog event's
     ``event``), ``level`` (``"INFO"``), ``logger`` (its name), the context
     the line carried (read on the thread that logs, as
-    :class:`ctxlog.ContextFilter` reads it), and the values the call passed
-    itself (``extra=``, structlog keywords), which win; ``exception`` holds
-    the formatted traceback when there is one.  stdlib records and structlog
-    events routed through the stdlib (``structlog.stdlib.LoggerFactory``)
-    alike.
+    [`ContextFilter`][ctxlog.ContextFilter] reads it), and the values the
+    call passed itself (``extra=``, structlog keywords), which win;
+    ``exception`` holds the formatted traceback when there is one.  stdlib
+    records and structlog events routed through the stdlib
+    (``structlog.stdlib.LoggerFactory``) alike.
 
     The handler goes on the root logger (or *logger*), so it sees what
-    propagates there; *level*, when given, is set on that logger for the
-    block.  Everything is removed on exit.
+    propagates there.  Every level is captured: for the block, that logger's
+    own level is set to the lowest there is, so every logger that inherits
+    its level from it (one whose level is ``NOTSET``) logs everything, and a
+    ``logging.disable()`` in force is lifted.  A logger below it whose own
+    level is set keeps that level: what it drops is never made, so listen on
+    it (``logger="app"``) to see its every level.  *level* narrows it
+    instead: that level is set on the logger and on the handler, so records
+    below it are left out whichever logger made them.  The levels and the
+    handler are put back exactly on exit (a ``NOTSET`` logger is ``NOTSET``
+    again).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     out: list[dict[str, Any]] = []
     handler = _CaptureHandler(out)
     target = logging.getLogger(logger)
-    old_level = target.level
-    target.addHandler(handler)
     if level is not None:
-        target.setLevel(level.upper() if isinstance(level, str) else level)
+        handler.setLevel(level.upper() if isinstance(level, str) else level)
+    wanted = handler.level or EVERY_LEVEL
+    old_level = target.level
+    old_disable = logging.root.manager.disable
+    target.addHandler(handler)
+    target.setLevel(wanted)
+    if old_disable >= wanted:
+        logging.disable(wanted - 1)
     try:
         yield out
     finally:
         target.removeHandler(handler)
-        if level is not None:
-            target.setLevel(old_level)
+        target.setLevel(old_level)
+        if old_disable >= wanted:
+            logging.disable(old_disable)
 
 
 # --------------------------------------------------------------------------

@@ -131,6 +131,13 @@ def test_capture(ctxlog_capture):
     ]
 
 
+def test_capture_sees_levels_below_the_root_s(ctxlog_capture):
+    # The root logger is at WARNING, as a fresh process has it.
+    log.info("info")
+    log.debug("debug")
+    assert [line["message"] for line in ctxlog_capture] == ["info", "debug"]
+
+
 def test_caplog_records_carry_the_context(caplog):
     seen = []
 
@@ -147,7 +154,7 @@ def test_caplog_records_carry_the_context(caplog):
     assert not hasattr(seen[0], "request_id")
 """
     )
-    run(pytester).assert_outcomes(passed=2)
+    run(pytester).assert_outcomes(passed=3)
 
 
 def test_beside_pytest_asyncio(pytester: pytest.Pytester) -> None:

@@ -134,7 +134,7 @@ def test_a_task_given_a_context_runs_in_it_an_empty_one_too() -> None:
             await asyncio.ensure_future(_log("in a copy of the caller's"))
             await _dropped(_fail("failed in an empty context"), Context())
 
-    with capture() as lines:
+    with capture(level="info") as lines:
         asyncio.run(main())
     assert _seen(lines) == [
         ("in an empty context", None),
@@ -188,7 +188,7 @@ def test_a_task_factory_already_set_keeps_working(factory: TaskFactory) -> None:
             if factory is not _two_arguments and sys.version_info >= (3, 11):
                 await _start_in(Context(), _log("given an empty context"))
 
-    with capture() as lines:
+    with capture(level="info") as lines:
         asyncio.run(main())  # its shutdown creates tasks through the factory too
     expected = [
         ("through the factory", "r-factory"),
