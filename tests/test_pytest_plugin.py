@@ -349,3 +349,27 @@ def test_2_finds_none(capsys, ctxlog_capture):
     result.assert_outcomes(passed=2)
     for name in ("celery", "otel", "structlog"):
         result.stdout.fnmatch_lines([f"*test_1_installs*ctxlog.{name}.install() still in effect*"])
+
+
+def test_the_structlog_chain_warning_comes_in_every_test_that_earns_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # Once per structlog configuration, and every test starts afresh: the
+    # second test is warned too, whichever ran first.
+    pytester.makepyfile(
+        test_warned="""
+import pytest
+from ctxlog.structlog import UnmergedContextWarning, bound_contextvars
+
+
+def test_1():
+    with pytest.warns(UnmergedContextWarning), bound_contextvars(request_id="r-1"):
+        pass
+
+
+def test_2():
+    with pytest.warns(UnmergedContextWarning), bound_contextvars(request_id="r-2"):
+        pass
+"""
+    )
+    run(pytester, "--ctxlog-leaks=fail").assert_outcomes(passed=2)
