@@ -20,11 +20,13 @@ from ctxlog.headers import (
     ALLOWED_CHARS,
     MAX_REQUEST_ID_LENGTH,
     REQUEST_FIELDS,
+    check_baggage_keys,
     check_header_name,
     escape_rejected,
     generate_request_id,
     is_valid_request_id,
     match_request_id,
+    parse_baggage,
     parse_traceparent,
     safe_field,
     transform_request_id,
@@ -33,9 +35,9 @@ from ctxlog.headers import (
 __all__ = ["Incoming", "Policy"]
 
 #: What a middleware binds for one request: (values to bind, the request id,
-#: the incoming trace flags, why a header value was rejected or ``None``).
-#: A plain tuple: it is built on every request.
-Incoming: TypeAlias = tuple[dict[str, Any], str, str, str | None]
+#: the incoming trace flags or ``None`` when no traceparent came, why a header
+#: value was rejected or ``None``).  A plain tuple: it is built on every request.
+Incoming: TypeAlias = tuple[dict[str, Any], str, str | None, str | None]
 
 
 class Policy:
@@ -43,6 +45,7 @@ class Policy:
 
     __slots__ = (
         "_default_limit",
+        "baggage",
         "echo",
         "environ_key",
         "generator",
@@ -74,6 +77,7 @@ class Policy:
         trace_key: str,
         max_length: int,
         update_request_header: bool,
+        baggage: Iterable[str] = (),
         where: str,
     ) -> None:
         check_header_name(header, where)
@@ -136,7 +140,16 @@ class Policy:
         managed = {key, *fields}
         if traceparent:
             managed.add(trace_key)
-        self.managed = frozenset(managed)
+        #: The W3C Baggage keys bound from the ``baggage`` header.
+        self.baggage: frozenset[str] = frozenset(check_baggage_keys(baggage, where))
+        taken = self.baggage & managed
+        if taken:
+            msg = (
+                f"{where}(baggage=...): {sorted(taken)} already hold the request id, the "
+                "trace id or a request field; a baggage entry must not replace them."
+            )
+            raise ContextError(msg)
+        self.managed = frozenset(managed | self.baggage)
 
     def accept(self, raw: str | bytes | None, count: int) -> tuple[str, str | None]:
         """Pick the request id from the header value *raw*, sent *count* times.
@@ -193,7 +206,9 @@ class Policy:
         """Everything to bind for one request (request id, trace id, request fields)."""
         request_id, rejection = self.accept(raw_id, id_count)
         values: dict[str, Any] = {self.key: request_id}
-        flags = "01"
+        # None, not "01": the unit then holds no sampling decision of the caller
+        # (what goes on to the next service is still "01": Store.trace_flags).
+        flags = None
         if self.traceparent and traceparent_count == 1:
             parsed = parse_traceparent(raw_traceparent)
             if parsed is not None:
@@ -209,6 +224,12 @@ class Policy:
                 # werkzeug's ProxyFix) take it from X-Forwarded-For.
                 values["client"] = safe_field(client, ALLOWED_CHARS)
         return values, request_id, flags, rejection
+
+    def add_baggage(self, incoming: Incoming, raw: str | bytes | list[bytes] | None) -> None:
+        """Add the *baggage* keys found in the ``baggage`` header value(s) *raw*
+        to what :meth:`incoming` found (a hostile header adds nothing raw)."""
+        if raw:
+            incoming[0].update(parse_baggage(raw, self.baggage))
 
     def from_environ(self, environ: Mapping[str, Any]) -> Incoming:
         """:meth:`incoming` for a WSGI environ (or Django's ``request.META``)."""
@@ -229,7 +250,7 @@ class Policy:
             path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
             if "REMOTE_ADDR" in environ:
                 client = f"{environ['REMOTE_ADDR']}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
-        return self.incoming(
+        incoming = self.incoming(
             raw,
             0 if raw is None else 1,
             traceparent,
@@ -238,6 +259,10 @@ class Policy:
             path=path,
             client=client,
         )
+        if self.baggage:
+            # Servers join repeated header lines with commas, as baggage allows.
+            self.add_baggage(incoming, environ.get("HTTP_BAGGAGE"))
+        return incoming
 
     def open(self, incoming: Incoming, logger: logging.Logger) -> UnitEntry:
         """Open the request's unit of work, binding what :meth:`incoming` found,
@@ -267,4 +292,5 @@ class Policy:
             "traceparent": self.traceparent,
             "update_request_header": self.update_request_header,
             "transformer": self.transformer,
+            "baggage": tuple(sorted(self.baggage)),
         }

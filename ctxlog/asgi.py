@@ -57,6 +57,9 @@ class RequestContextMiddleware:
     * binds it under *key*, plus the trace id of a valid W3C ``traceparent``
       under *trace_key* (when *traceparent* is on) and the *request_fields*
       asked for (``"method"``, ``"path"``, ``"client"``);
+    * binds the entries of the W3C ``baggage`` header whose keys *baggage*
+      names, each under its own key (`ctxlog.headers.parse_baggage`: other
+      entries, malformed ones and unsafe values are left out);
     * opens a unit of work (:func:`ctxlog.scope`) for the request: its
       memoize cache, and what :func:`ctxlog.annotate` adds;
     * echoes the id in the response (and websocket accept) headers, unless
@@ -118,6 +121,7 @@ class RequestContextMiddleware:
         max_length: int = MAX_REQUEST_ID_LENGTH,
         error_response: bool = True,
         update_request_header: bool = True,
+        baggage: Iterable[str] = (),
     ) -> None:
         check_flag(error_response, "error_response", "RequestContextMiddleware")
         self.app = app
@@ -134,6 +138,7 @@ class RequestContextMiddleware:
             trace_key=trace_key,
             max_length=max_length,
             update_request_header=update_request_header,
+            baggage=baggage,
             where="RequestContextMiddleware",
         )
 
@@ -171,6 +176,10 @@ class RequestContextMiddleware:
             )
         else:
             incoming = policy.incoming(raw_id, id_count, raw_traceparent, traceparent_count)
+        if policy.baggage:
+            policy.add_baggage(
+                incoming, [v for n, v in scope.get("headers", ()) if n == b"baggage"]
+            )
         pair = (wanted, incoming[1].encode("ascii"))
         if policy.update_request_header and (id_count != 1 or raw_id != pair[1]):
             # The application reads the id the lines carry, never a rejected one.
@@ -184,6 +193,8 @@ class RequestContextMiddleware:
             nonlocal started
             if message["type"] in _START_TYPES:
                 started = True
+                if message.get("status", 200) >= 500:
+                    store.fail(unit[UNIT])  # a failed request, for what waits on its outcome
                 if echo:
                     headers = message.get("headers") or ()
                     if not isinstance(headers, list | tuple):
@@ -212,6 +223,7 @@ class RequestContextMiddleware:
             # ServerErrorMiddleware, which sits outside added middlewares), and
             # must carry the id.  Servers run each request in a task of its own,
             # whose context ends with it; the next request sets every key anew.
+            store.fail(unit[UNIT])
             store.end(unit[UNIT])
             if (
                 not started

@@ -64,6 +64,7 @@ OPTIONS: Final[Mapping[str, Any]] = {
     "trace_key": "trace_id",
     "max_length": MAX_REQUEST_ID_LENGTH,
     "update_request_header": True,
+    "baggage": (),
     "ignore_urls": (),
 }
 

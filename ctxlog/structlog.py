@@ -18,6 +18,7 @@ Importing this module imports structlog; ``import ctxlog`` never does.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
@@ -50,6 +51,8 @@ from ctxlog.stdlib import RESERVED_ATTRS
 if TYPE_CHECKING:
     from structlog.typing import BindableLogger, EventDict, Processor, WrappedLogger
 
+    from ctxlog._redact import Redactor
+
 __all__ = [
     "JSON_RENDERING",
     "RESERVED_KEYS",
@@ -57,6 +60,8 @@ __all__ = [
     "STRUCTLOG_KEY_PREFIX",
     "STRUCTLOG_KEY_PREFIX_LEN",
     "ContextVarsToken",
+    "Redact",
+    "TailSampling",
     "UnmergedContextWarning",
     "bind_contextvars",
     "bound_contextvars",
@@ -163,13 +168,25 @@ class _ContextMerger:
             )
         else:
             prepared = projection.current()
-        return _merge_into(event_dict, prepared)
+        merged = _merge_into(event_dict, prepared)
+        redactor = projection.redactor
+        if redactor is not None:
+            # The call's keywords and the event too (the context is redacted already,
+            # once per context, by the projection).
+            return _redact_event(redactor, merged)
+        return merged
 
     def __repr__(self) -> str:
         return (
             f"ctxlog.structlog.merge_context(fields={self.fields!r}, "
             f"defaults={self.defaults!r}, "
-            f"structlog_contextvars={self.structlog_contextvars!r})"
+            f"structlog_contextvars={self.structlog_contextvars!r}"
+            + (
+                ""
+                if self._projection.redactor is None
+                else f", redact={self._projection.redactor!r}"
+            )
+            + ")"
         )
 
 
@@ -210,9 +227,12 @@ _HEAD: Final = LINE_FIELDS[:4]  # what comes first on the line
 
 
 def _projection(
-    fields: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None
+    fields: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    redactor: Redactor | None = None,
 ) -> Projection:
     return Projection(
+        redactor=redactor,
         fields=fields,
         defaults=defaults,
         reserved=RESERVED_KEYS,
@@ -235,6 +255,7 @@ def merge_context(
     fields: Iterable[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     structlog_contextvars: bool = False,
+    redact: Redactor | bool | None = None,
 ) -> Processor: ...
 def merge_context(  # noqa: PLR0917 -- three positional processor args + options; see below
     logger: WrappedLogger = None,  # noqa: ARG001 -- the structlog processor signature
@@ -246,6 +267,7 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
     fields: Iterable[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     structlog_contextvars: bool = False,
+    redact: Redactor | bool | None = None,
 ) -> EventDict | Processor:
     """A structlog processor that adds the current context to the event dict.
 
@@ -271,13 +293,18 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
         ``structlog.contextvars.bind_contextvars`` (for code that migrates
         gradually); ctxlog's value wins when both bind a key.  Costs one
         ``ContextVar.get()`` per key structlog has ever bound.
+    :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` for the
+        defaults: secrets in the context and in the event dict (the call's
+        keywords, and with patterns the event) are replaced.  For the
+        exception text too, put [`Redact`][ctxlog.structlog.Redact] after
+        ``format_exc_info``.
 
     :raises ContextError: an option is invalid (when the processor is built).
 
     .. versionadded:: 0.1.0
     """
     if event_dict is None:
-        return _configured(fields, defaults, structlog_contextvars)
+        return _configured(fields, defaults, structlog_contextvars, redact)
     return _merge_into(event_dict, _PLAIN.current())
 
 
@@ -285,10 +312,34 @@ def _configured(
     fields: Iterable[str] | None,
     defaults: Mapping[str, Any] | None,
     structlog_contextvars: bool,
+    redact: Redactor | bool | None = None,
 ) -> Processor:
-    if fields is None and not defaults and not structlog_contextvars:
+    redactor = _redactor(redact, "merge_context")
+    if fields is None and not defaults and not structlog_contextvars and redactor is None:
         return merge_context
-    return _ContextMerger(_projection(fields, defaults), bool(structlog_contextvars))
+    return _ContextMerger(_projection(fields, defaults, redactor), bool(structlog_contextvars))
+
+
+def _redactor(redact: Redactor | bool | None, where: str) -> Redactor | None:
+    if redact is None or redact is False:
+        return None
+    from ctxlog._redact import resolve_redactor  # noqa: PLC0415 -- loaded when used
+
+    return resolve_redactor(redact, where)
+
+
+def _redact_event(redactor: Redactor, event_dict: EventDict) -> EventDict:
+    """*event_dict* with its secrets replaced; structlog's private keys
+    (``_record``, ``_from_structlog``) pass as they are."""
+    out: EventDict = {}
+    for key, value in event_dict.items():
+        if type(key) is str and key[:1] == "_":
+            out[key] = value
+        elif redactor.sensitive(key):
+            out[key] = redactor.replacement
+        else:
+            out[key] = redactor.redact(value)
+    return out
 
 
 #: Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
@@ -937,3 +988,194 @@ JSON_RENDERING: Final[tuple[Processor, ...]] = (
     _event_to_message,
     structlog.processors.JSONRenderer(serializer=dumps_line, ensure_ascii=False),
 )
+
+
+# --------------------------------------------------------------------------
+# redaction and tail sampling
+# --------------------------------------------------------------------------
+
+
+class Redact:
+    """A processor that replaces the secrets in the whole event dict.
+
+    Put it after ``format_exc_info`` (so the exception text is covered) and
+    before the renderer.  What it covers is what
+    [`Redactor`][ctxlog.Redactor] describes: values under sensitive keys at
+    any depth, and with patterns every string.  structlog's private keys
+    (``_record``, ``_from_structlog``) pass as they are.
+
+    :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` (the default)
+        for the defaults.
+    :raises ContextError: *redact* is neither.
+
+    *New in version 0.1.0.*
+    """
+
+    __slots__ = ("redactor",)
+
+    def __init__(self, redact: Redactor | bool = True) -> None:
+        redactor = _redactor(redact, "Redact")
+        if redactor is None:
+            msg = "Redact(redact=False): leave the processor out instead."
+            raise ContextError(msg)
+        self.redactor = redactor
+
+    def __call__(
+        self,
+        logger: WrappedLogger,  # noqa: ARG002 -- the structlog processor signature
+        method_name: str,  # noqa: ARG002 -- same
+        event_dict: EventDict,
+    ) -> EventDict:
+        return _redact_event(self.redactor, event_dict)
+
+    def __repr__(self) -> str:
+        return f"ctxlog.structlog.Redact({self.redactor!r})"
+
+
+#: structlog's method names, as levels.
+_METHOD_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "err": logging.ERROR,
+    "exception": logging.ERROR,
+    "failure": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class TailSampling:
+    """Tail sampling for structlog: [`ctxlog.TailSamplingHandler`][ctxlog.TailSamplingHandler]'s
+    rules, for events.
+
+    Wraps the renderer and takes its place, last in the chain:
+
+    ```python
+    import structlog
+
+    from ctxlog.structlog import TailSampling, merge_context
+
+    structlog.configure(processors=[
+        merge_context,
+        structlog.processors.add_log_level,
+        TailSampling(structlog.processors.JSONRenderer(), keep=0.01),
+    ])
+    ```
+
+    Each event is rendered when it is logged (with the context of that
+    moment); inside a unit of work, one below *hold_below* is held, and
+    written through the same logger method when the unit fails (an event at
+    or above *flush_on*, an exception, a 5xx response) or is kept (*keep*,
+    decided from the request id; a sampled ``traceparent``), and dropped when
+    the unit ends cleanly.  The level is the method's (``log.info``: INFO).
+    When more than *capacity* events were held, the oldest went first and a
+    ``warning`` event from ``ctxlog.sampling``, rendered by *renderer*, says
+    how many.
+
+    :raises ContextError: an option is invalid.
+
+    *New in version 0.1.0.*
+    """
+
+    __slots__ = ("renderer", "sampler")
+
+    def __init__(
+        self,
+        renderer: Processor,
+        *,
+        hold_below: int | str = logging.WARNING,
+        flush_on: int | str = logging.ERROR,
+        keep: float = 0.0,
+        capacity: int = 1000,
+        key: str = "request_id",
+        trace_key: str = "trace_id",
+    ) -> None:
+        from ctxlog._sampling import Sampler  # noqa: PLC0415 -- loaded when used
+
+        if not callable(renderer):
+            msg = f"TailSampling({renderer!r}): give the renderer (a processor) to wrap."
+            raise ContextError(msg)
+        self.renderer = renderer
+        self.sampler = Sampler(
+            hold_below=hold_below,
+            flush_on=flush_on,
+            keep=keep,
+            capacity=capacity,
+            key=key,
+            trace_key=trace_key,
+            notice=self._notice,
+            where="TailSampling",
+        )
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+        rendered = self.renderer(logger, method_name, event_dict)
+        unit = store.unit()
+        if unit is None:
+            return rendered
+        level = _METHOD_LEVELS.get(method_name, logging.INFO)
+        held = _HeldEvent(logger, method_name, rendered)
+        if self.sampler.offer(level, unit, held):
+            raise structlog.DropEvent
+        return rendered
+
+    def _notice(self, dropped: int, oldest: Callable[[], None] | None) -> Callable[[], None] | None:
+        if not isinstance(oldest, _HeldEvent):
+            return None
+        event: EventDict = {
+            **oldest.ctx.run(store.merged),
+            "event": (
+                f"{dropped} earlier events of this unit of work were not kept "
+                f"(capacity {self.sampler.capacity} per unit)"
+            ),
+            "level": "warning",
+            "logger": "ctxlog.sampling",
+        }
+        rendered = oldest.ctx.run(self.renderer, oldest.logger, "warning", event)
+        return _HeldEvent(oldest.logger, "warning", rendered, oldest.ctx.copy())
+
+    def __repr__(self) -> str:
+        sampler = self.sampler
+        return (
+            f"ctxlog.structlog.TailSampling({self.renderer!r}, "
+            f"hold_below={logging.getLevelName(sampler.hold_below)!r}, "
+            f"flush_on={logging.getLevelName(sampler.flush_on)!r}, keep={sampler.keep}, "
+            f"capacity={sampler.capacity})"
+        )
+
+
+class _HeldEvent:
+    """A rendered event, written later through its logger, in its context."""
+
+    __slots__ = ("ctx", "logger", "method_name", "rendered")
+
+    def __init__(
+        self,
+        logger: WrappedLogger,
+        method_name: str,
+        rendered: Any,
+        ctx: contextvars.Context | None = None,
+    ) -> None:
+        self.logger = logger
+        self.method_name = method_name
+        self.rendered = rendered
+        self.ctx = contextvars.copy_context() if ctx is None else ctx
+
+    def __call__(self) -> None:
+        self.ctx.run(self._write)
+
+    def _write(self) -> None:
+        # What structlog itself does with a processor chain's result.
+        rendered = self.rendered
+        method = getattr(self.logger, self.method_name)
+        if isinstance(rendered, str | bytes | bytearray):
+            method(rendered)
+        elif isinstance(rendered, tuple):
+            method(*rendered[0], **rendered[1])
+        elif isinstance(rendered, dict):
+            method(**rendered)
+        else:
+            method(rendered)

@@ -20,7 +20,7 @@ from typing import Any, Final, TypeAlias
 
 from ctxlog._errors import check_flag
 from ctxlog._middleware import Incoming, Policy
-from ctxlog._store import UnitEntry, store
+from ctxlog._store import UNIT, UnitEntry, store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
@@ -49,8 +49,8 @@ class RequestContextMiddleware:
     same options and the same rules for the header (exactly one value that
     passes *validator*, else a generated id and at most one escaped warning on
     the ``ctxlog.wsgi`` logger), the ``traceparent`` trace id, the
-    *request_fields*, the echoed response header, ``validator=None`` and
-    *transformer*.  A unit of work
+    *request_fields*, the *baggage* keys, the echoed response header,
+    ``validator=None`` and *transformer*.  A unit of work
     (:func:`ctxlog.scope`) is open for each request.
 
     The application call and every step of the response iterable (``next`` and
@@ -99,6 +99,7 @@ class RequestContextMiddleware:
         max_length: int = MAX_REQUEST_ID_LENGTH,
         error_response: bool = True,
         update_request_header: bool = True,
+        baggage: Iterable[str] = (),
     ) -> None:
         check_flag(error_response, "error_response", "RequestContextMiddleware")
         self.app = app
@@ -115,6 +116,7 @@ class RequestContextMiddleware:
             trace_key=trace_key,
             max_length=max_length,
             update_request_header=update_request_header,
+            baggage=baggage,
             where="RequestContextMiddleware",
         )
 
@@ -126,24 +128,23 @@ class RequestContextMiddleware:
         if policy.update_request_header:
             # The application reads the id the lines carry, never a rejected one.
             environ[policy.environ_key] = incoming[1]
+        pair = (policy.header, incoming[1])
+        wanted = policy.header_lower if policy.echo else None
 
-        if policy.echo:
-            pair = (policy.header, incoming[1])
-            wanted = policy.header_lower
+        def app_start(
+            status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            if status[:1] == "5" and scope.entry is not None:
+                store.fail(scope.entry[UNIT])  # a failed request, for what waits on its outcome
+            if wanted is not None and not any(name.lower() == wanted for name, _ in headers):
+                headers = [*headers, pair]
+            return start_response(status, headers, exc_info)
 
-            def start_with_id(
-                status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
-            ) -> Callable[[bytes], object]:
-                if not any(name.lower() == wanted for name, _ in headers):
-                    headers = [*headers, pair]
-                return start_response(status, headers, exc_info)
-
-            app_start: StartResponse = start_with_id
-        else:
-            app_start = start_response
         try:
             result = ctx.run(self.app, environ, app_start)
         except Exception:
+            if scope.entry is not None:
+                store.fail(scope.entry[UNIT])
             if not self.error_response:
                 ctx.run(_leave, scope)
                 raise

@@ -46,6 +46,58 @@ def test_all_is_sorted_and_complete() -> None:
     assert "structlog" not in ctxlog.__all__
 
 
+#: What ``import ctxlog`` may load beyond what ``import logging`` loads: its
+#: core (the store, the API, the filter) and the little they need.  Threads and
+#: pools, snapshots and their codecs, headers, JSON, pickling, dates, asyncio
+#: and multiprocessing load on first use.
+IMPORTED_WITH_CTXLOG = {
+    "__future__",
+    "_contextvars",
+    "_typing",
+    "contextvars",
+    "ctxlog",
+    "ctxlog._context",
+    "ctxlog._errors",
+    "ctxlog._memo",
+    "ctxlog._projection",
+    "ctxlog._store",
+    "ctxlog._values",
+    "ctxlog.stdlib",
+    "math",
+    "typing",
+    "typing.io",
+    "typing.re",
+}
+
+
+def test_import_loads_only_what_it_uses() -> None:
+    code = (
+        "import json, sys, logging\n"
+        "before = set(sys.modules)\n"
+        "import ctxlog\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    # Python versions differ in what typing drags along; ctxlog adds nothing else.
+    assert set(json.loads(out)) - {"typing.io", "typing.re"} <= IMPORTED_WITH_CTXLOG
+
+
+def test_lazy_names_load_their_module_on_first_use() -> None:
+    code = (
+        "import sys, ctxlog\n"
+        "lazy = ('concurrent.futures', 'pickle', 'json', 'ctxlog._snapshot', 'ctxlog.headers')\n"
+        "print(any(name in sys.modules for name in lazy))\n"
+        "ctxlog.ThreadPoolExecutor, ctxlog.snapshot, ctxlog.outgoing_headers\n"
+        "print(all(name in sys.modules for name in lazy[:1] + lazy[3:]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "True"]
+
+
 def _refuse_an_empty_key() -> None:
     ctxlog.set(**{"": 1})
 

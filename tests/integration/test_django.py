@@ -128,6 +128,17 @@ def test_settings_options_and_ignore_urls() -> None:
         assert not health.has_header("X-Correlation-ID")
 
 
+def test_settings_baggage_binds_those_keys() -> None:
+    with override_settings(CTXLOG={"baggage": ["tenant"]}), capture(level="DEBUG") as lines:
+        response = Client().get(
+            "/view/b1", headers={"X-Request-ID": "dj-b", "baggage": "tenant=acme%20eu,plan=x"}
+        )
+    assert response.json()["context"] == {"request_id": "dj-b", "user_id": 7, "tenant": "acme eu"}
+    app = of(lines, "tests.django")
+    assert app
+    assert all(line["tenant"] == "acme eu" and "plan" not in line for line in app)
+
+
 def lowered(value: str) -> str:
     """A transformer named by its dotted path in the settings."""
     return value.lower()
@@ -150,6 +161,7 @@ def test_settings_transformer_by_dotted_path_and_validator_none() -> None:
         ({"ignore_urls": "/health"}, "list of URL paths"),
         ({"echo": "yes"}, "give True or False"),
         ({"request_fields": ["body"]}, "unknown field"),
+        ({"baggage": ["bad key"]}, "not a baggage key"),
     ],
 )
 def test_bad_settings_are_a_context_error(options: dict[str, Any], match: str) -> None:
