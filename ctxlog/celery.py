@@ -168,7 +168,6 @@ def install(
 
     *New in version 0.1.0.*
     """
-    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
     if not isinstance(header, str) or _HEADER_NAME(header) is None:
         msg = (
             f"ctxlog.celery.install(header={header!r}): give a plain name such as "
@@ -218,8 +217,8 @@ def install(
             "worker binds itself; a baggage entry must not replace them."
         )
         raise ContextError(msg)
-    with _lock:
-        _options = _Options(
+    _load_state(
+        _Options(
             allowed,
             header,
             task_id_key,
@@ -230,9 +229,7 @@ def install(
             generator,
             baggage_keys,
         )
-        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
-        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
-        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
+    )
 
 
 def uninstall() -> None:
@@ -259,6 +256,25 @@ def installed() -> bool:
     .. versionadded:: 0.1.0
     """
     return _options is not None
+
+
+def _save_state() -> _Options | None:
+    """What `install` is in effect with (``None``: not installed), for
+    `_load_state`; ctxlog's pytest plugin saves it around each test."""
+    return _options
+
+
+def _load_state(options: _Options | None) -> None:
+    """Put back what `_save_state` returned: installed with *options*, or not."""
+    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
+    if options is None:
+        uninstall()
+        return
+    with _lock:
+        _options = options
+        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
+        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
+        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
 
 
 # --------------------------------------------------------------------------

@@ -13,7 +13,6 @@ OpenTelemetry is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Iterable
@@ -170,7 +169,18 @@ _get_baggage: Final = _otel_baggage.get_baggage
 _Field: TypeAlias = "_SpanField | _BaggageField"
 
 _lock = threading.Lock()
-_installed: tuple[_Field, ...] = ()
+
+
+def _installed_fields() -> tuple[_Field, ...]:
+    """The providers `install` put in the store.
+
+    The store is the one record of what is installed: a test harness that
+    saves and loads the store's state (ctxlog's pytest plugin) brings the
+    installation back with it, never one without the other.
+    """
+    return tuple(
+        source for source, _ in store.providers if isinstance(source, (_SpanField, _BaggageField))
+    )
 
 
 def install(
@@ -208,7 +218,6 @@ def install(
 
     *New in version 0.1.0.*
     """
-    global _installed  # noqa: PLW0603 -- one installation per process, like the registry
     check_key(trace_key, "ctxlog.otel.install")
     if span_key is not None:
         check_key(span_key, "ctxlog.otel.install")
@@ -234,9 +243,9 @@ def install(
         fields.append(_SpanField(span, 1, span_key))
     fields.extend(_BaggageField(entry) for entry in dict.fromkeys(entries))
     with _lock:
-        previous = _installed
+        previous = _installed_fields()
         for field in previous:
-            _discard(field)
+            store.remove_provider(field, "ctxlog.otel.install")
         added: list[_Field] = []
         try:
             for field in fields:
@@ -248,14 +257,7 @@ def install(
             for field in previous:
                 store.add_provider(field, field._key, "ctxlog.otel.install")
             raise
-        _installed = tuple(fields)
         store.set_trace_source(span.flags_for)
-
-
-def _discard(field: _Field) -> None:
-    # Tolerant: a test harness may have restored the registry under our feet.
-    with contextlib.suppress(ContextError):
-        store.remove_provider(field, "ctxlog.otel.uninstall")
 
 
 def uninstall() -> None:
@@ -265,11 +267,9 @@ def uninstall() -> None:
 
     *New in version 0.1.0.*
     """
-    global _installed  # noqa: PLW0603 -- see install()
     with _lock:
-        for field in _installed:
-            _discard(field)
-        _installed = ()
+        for field in _installed_fields():
+            store.remove_provider(field, "ctxlog.otel.uninstall")
         store.set_trace_source(None)
 
 
@@ -278,13 +278,13 @@ def installed() -> bool:
 
     *New in version 0.1.0.*
     """
-    return bool(_installed)
+    return bool(_installed_fields())
 
 
 def _id_keys() -> tuple[str, str]:
     """The keys the span's ids are merged under (the defaults when not installed)."""
     trace_key, span_key = "trace_id", "span_id"
-    for field in _installed:
+    for field in _installed_fields():
         if isinstance(field, _SpanField):
             if field._index == 0:
                 trace_key = field._key

@@ -23,6 +23,7 @@ import functools
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
@@ -61,6 +62,7 @@ __all__ = [
     "ContextVarsToken",
     "Redact",
     "TailSampling",
+    "UnmergedContextWarning",
     "bind_contextvars",
     "bound_contextvars",
     "clear_contextvars",
@@ -388,15 +390,16 @@ def install() -> None:
     bound (nothing is lost; ctxlog's value wins a shared key): in the chain
     in effect now (changed in place, so loggers made earlier see it too) and
     in the ones those two calls rebuild.  A chain configured *later* is taken
-    as written: put :func:`merge_context` in it.
+    as written: put :func:`merge_context` in it, or call ``install()`` again
+    after ``structlog.configure()``, which does the same for that chain (a
+    list; a tuple cannot be changed in place).
 
     Idempotent; :func:`uninstall` undoes it.
 
     .. versionadded:: 0.1.0
     """
     with _install_lock:
-        if _replaced_items or _replaced_names:
-            return
+        _check_again()  # the chain changes in place
         for processors in _default_lists():
             for index, processor in enumerate(processors):
                 if processor is _STRUCTLOG_MERGE:
@@ -404,7 +407,9 @@ def install() -> None:
                     _replaced_items.append((processors, index))
         # recreate_defaults() and the config module name the function directly.
         for module in (_structlog_config, structlog.stdlib):
-            if getattr(module, "merge_contextvars", None) is _STRUCTLOG_MERGE:
+            if getattr(module, "merge_contextvars", None) is _STRUCTLOG_MERGE and not any(
+                m is module for m, _ in _replaced_names
+            ):
                 module.merge_contextvars = _DEFAULT_CHAIN_MERGE  # type: ignore[attr-defined]
                 _replaced_names.append((module, "merge_contextvars"))
 
@@ -415,6 +420,7 @@ def uninstall() -> None:
     .. versionadded:: 0.1.0
     """
     with _install_lock:
+        _check_again()  # the chain changes in place
         # The lists changed, and the copies reset_defaults() made of them since.
         for processors in [*(p for p, _ in _replaced_items), *_default_lists()]:
             for index, processor in enumerate(processors):
@@ -433,6 +439,93 @@ def installed() -> bool:
     .. versionadded:: 0.1.0
     """
     return bool(_replaced_items or _replaced_names)
+
+
+def _save_state() -> bool:
+    """Whether :func:`install` is in effect, for :func:`_load_state` (it takes
+    no options); ctxlog's pytest plugin saves it around each test."""
+    return installed()
+
+
+def _load_state(was_installed: bool) -> None:
+    """Put back what :func:`_save_state` returned."""
+    if was_installed:
+        install()
+    else:
+        uninstall()
+
+
+# --------------------------------------------------------------------------
+# values bound here that structlog's chain would never show
+# --------------------------------------------------------------------------
+
+
+class UnmergedContextWarning(UserWarning):
+    """Values bound through this module's ``bind_contextvars`` /
+    ``bound_contextvars`` are missing from structlog's lines: the processor
+    chain in effect merges only structlog's own context variables (it holds
+    ``structlog.contextvars.merge_contextvars`` and no
+    [`merge_context`][ctxlog.structlog.merge_context]).
+
+    Issued once per structlog configuration, at the first bind under it; the
+    message names the line that fixes it, `ctxlog.structlog.install()`.
+    Silence it with ``warnings.filterwarnings("ignore",
+    category=ctxlog.structlog.UnmergedContextWarning)``.
+
+    *New in version 0.1.0.*
+    """
+
+
+#: structlog's configuration object (private: its public reader,
+#: ``structlog.get_config()``, builds a dict per call, too much for every bind).
+#: Without it, nothing is checked.
+_STRUCTLOG_CONFIG: Final = getattr(_structlog_config, "_CONFIG", None)
+
+#: The chain last checked: a bind checks again only when structlog's
+#: configuration holds another one (install() and uninstall() reset it, as
+#: they change the chain in place).
+_checked_chain: object = None
+
+
+def _check_again() -> None:
+    """Forget which chain was checked: the next bind checks (and may warn) again.
+
+    ctxlog's pytest plugin calls it before each test, so that a test's
+    warnings do not depend on which tests ran before it.
+    """
+    global _checked_chain  # noqa: PLW0603 -- see _check_chain()
+    _checked_chain = None
+
+
+def _check_chain(chain: object, stacklevel: int) -> None:
+    """Warn (once for *chain*) when *chain* merges structlog's context variables only.
+
+    *stacklevel* points the warning at the caller's bind.
+    """
+    global _checked_chain  # noqa: PLW0603 -- one check per configuration
+    _checked_chain = chain
+    try:
+        processors = list(chain)  # type: ignore[call-overload]  # structlog takes any iterable
+    except TypeError:
+        return
+    if not any(p is _STRUCTLOG_MERGE for p in processors) or any(
+        p is merge_context or isinstance(p, _ContextMerger) for p in processors
+    ):
+        return
+    fix = (
+        "Add ctxlog.structlog.install() once at start-up, after structlog.configure() "
+        "if you call it: it puts ctxlog's merge in that chain"
+        if isinstance(chain, list)
+        else "Put ctxlog.structlog.merge_context in place of "
+        "structlog.contextvars.merge_contextvars in structlog.configure(processors=...) "
+        "(ctxlog.structlog.install() cannot change a tuple in place)"
+    )
+    msg = (
+        "Values bound through ctxlog.structlog are missing from structlog's lines: the "
+        "processor chain in effect merges only structlog's own context variables "
+        f"(structlog.contextvars.merge_contextvars). {fix}."
+    )
+    warnings.warn(msg, UnmergedContextWarning, stacklevel=stacklevel + 1)
 
 
 # --------------------------------------------------------------------------
@@ -502,6 +595,8 @@ def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
         return {}
     if "" in kw:
         check_key("", "bind_contextvars")
+    if _STRUCTLOG_CONFIG is not None and _STRUCTLOG_CONFIG.default_processors is not _checked_chain:
+        _check_chain(_STRUCTLOG_CONFIG.default_processors, stacklevel=2)
     before = store.read()
     token: ContextVarsToken = _new_token(ContextVarsToken)
     # kw: a fresh dict that only this call holds, safe for the store to keep.
@@ -751,6 +846,11 @@ class bound_contextvars(Reusable[_State]):  # noqa: N801 -- the name of the stru
         self._entries = []
 
     def _push(self) -> _State:
+        if (
+            _STRUCTLOG_CONFIG is not None
+            and _STRUCTLOG_CONFIG.default_processors is not _checked_chain
+        ):
+            _check_chain(_STRUCTLOG_CONFIG.default_processors, stacklevel=3)  # via __enter__
         before = store.read()
         token = store.bind(dict(self._values))
         return token, before, store.read()

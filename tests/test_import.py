@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import sys
+
+import pytest
 
 import ctxlog
 
@@ -93,3 +96,26 @@ def test_lazy_names_load_their_module_on_first_use() -> None:
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.split() == ["False", "True"]
+
+
+def _refuse_an_empty_key() -> None:
+    ctxlog.set(**{"": 1})
+
+
+def test_context_error_is_named_where_it_is_imported() -> None:
+    assert ctxlog.ContextError.__module__ == "ctxlog"
+    # An uncaught one, as a user sees it.
+    failed = subprocess.run(
+        [sys.executable, "-c", "import ctxlog\nctxlog.set(**{'': 1})"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1].startswith("ctxlog.ContextError: set(): ")
+    # Raised in a worker process, it comes back through pickle as itself.
+    with (
+        concurrent.futures.ProcessPoolExecutor(1) as pool,
+        pytest.raises(ctxlog.ContextError, match="non-empty strings"),
+    ):
+        pool.submit(_refuse_an_empty_key).result()
