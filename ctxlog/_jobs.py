@@ -69,33 +69,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class JobOptions:
-    """What an integration carries and binds (its validated install options)."""
-
-    #: Carry (and bind from an envelope) only these keys; ``None``: every key.
-    keys: frozenset[str] | None = None
-    #: The key the job's id is bound under (``None``: not bound).
-    task_id_key: str | None = "task_id"
-    #: The key the job's name is bound under (``None``: not bound).
-    task_name_key: str | None = "task_name"
-    #: A job published without this key bound gets a fresh id (``None``: never).
-    request_id_key: str | None = "request_id"
-    #: Makes that fresh id.
-    generator: Callable[[], str] = new_request_id
-    #: Further per-job keys a worker binds itself (Celery's parent and root ids).
-    more_task_keys: frozenset[str] = frozenset()
-
-    @property
-    def task_keys(self) -> frozenset[str]:
-        """The keys that belong to one job and never travel to the next."""
-        own = (self.task_id_key, self.task_name_key)
-        return self.more_task_keys | {k for k in own if k is not None}
-
-
-#: The options every integration uses unless it offers its own.
-DEFAULT: Final = JobOptions()
-
 #: The name integrations store the envelope under, where the queue lets them
 #: choose one (a message option, a metadata entry, a header).
 FIELD: Final = "ctxlog_context"
@@ -116,6 +89,36 @@ class Where:
 
 #: The default place: a ``ctxlog_context`` header, warnings on ``ctxlog.jobs``.
 HERE: Final = Where()
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What an integration carries and binds (its validated install options)."""
+
+    #: Carry (and bind from an envelope) only these keys; ``None``: every key.
+    keys: frozenset[str] | None = None
+    #: The key the job's id is bound under (``None``: not bound).
+    task_id_key: str | None = "task_id"
+    #: The key the job's name is bound under (``None``: not bound).
+    task_name_key: str | None = "task_name"
+    #: A job published without this key bound gets a fresh id (``None``: never).
+    request_id_key: str | None = "request_id"
+    #: Makes that fresh id.
+    generator: Callable[[], str] = new_request_id
+    #: Further per-job keys a worker binds itself (Celery's parent and root ids).
+    more_task_keys: frozenset[str] = frozenset()
+    #: The integration's logger, and where the envelope rides.
+    where: Where = HERE
+
+    @property
+    def task_keys(self) -> frozenset[str]:
+        """The keys that belong to one job and never travel to the next."""
+        own = (self.task_id_key, self.task_name_key)
+        return self.more_task_keys | {k for k in own if k is not None}
+
+
+#: The options every integration uses unless it offers its own.
+DEFAULT: Final = JobOptions()
 
 
 class JobEntry(NamedTuple):
@@ -148,10 +151,10 @@ def outgoing(options: JobOptions = DEFAULT) -> dict[str, Any]:
     return data
 
 
-def envelope(job: object, *, where: Where = HERE, options: JobOptions = DEFAULT) -> str | None:
+def envelope(job: object, *, options: JobOptions = DEFAULT) -> str | None:
     """The envelope text for a job being published now; ``None`` when there is
-    nothing to carry or it cannot travel (then a warning on *where*'s logger,
-    naming *job*).
+    nothing to carry or it cannot travel (then a warning on the integration's
+    logger, naming *job*).
 
     Never raises: a job is always published.
     """
@@ -180,13 +183,13 @@ def envelope(job: object, *, where: Where = HERE, options: JobOptions = DEFAULT)
             data[key] = generate_request_id(options.generator)
             fresh = True
         except ContextError as exc:
-            where.log.warning("Task %s was published without a request id: %s", job, exc)
+            options.where.log.warning("Task %s was published without a request id: %s", job, exc)
     if not data:
         return None
     try:
         text = Snapshot(data).to_headers()[CONTEXT_HEADER]
     except ContextError as exc:
-        where.log.warning("The context of task %s was not sent with it: %s", job, exc)
+        options.where.log.warning("The context of task %s was not sent with it: %s", job, exc)
         return None
     # Kept only when the text follows from the mapping alone: not a generated
     # id (each job gets its own), not a registered ContextVar's value (it can
@@ -225,13 +228,11 @@ _SCALARS: Final = (str, int, float, bool, type(None))
 # --------------------------------------------------------------------------
 
 
-def read_envelope(
-    text: object, *, job: object, where: Where = HERE, options: JobOptions = DEFAULT
-) -> dict[str, Any]:
+def read_envelope(text: object, *, job: object, options: JobOptions = DEFAULT) -> dict[str, Any]:
     """The values an envelope carries (``{}`` for ``None``).
 
     A bad envelope (not text, not the JSON `Snapshot.to_headers()` writes) is
-    ignored with a warning on *where*'s logger naming the place ("the
+    ignored with a warning on the integration's logger naming the place ("the
     ctxlog_context header") and *job*; it never raises.
     """
     global _read  # noqa: PLW0603 -- one entry, replaced whole (an atomic store)
@@ -248,6 +249,7 @@ def read_envelope(
             raise ContextError(msg)
         values = dict(Snapshot.from_headers([(CONTEXT_HEADER, text)]))
     except ContextError as exc:
+        where = options.where
         why = str(exc).replace(CONTEXT_HEADER, where.field)
         where.log.warning("Ignored the %s %s of task %s: %s", where.field, where.kind, job, why)
     if options.keys is not None:
@@ -283,12 +285,7 @@ def begin_values(values: Mapping[str, Any], *, fresh: bool = True) -> JobEntry:
 
 
 def begin_job(
-    text: object,
-    *,
-    task_id: object,
-    task_name: object,
-    where: Where = HERE,
-    options: JobOptions = DEFAULT,
+    text: object, *, task_id: object, task_name: object, options: JobOptions = DEFAULT
 ) -> JobEntry:
     """Open a job's one unit of work, fresh, with its envelope's values and its
     task fields bound; give what it returns to `end_job`.
@@ -296,7 +293,7 @@ def begin_job(
     Never raises for a bad envelope (see `read_envelope`).
     """
     job = f"{task_name}[{task_id}]"
-    values = read_envelope(text, job=job, where=where, options=options)
+    values = read_envelope(text, job=job, options=options)
     return begin_values(job_values(values, task_id=task_id, task_name=task_name, options=options))
 
 
@@ -318,16 +315,11 @@ def end_job(entry: JobEntry) -> None:
 
 @contextlib.contextmanager
 def run_job(
-    text: object,
-    *,
-    task_id: object,
-    task_name: object,
-    where: Where = HERE,
-    options: JobOptions = DEFAULT,
+    text: object, *, task_id: object, task_name: object, options: JobOptions = DEFAULT
 ) -> Iterator[None]:
     """Run the block as the job: `begin_job` before,
     `end_job` after, also when it raises."""
-    entry = begin_job(text, task_id=task_id, task_name=task_name, where=where, options=options)
+    entry = begin_job(text, task_id=task_id, task_name=task_name, options=options)
     try:
         yield
     finally:

@@ -75,7 +75,6 @@ class _Options:
     root_task_id_key: str | None
     baggage: frozenset[str]
     job: _jobs.JobOptions
-    where: _jobs.Where
 
 
 _options: _Options | None = None
@@ -208,8 +207,15 @@ def install(
             parent_task_id_key,
             root_task_id_key,
             baggage_keys,
-            _jobs.JobOptions(allowed, task_id_key, task_name_key, request_id_key, generator, more),
-            _jobs.Where(_log, header),
+            _jobs.JobOptions(
+                allowed,
+                task_id_key,
+                task_name_key,
+                request_id_key,
+                generator,
+                more,
+                _jobs.Where(_log, header),
+            ),
         )
     )
 
@@ -269,7 +275,7 @@ def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     options = _options
     if options is None or headers is None:
         return
-    text = _jobs.envelope(kwargs.get("sender"), where=options.where, options=options.job)
+    text = _jobs.envelope(kwargs.get("sender"), options=options.job)
     if options.baggage and BAGGAGE_HEADER not in headers:
         sent = baggage_header((key, store.value(key)) for key in sorted(options.baggage))
         if sent is not None:
@@ -289,7 +295,6 @@ def _incoming(options: _Options, task: Any, task_id: Any) -> dict[str, Any]:
     values = _jobs.read_envelope(
         request.get(options.header),
         job=f"{task.name}[{task_id}]",
-        where=options.where,
         options=options.job,
     )
     if options.baggage:

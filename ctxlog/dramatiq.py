@@ -49,7 +49,9 @@ __all__ = ["CONTEXT_OPTION", "ContextMiddleware"]
 #: The message option the context travels in.
 CONTEXT_OPTION: Final = _jobs.FIELD
 
-_WHERE: Final = _jobs.Where(logging.getLogger("ctxlog.dramatiq"), CONTEXT_OPTION, "message option")
+_OPTIONS: Final = _jobs.JobOptions(
+    where=_jobs.Where(logging.getLogger("ctxlog.dramatiq"), CONTEXT_OPTION, "message option")
+)
 
 
 class ContextMiddleware(_Middleware):
@@ -99,7 +101,7 @@ class ContextMiddleware(_Middleware):
         options = message.options
         if CONTEXT_OPTION in options:
             return
-        text = _jobs.envelope(message.actor_name, where=_WHERE)
+        text = _jobs.envelope(message.actor_name, options=_OPTIONS)
         if text is not None:
             options[CONTEXT_OPTION] = text
 
@@ -109,7 +111,7 @@ class ContextMiddleware(_Middleware):
             message.options.get(CONTEXT_OPTION),
             task_id=message.message_id,
             task_name=message.actor_name,
-            where=_WHERE,
+            options=_OPTIONS,
         )
 
     def after_process_message(

@@ -43,7 +43,9 @@ __all__ = ["CONTEXT_META_KEY", "ContextJob"]
 #: The ``job.meta`` key the context travels in.
 CONTEXT_META_KEY: Final = _jobs.FIELD
 
-_WHERE: Final = _jobs.Where(logging.getLogger("ctxlog.rq"), CONTEXT_META_KEY, "job meta entry")
+_OPTIONS: Final = _jobs.JobOptions(
+    where=_jobs.Where(logging.getLogger("ctxlog.rq"), CONTEXT_META_KEY, "job meta entry")
+)
 
 #: The statuses that end a failed job's unit of work (a retry ends it too).
 _ENDED: Final = frozenset({_JobStatus.FAILED, _JobStatus.STOPPED})
@@ -91,7 +93,7 @@ class ContextJob(_Job):
         """Create the job (as `rq.job.Job.create`) with the current context in its meta."""
         job = super().create(*args, **kwargs)
         if CONTEXT_META_KEY not in job.meta:
-            text = _jobs.envelope(job.func_name, where=_WHERE)
+            text = _jobs.envelope(job.func_name, options=_OPTIONS)
             if text is not None:
                 job.meta[CONTEXT_META_KEY] = text
         return job
@@ -102,7 +104,7 @@ class ContextJob(_Job):
             self.meta.get(CONTEXT_META_KEY),
             task_id=self.id,
             task_name=self.func_name,
-            where=_WHERE,
+            options=_OPTIONS,
         )
         # A job that raises keeps its unit until the worker has logged the
         # failure: set_status() or retry() ends it.

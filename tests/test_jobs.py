@@ -62,7 +62,10 @@ def test_a_job_published_outside_any_request_gets_a_fresh_id() -> None:
 
 def test_a_context_that_cannot_travel_is_left_out_with_a_warning(captured: Captured) -> None:
     with ctxlog.bind(request_id="r-3", big="x" * 10_000):
-        assert _jobs.envelope("big.job", where=_jobs.Where(captured.logger)) is None
+        assert (
+            _jobs.envelope("big.job", options=_jobs.JobOptions(where=_jobs.Where(captured.logger)))
+            is None
+        )
     (warning,) = captured.lines()
     assert warning.startswith("The context of task big.job was not sent with it:")
 
@@ -90,7 +93,10 @@ def test_run_job_closes_the_unit_when_the_job_fails() -> None:
 @pytest.mark.parametrize("bad", ['{"request_id": ', "[1, 2]", b"\xff\xfe", 42])
 def test_a_bad_envelope_is_ignored_with_a_warning(captured: Captured, bad: object) -> None:
     with _jobs.run_job(
-        bad, task_id="j-2", task_name="t", where=_jobs.Where(captured.logger, "opt", "entry")
+        bad,
+        task_id="j-2",
+        task_name="t",
+        options=_jobs.JobOptions(where=_jobs.Where(captured.logger, "opt", "entry")),
     ):
         assert dict(ctxlog.current()) == {"task_id": "j-2", "task_name": "t"}
     (warning,) = captured.lines()
