@@ -11,6 +11,7 @@ or mentions another job's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -30,6 +31,44 @@ JOBS = 200
 #: The logger the test jobs log on; the scenario reads only its lines.
 JOB_LOGGER = "jobs"
 
+log = logging.getLogger(JOB_LOGGER)
+
+
+# --------------------------------------------------------------------------
+# the jobs every queue test runs (each queue's app module declares them)
+# --------------------------------------------------------------------------
+
+
+def work(tag: str) -> None:
+    log.info("job %s", tag)
+    log.info("done %s", tag)
+
+
+def whoami(tag: str, **kwargs: Any) -> None:
+    log.info("whoami %s %s", tag, sorted(kwargs))
+
+
+def fail(tag: str) -> None:
+    log.info("failing %s", tag)
+    raise ValueError(tag)
+
+
+def leaky(tag: str) -> None:
+    ctxlog.set(leaked=tag)  # never reset: the next job must not see it
+    ctxlog.annotate(annotated=tag)
+    log.info("leaking %s", tag)
+
+
+def in_a_thread(tag: str) -> None:
+    log.info("thread %s", tag)
+
+
+async def awork(tag: str) -> None:
+    log.info("async before %s", tag)
+    await asyncio.sleep(0.01)
+    log.info("async after %s", tag)
+    await asyncio.to_thread(in_a_thread, tag)
+
 
 def json_handler(path: Path | str) -> logging.Handler:
     """A handler appending JSON lines with the context to *path*."""
@@ -40,18 +79,33 @@ def json_handler(path: Path | str) -> logging.Handler:
 
 
 @contextlib.contextmanager
-def json_lines_to(path: Path) -> Iterator[Path]:
-    """Write every INFO-and-up line of the process to *path* for the block."""
-    handler = json_handler(path)
+def on_root(handler: logging.Handler, *levels: tuple[str, int]) -> Iterator[None]:
+    """*handler* on the root logger (INFO and up; other loggers' levels as *levels*
+    say) for the block; everything as it was afterwards."""
     root = logging.getLogger()
     old_level = root.level
+    old_levels = [(name, logging.getLogger(name).level) for name, _ in levels]
+    for name, level in levels:
+        logging.getLogger(name).setLevel(level)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        yield path
+        yield
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for name, level in old_levels:
+            logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def json_lines_to(path: Path) -> Iterator[Path]:
+    """Write every INFO-and-up line of the process to *path* for the block."""
+    handler = json_handler(path)
+    try:
+        with on_root(handler):
+            yield path
+    finally:
         handler.close()
 
 

@@ -7,7 +7,6 @@ RedisBroker from ``CTXLOG_TEST_REDIS`` and writes JSON lines to
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -17,10 +16,8 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
-import ctxlog
 from ctxlog.dramatiq import ContextMiddleware
-
-log = logging.getLogger("jobs")
+from tests.integration._queues import awork, fail, leaky, log, whoami, work
 
 
 @dataclass
@@ -40,17 +37,6 @@ def declare(broker: Any) -> Actors:
     broker.add_middleware(ContextMiddleware())
     attempts: dict[str, int] = {}
 
-    def work(tag: str) -> None:
-        log.info("job %s", tag)
-        log.info("done %s", tag)
-
-    def whoami(tag: str) -> None:
-        log.info("whoami %s", tag)
-
-    def fail(tag: str) -> None:
-        log.info("failing %s", tag)
-        raise ValueError(tag)
-
     def flaky(tag: str) -> None:
         attempts[tag] = attempts.get(tag, 0) + 1
         log.info("attempt %d of %s", attempts[tag], tag)
@@ -60,20 +46,6 @@ def declare(broker: Any) -> Actors:
     def spawn(tag: str) -> None:
         log.info("spawning %s", tag)
         actors.work.send(tag + "-child")
-
-    def leaky(tag: str) -> None:
-        ctxlog.set(leaked=tag)  # never reset: the next message must not see it
-        ctxlog.annotate(annotated=tag)
-        log.info("leaking %s", tag)
-
-    def in_a_thread(tag: str) -> None:
-        log.info("thread %s", tag)
-
-    async def awork(tag: str) -> None:
-        log.info("async before %s", tag)
-        await asyncio.sleep(0.01)
-        log.info("async after %s", tag)
-        await asyncio.to_thread(in_a_thread, tag)
 
     def actor(fn: Any, **options: Any) -> Any:
         # No retries unless asked: a failing test must not wait out Dramatiq's backoff.

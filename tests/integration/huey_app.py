@@ -15,10 +15,8 @@ from typing import Any
 
 from huey import RedisHuey
 
-import ctxlog
 import ctxlog.huey
-
-log = logging.getLogger("jobs")
+from tests.integration._queues import fail, in_a_thread, leaky, log, whoami, work
 
 
 @dataclass
@@ -36,17 +34,6 @@ def declare(huey: Any) -> Tasks:
     """Install ctxlog on *huey* and declare the tasks on it."""
     ctxlog.huey.install(huey)
 
-    def work(tag: str) -> None:
-        log.info("job %s", tag)
-        log.info("done %s", tag)
-
-    def whoami(tag: str, **kwargs: Any) -> None:
-        log.info("whoami %s %s", tag, sorted(kwargs))
-
-    def fail(tag: str) -> None:
-        log.info("failing %s", tag)
-        raise ValueError(tag)
-
     def flaky(tag: str, task: Any = None) -> None:
         log.info("attempt with %s retries left of %s", task.retries, tag)
         if task.retries:
@@ -56,14 +43,9 @@ def declare(huey: Any) -> Tasks:
         log.info("spawning %s", tag)
         tasks.work(tag + "-child")
 
-    def leaky(tag: str) -> None:
-        ctxlog.set(leaked=tag)  # never reset: the next task must not see it
-        ctxlog.annotate(annotated=tag)
-        log.info("leaking %s", tag)
-
     def threads(tag: str) -> None:
         log.info("before %s", tag)
-        asyncio.run(asyncio.to_thread(log.info, "thread %s", tag))
+        asyncio.run(asyncio.to_thread(in_a_thread, tag))
 
     task = huey.task
     tasks = Tasks(

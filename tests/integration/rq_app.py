@@ -1,4 +1,4 @@
-"""The jobs the RQ tests enqueue (imported by dotted name in the worker).
+"""The RQ-specific jobs and workers of the RQ tests (the others are in ``_queues``).
 
 As ``rq worker --config tests.integration.rq_app``, it also writes the worker
 process's lines as JSON to ``CTXLOG_TEST_LOG`` and points it at
@@ -7,31 +7,14 @@ process's lines as JSON to ``CTXLOG_TEST_LOG`` and points it at
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import Any
 
 from rq import Queue, SimpleWorker, Worker, get_current_job
 
-import ctxlog
 from ctxlog.rq import ContextJob
-
-log = logging.getLogger("jobs")
-
-
-def work(tag: str) -> None:
-    log.info("job %s", tag)
-    log.info("done %s", tag)
-
-
-def whoami(tag: str) -> None:
-    log.info("whoami %s", tag)
-
-
-def fail(tag: str) -> None:
-    log.info("failing %s", tag)
-    raise ValueError(tag)
+from tests.integration._queues import log, work
 
 
 def flaky(tag: str) -> None:
@@ -47,19 +30,6 @@ def spawn(tag: str) -> None:
     assert job is not None
     log.info("spawning %s", tag)
     Queue(job.origin, connection=job.connection, job_class=ContextJob).enqueue(work, tag + "-child")
-
-
-def leaky(tag: str) -> None:
-    ctxlog.set(leaked=tag)  # never reset: the next job must not see it
-    ctxlog.annotate(annotated=tag)
-    log.info("leaking %s", tag)
-
-
-async def awork(tag: str) -> None:
-    log.info("async before %s", tag)
-    await asyncio.sleep(0.01)
-    log.info("async after %s", tag)
-    await asyncio.to_thread(whoami, tag)
 
 
 class _QuickStop:

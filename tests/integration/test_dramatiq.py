@@ -102,7 +102,7 @@ def test_nothing_leaks_to_the_next_message_on_the_same_worker_thread(stub: Runni
         stub.actors.leaky.send("x")
     stub.join()
     stub.actors.whoami.send("next")
-    whoami = next(line for line in stub.join() if line["message"] == "whoami next")
+    whoami = next(line for line in stub.join() if line["message"] == "whoami next []")
     assert "leaked" not in whoami
     assert "annotated" not in whoami
     assert whoami["request_id"] != "r-leak"

@@ -18,6 +18,7 @@ from rq import Queue, Retry
 import ctxlog
 from ctxlog.headers import is_valid_request_id
 from ctxlog.rq import CONTEXT_META_KEY, ContextJob
+from tests.integration import _queues as jobs
 from tests.integration import rq_app
 from tests.integration._queues import (
     JOB_LOGGER,
@@ -65,7 +66,7 @@ def rq(redis: Redis, tmp_path: Path) -> Iterator[Running]:
 def test_the_enqueuers_context_reaches_every_line_of_the_job(rq: Running) -> None:
     with ctxlog.scope(request_id="r-1", user="ann"):
         ctxlog.annotate(tenant="acme")
-        job = rq.queue.enqueue(rq_app.work, "a")
+        job = rq.queue.enqueue(jobs.work, "a")
     lines = rq.work()
     assert [line["message"] for line in lines] == ["job a", "done a"]
     for line in lines:
@@ -73,7 +74,7 @@ def test_the_enqueuers_context_reaches_every_line_of_the_job(rq: Running) -> Non
         assert line["user"] == "ann"
         assert line["tenant"] == "acme"
         assert line["task_id"] == job.id
-        assert line["task_name"] == "tests.integration.rq_app.work"
+        assert line["task_name"] == "tests.integration._queues.work"
 
 
 def test_a_job_enqueued_outside_any_request_gets_a_fresh_id_its_children_share(
@@ -93,9 +94,9 @@ def test_a_job_enqueued_outside_any_request_gets_a_fresh_id_its_children_share(
 
 def test_nothing_leaks_to_the_next_job_on_the_same_worker(rq: Running) -> None:
     with ctxlog.scope(request_id="r-leak"):
-        rq.queue.enqueue(rq_app.leaky, "x")
-    rq.queue.enqueue(rq_app.whoami, "next")
-    whoami = next(line for line in rq.work() if line["message"] == "whoami next")
+        rq.queue.enqueue(jobs.leaky, "x")
+    rq.queue.enqueue(jobs.whoami, "next")
+    whoami = next(line for line in rq.work() if line["message"] == "whoami next []")
     assert "leaked" not in whoami
     assert "annotated" not in whoami
     assert whoami["request_id"] != "r-leak"
@@ -117,7 +118,7 @@ def test_a_retry_keeps_the_original_ids(rq: Running) -> None:
 
 def test_a_failing_jobs_error_line_carries_the_id(rq: Running) -> None:
     with ctxlog.scope(request_id="r-fail"):
-        job = rq.queue.enqueue(rq_app.fail, "boom")
+        job = rq.queue.enqueue(jobs.fail, "boom")
     rq.work()
     (error,) = [line for line in rq.all_lines() if line["level"] == "ERROR"]
     assert "exception raised while executing" in error["message"]
@@ -129,37 +130,37 @@ def test_a_failing_jobs_error_line_carries_the_id(rq: Running) -> None:
 
 def test_an_async_job_keeps_the_context_across_awaits_and_in_threads(rq: Running) -> None:
     with ctxlog.scope(request_id="r-async"):
-        job = rq.queue.enqueue(rq_app.awork, "aw")
+        job = rq.queue.enqueue(jobs.awork, "aw")
     lines = rq.work()
-    assert [line["message"] for line in lines] == ["async before aw", "async after aw", "whoami aw"]
+    assert [line["message"] for line in lines] == ["async before aw", "async after aw", "thread aw"]
     for line in lines:
         assert line["request_id"] == "r-async"
         assert line["task_id"] == job.id
 
 
 def test_a_meta_entry_the_worker_cannot_read_is_ignored_with_a_warning(rq: Running) -> None:
-    job = rq.queue.enqueue(rq_app.whoami, "bad", meta={CONTEXT_META_KEY: "{"})
+    job = rq.queue.enqueue(jobs.whoami, "bad", meta={CONTEXT_META_KEY: "{"})
     (line,) = rq.work()
     assert line["task_id"] == job.id
     assert "request_id" not in line
     (warning,) = [x for x in rq.all_lines() if x["logger"] == "ctxlog.rq"]
     assert warning["message"].startswith(
         "Ignored the ctxlog_context job meta entry of task "
-        f"tests.integration.rq_app.whoami[{job.id}]:"
+        f"tests.integration._queues.whoami[{job.id}]:"
     )
 
 
 def test_200_jobs_from_20_publishers_on_a_simple_worker(rq: Running) -> None:
-    ids = publish_from_threads(lambda request_id: rq.queue.enqueue(rq_app.work, request_id))
-    assert_scenario(rq.work(), ids, task_name="tests.integration.rq_app.work")
+    ids = publish_from_threads(lambda request_id: rq.queue.enqueue(jobs.work, request_id))
+    assert_scenario(rq.work(), ids, task_name="tests.integration._queues.work")
 
 
 def test_an_rq_worker_process(redis: Redis, redis_url: str, tmp_path: Path) -> None:
     """``rq worker --burst``: a work horse forked for each job, the same guarantees."""
     queue = Queue("default", connection=redis, job_class=ContextJob)
-    ids = publish_from_threads(lambda request_id: queue.enqueue(rq_app.work, request_id))
+    ids = publish_from_threads(lambda request_id: queue.enqueue(jobs.work, request_id))
     with ctxlog.scope(request_id="r-proc"):
-        failed = queue.enqueue(rq_app.fail, "in-a-horse")
+        failed = queue.enqueue(jobs.fail, "in-a-horse")
     log = tmp_path / "worker.log"
     env = {**os.environ, "CTXLOG_TEST_REDIS": redis_url, "CTXLOG_TEST_LOG": str(log)}
     done = subprocess.run(
@@ -185,7 +186,7 @@ def test_an_rq_worker_process(redis: Redis, redis_url: str, tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
     lines = read_lines(log)
-    assert_scenario(lines, ids, task_name="tests.integration.rq_app.work")
+    assert_scenario(lines, ids, task_name="tests.integration._queues.work")
     (error,) = [line for line in lines if line["level"] == "ERROR"]
     assert error["request_id"] == "r-proc"
     assert error["task_id"] == failed.id
