@@ -63,6 +63,7 @@ __all__ = [
     "end_job",
     "envelope",
     "job_values",
+    "options_for",
     "outgoing",
     "read_envelope",
     "run_job",
@@ -119,6 +120,12 @@ class JobOptions:
 
 #: The options every integration uses unless it offers its own.
 DEFAULT: Final = JobOptions()
+
+
+def options_for(integration: str, field: str, kind: str) -> JobOptions:
+    """The default options of ``ctxlog.<integration>``: warnings on its logger, the
+    envelope under *field*, a *kind* of the queue's ("message option")."""
+    return JobOptions(where=Where(logging.getLogger(f"ctxlog.{integration}"), field, kind))
 
 
 class JobEntry(NamedTuple):

@@ -30,7 +30,6 @@ Dramatiq is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 try:
@@ -49,9 +48,7 @@ __all__ = ["CONTEXT_OPTION", "ContextMiddleware"]
 #: The message option the context travels in.
 CONTEXT_OPTION: Final = _jobs.FIELD
 
-_OPTIONS: Final = _jobs.JobOptions(
-    where=_jobs.Where(logging.getLogger("ctxlog.dramatiq"), CONTEXT_OPTION, "message option")
-)
+_OPTIONS: Final = _jobs.options_for("dramatiq", CONTEXT_OPTION, "message option")
 
 
 class ContextMiddleware(_Middleware):

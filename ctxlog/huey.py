@@ -27,7 +27,6 @@ Huey is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 try:
@@ -47,9 +46,7 @@ __all__ = ["CONTEXT_KWARG", "install", "installed", "uninstall"]
 #: The keyword argument the context travels in (removed before the task runs).
 CONTEXT_KWARG: Final = _jobs.FIELD
 
-_OPTIONS: Final = _jobs.JobOptions(
-    where=_jobs.Where(logging.getLogger("ctxlog.huey"), CONTEXT_KWARG, "keyword argument")
-)
+_OPTIONS: Final = _jobs.options_for("huey", CONTEXT_KWARG, "keyword argument")
 
 #: The name of ctxlog's post-execute hook on a Huey instance.
 _HOOK: Final = "ctxlog"

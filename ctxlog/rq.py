@@ -24,7 +24,6 @@ RQ is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 try:
@@ -43,9 +42,7 @@ __all__ = ["CONTEXT_META_KEY", "ContextJob"]
 #: The ``job.meta`` key the context travels in.
 CONTEXT_META_KEY: Final = _jobs.FIELD
 
-_OPTIONS: Final = _jobs.JobOptions(
-    where=_jobs.Where(logging.getLogger("ctxlog.rq"), CONTEXT_META_KEY, "job meta entry")
-)
+_OPTIONS: Final = _jobs.options_for("rq", CONTEXT_META_KEY, "job meta entry")
 
 #: The statuses that end a failed job's unit of work (a retry ends it too).
 _ENDED: Final = frozenset({_JobStatus.FAILED, _JobStatus.STOPPED})

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,22 @@ log = logging.getLogger(JOB_LOGGER)
 # --------------------------------------------------------------------------
 # the jobs every queue test runs (each queue's app module declares them)
 # --------------------------------------------------------------------------
+
+
+@dataclass
+class Declared:
+    """The jobs as one queue declared them (its actors, its tasks)."""
+
+    work: Any
+    whoami: Any
+    fail: Any
+    flaky: Any
+    spawn: Any
+    leaky: Any
+    #: Dramatiq's async actor.
+    awork: Any = None
+    #: Huey's task that starts a thread (Huey runs no coroutine).
+    threads: Any = None
 
 
 def work(tag: str) -> None:
@@ -172,6 +189,20 @@ def job_lines(lines: list[dict[str, Any]], marker: str = "job ") -> list[dict[st
         for line in lines
         if line.get("logger") == JOB_LOGGER and str(line["message"]).startswith(marker)
     ]
+
+
+def assert_lines(lines: list[dict[str, Any]], messages: list[str], **carried: Any) -> None:
+    """The lines say *messages*, in that order, and every one carries *carried*."""
+    assert [line["message"] for line in lines] == messages
+    for line in lines:
+        assert {key: line.get(key) for key in carried} == carried
+
+
+def assert_nothing_left_by(leaky_request_id: str, line: dict[str, Any]) -> None:
+    """*line*, of the job after a leaky one, carries nothing the leaky job bound."""
+    assert "leaked" not in line
+    assert "annotated" not in line
+    assert line["request_id"] != leaky_request_id
 
 
 def assert_scenario(lines: list[dict[str, Any]], ids: list[str], task_name: str) -> None:

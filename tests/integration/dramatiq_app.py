@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -17,21 +16,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
 from ctxlog.dramatiq import ContextMiddleware
-from tests.integration._queues import awork, fail, leaky, log, whoami, work
+from tests.integration._queues import Declared, awork, fail, leaky, log, whoami, work
 
 
-@dataclass
-class Actors:
-    work: Any
-    whoami: Any
-    fail: Any
-    flaky: Any
-    spawn: Any
-    leaky: Any
-    awork: Any
-
-
-def declare(broker: Any) -> Actors:
+def declare(broker: Any) -> Declared:
     """Add ctxlog's middleware (and AsyncIO) to *broker* and declare the actors on it."""
     broker.add_middleware(AsyncIO())
     broker.add_middleware(ContextMiddleware())
@@ -52,7 +40,7 @@ def declare(broker: Any) -> Actors:
         options.setdefault("max_retries", 0)
         return dramatiq.actor(broker=broker, actor_name=fn.__name__, **options)(fn)
 
-    actors = Actors(
+    actors = Declared(
         work=actor(work),
         whoami=actor(whoami),
         fail=actor(fail),
@@ -65,7 +53,7 @@ def declare(broker: Any) -> Actors:
 
 
 if "CTXLOG_TEST_REDIS" in os.environ:  # the worker process
-    from tests.integration._queues import json_handler
+    from tests.integration._queues import Declared, json_handler
 
     logging.getLogger().addHandler(json_handler(os.environ["CTXLOG_TEST_LOG"]))
     logging.getLogger().setLevel(logging.INFO)

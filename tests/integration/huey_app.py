@@ -10,27 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from huey import RedisHuey
 
 import ctxlog.huey
-from tests.integration._queues import fail, in_a_thread, leaky, log, whoami, work
+from tests.integration._queues import Declared, fail, in_a_thread, leaky, log, whoami, work
 
 
-@dataclass
-class Tasks:
-    work: Any
-    whoami: Any
-    fail: Any
-    flaky: Any
-    spawn: Any
-    leaky: Any
-    threads: Any
-
-
-def declare(huey: Any) -> Tasks:
+def declare(huey: Any) -> Declared:
     """Install ctxlog on *huey* and declare the tasks on it."""
     ctxlog.huey.install(huey)
 
@@ -48,7 +36,7 @@ def declare(huey: Any) -> Tasks:
         asyncio.run(asyncio.to_thread(in_a_thread, tag))
 
     task = huey.task
-    tasks = Tasks(
+    tasks = Declared(
         work=task()(work),
         whoami=task()(whoami),
         fail=task()(fail),
@@ -61,7 +49,7 @@ def declare(huey: Any) -> Tasks:
 
 
 if "CTXLOG_TEST_REDIS" in os.environ:  # the consumer process
-    from tests.integration._queues import json_handler
+    from tests.integration._queues import Declared, json_handler
 
     logging.getLogger().addHandler(json_handler(os.environ["CTXLOG_TEST_LOG"]))
     logging.getLogger().setLevel(logging.INFO)

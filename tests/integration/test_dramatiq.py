@@ -23,13 +23,16 @@ from ctxlog.dramatiq import CONTEXT_OPTION, ContextMiddleware
 from ctxlog.headers import is_valid_request_id
 from tests.integration._queues import (
     JOB_LOGGER,
+    Declared,
+    assert_lines,
+    assert_nothing_left_by,
     assert_scenario,
     json_lines_to,
     publish_from_threads,
     read_lines,
     wait_for_lines,
 )
-from tests.integration.dramatiq_app import Actors, declare
+from tests.integration.dramatiq_app import declare
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +42,7 @@ class Running:
 
     def __init__(self, broker: Any, log: Path, threads: int) -> None:
         self.broker = broker
-        self.actors: Actors = declare(broker)
+        self.actors: Declared = declare(broker)
         self.log = log
         self.worker = Worker(broker, worker_threads=threads, worker_timeout=50)
 
@@ -72,13 +75,15 @@ def test_the_publishers_context_reaches_every_line_of_the_actor(stub: Running) -
         ctxlog.annotate(tenant="acme")
         message = stub.actors.work.send("a")
     lines = stub.join()
-    assert [line["message"] for line in lines] == ["job a", "done a"]
-    for line in lines:
-        assert line["request_id"] == "r-1"
-        assert line["user"] == "ann"
-        assert line["tenant"] == "acme"
-        assert line["task_id"] == message.message_id
-        assert line["task_name"] == "work"
+    assert_lines(
+        lines,
+        ["job a", "done a"],
+        request_id="r-1",
+        user="ann",
+        tenant="acme",
+        task_id=message.message_id,
+        task_name="work",
+    )
 
 
 def test_a_message_sent_outside_any_request_gets_a_fresh_id_its_children_share(
@@ -103,9 +108,7 @@ def test_nothing_leaks_to_the_next_message_on_the_same_worker_thread(stub: Runni
     stub.join()
     stub.actors.whoami.send("next")
     whoami = next(line for line in stub.join() if line["message"] == "whoami next []")
-    assert "leaked" not in whoami
-    assert "annotated" not in whoami
-    assert whoami["request_id"] != "r-leak"
+    assert_nothing_left_by("r-leak", whoami)
     assert whoami["task_name"] == "whoami"
 
 
@@ -114,10 +117,12 @@ def test_a_retry_keeps_the_original_ids(stub: Running) -> None:
         message = stub.actors.flaky.send("f")
     lines = stub.join()
     attempts = [line for line in lines if line["message"].startswith("attempt")]
-    assert [line["message"] for line in attempts] == ["attempt 1 of f", "attempt 2 of f"]
-    for line in attempts:
-        assert line["request_id"] == "r-retry"
-        assert line["task_id"] == message.message_id
+    assert_lines(
+        attempts,
+        ["attempt 1 of f", "attempt 2 of f"],
+        request_id="r-retry",
+        task_id=message.message_id,
+    )
 
 
 def test_a_failing_actors_error_line_carries_the_id(stub: Running, tmp_path: Path) -> None:
@@ -135,11 +140,13 @@ def test_an_async_actor_keeps_the_context_across_awaits_and_in_threads(stub: Run
     with ctxlog.scope(request_id="r-async"):
         message = stub.actors.awork.send("aw")
     lines = stub.join()
-    assert [line["message"] for line in lines] == ["async before aw", "async after aw", "thread aw"]
-    for line in lines:
-        assert line["request_id"] == "r-async"
-        assert line["task_id"] == message.message_id
-        assert line["task_name"] == "awork"
+    assert_lines(
+        lines,
+        ["async before aw", "async after aw", "thread aw"],
+        request_id="r-async",
+        task_id=message.message_id,
+        task_name="awork",
+    )
 
 
 def test_an_option_the_worker_cannot_read_is_ignored_with_a_warning(

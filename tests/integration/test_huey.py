@@ -20,13 +20,16 @@ from ctxlog.headers import is_valid_request_id
 from ctxlog.huey import CONTEXT_KWARG
 from tests.integration._queues import (
     JOB_LOGGER,
+    Declared,
+    assert_lines,
+    assert_nothing_left_by,
     assert_scenario,
     json_lines_to,
     publish_from_threads,
     read_lines,
     wait_for_lines,
 )
-from tests.integration.huey_app import Tasks, declare
+from tests.integration.huey_app import declare
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +39,7 @@ class Running:
 
     def __init__(self, huey: Any, log: Path, workers: int) -> None:
         self.huey = huey
-        self.tasks: Tasks = declare(huey)
+        self.tasks: Declared = declare(huey)
         self.log = log
         self.consumer = huey.create_consumer(
             workers=workers, worker_type="thread", periodic=False, check_worker_health=False
@@ -70,13 +73,15 @@ def test_the_publishers_context_reaches_every_line_of_the_task(memory: Running) 
         ctxlog.annotate(tenant="acme")
         result = memory.tasks.work("a")
     lines = memory.lines(2)
-    assert [line["message"] for line in lines] == ["job a", "done a"]
-    for line in lines:
-        assert line["request_id"] == "r-1"
-        assert line["user"] == "ann"
-        assert line["tenant"] == "acme"
-        assert line["task_id"] == result.id
-        assert line["task_name"] == "work"
+    assert_lines(
+        lines,
+        ["job a", "done a"],
+        request_id="r-1",
+        user="ann",
+        tenant="acme",
+        task_id=result.id,
+        task_name="work",
+    )
 
 
 def test_the_task_function_never_sees_the_envelope(memory: Running) -> None:
@@ -115,22 +120,22 @@ def test_nothing_leaks_to_the_next_task_on_the_same_worker(memory: Running) -> N
         memory.tasks.leaky("x")
     memory.tasks.whoami("next")
     whoami = next(line for line in memory.lines(2) if line["message"].startswith("whoami"))
-    assert "leaked" not in whoami
-    assert "annotated" not in whoami
-    assert whoami["request_id"] != "r-leak"
+    assert_nothing_left_by("r-leak", whoami)
 
 
 def test_a_retry_keeps_the_original_ids(memory: Running) -> None:
     with ctxlog.scope(request_id="r-retry"):
         result = memory.tasks.flaky("f")
     lines = memory.lines(2)
-    assert [line["message"] for line in lines] == [
-        "attempt with 1 retries left of f",
-        "attempt with 0 retries left of f",
-    ]
-    for line in lines:
-        assert line["request_id"] == "r-retry"
-        assert line["task_id"] == result.id
+    assert_lines(
+        lines,
+        [
+            "attempt with 1 retries left of f",
+            "attempt with 0 retries left of f",
+        ],
+        request_id="r-retry",
+        task_id=result.id,
+    )
 
 
 def test_a_failing_tasks_error_line_carries_the_id(memory: Running) -> None:
@@ -171,10 +176,7 @@ def test_immediate_mode_runs_the_task_in_its_own_unit_and_gives_the_context_back
         result = tasks.work("now")
         assert dict(ctxlog.current()) == {"request_id": "r-now", "user": "ann"}
     lines = [line for line in read_lines(tmp_path / "log") if line["logger"] == JOB_LOGGER]
-    assert [line["message"] for line in lines] == ["job now", "done now"]
-    for line in lines:
-        assert line["request_id"] == "r-now"
-        assert line["task_id"] == result.id
+    assert_lines(lines, ["job now", "done now"], request_id="r-now", task_id=result.id)
 
 
 def test_install_twice_changes_nothing_and_uninstall_undoes_it(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from tests.integration import _queues as jobs
 from tests.integration import rq_app
 from tests.integration._queues import (
     JOB_LOGGER,
+    assert_lines,
+    assert_nothing_left_by,
     assert_scenario,
     json_lines_to,
     publish_from_threads,
@@ -68,13 +70,15 @@ def test_the_enqueuers_context_reaches_every_line_of_the_job(rq: Running) -> Non
         ctxlog.annotate(tenant="acme")
         job = rq.queue.enqueue(jobs.work, "a")
     lines = rq.work()
-    assert [line["message"] for line in lines] == ["job a", "done a"]
-    for line in lines:
-        assert line["request_id"] == "r-1"
-        assert line["user"] == "ann"
-        assert line["tenant"] == "acme"
-        assert line["task_id"] == job.id
-        assert line["task_name"] == "tests.integration._queues.work"
+    assert_lines(
+        lines,
+        ["job a", "done a"],
+        request_id="r-1",
+        user="ann",
+        tenant="acme",
+        task_id=job.id,
+        task_name="tests.integration._queues.work",
+    )
 
 
 def test_a_job_enqueued_outside_any_request_gets_a_fresh_id_its_children_share(
@@ -97,9 +101,7 @@ def test_nothing_leaks_to_the_next_job_on_the_same_worker(rq: Running) -> None:
         rq.queue.enqueue(jobs.leaky, "x")
     rq.queue.enqueue(jobs.whoami, "next")
     whoami = next(line for line in rq.work() if line["message"] == "whoami next []")
-    assert "leaked" not in whoami
-    assert "annotated" not in whoami
-    assert whoami["request_id"] != "r-leak"
+    assert_nothing_left_by("r-leak", whoami)
     assert ctxlog.get("leaked") is None
 
 
@@ -107,13 +109,15 @@ def test_a_retry_keeps_the_original_ids(rq: Running) -> None:
     with ctxlog.scope(request_id="r-retry"):
         job = rq.queue.enqueue(rq_app.flaky, "f", retry=Retry(max=2))
     lines = rq.work()
-    assert [line["message"] for line in lines] == [
-        "attempt with 2 retries left of f",
-        "attempt with 1 retries left of f",
-    ]
-    for line in lines:
-        assert line["request_id"] == "r-retry"
-        assert line["task_id"] == job.id
+    assert_lines(
+        lines,
+        [
+            "attempt with 2 retries left of f",
+            "attempt with 1 retries left of f",
+        ],
+        request_id="r-retry",
+        task_id=job.id,
+    )
 
 
 def test_a_failing_jobs_error_line_carries_the_id(rq: Running) -> None:
@@ -132,10 +136,12 @@ def test_an_async_job_keeps_the_context_across_awaits_and_in_threads(rq: Running
     with ctxlog.scope(request_id="r-async"):
         job = rq.queue.enqueue(jobs.awork, "aw")
     lines = rq.work()
-    assert [line["message"] for line in lines] == ["async before aw", "async after aw", "thread aw"]
-    for line in lines:
-        assert line["request_id"] == "r-async"
-        assert line["task_id"] == job.id
+    assert_lines(
+        lines,
+        ["async before aw", "async after aw", "thread aw"],
+        request_id="r-async",
+        task_id=job.id,
+    )
 
 
 def test_a_meta_entry_the_worker_cannot_read_is_ignored_with_a_warning(rq: Running) -> None:
