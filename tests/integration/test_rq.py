@@ -196,3 +196,18 @@ def test_an_rq_worker_process(redis: Redis, redis_url: str, tmp_path: Path) -> N
     (error,) = [line for line in lines if line["level"] == "ERROR"]
     assert error["request_id"] == "r-proc"
     assert error["task_id"] == failed.id
+
+
+def test_a_synchronous_queue_gives_the_callers_context_back(rq: Running) -> None:
+    queue = Queue("sync", connection=rq.redis, job_class=ContextJob, is_async=False)
+    with ctxlog.bind(request_id="r-sync", user="ann"):
+        done = queue.enqueue(jobs.work, "ok")
+        failed = queue.enqueue(jobs.fail, "boom")
+        assert dict(ctxlog.current()) == {"request_id": "r-sync", "user": "ann"}
+    lines = [line for line in rq.all_lines() if line["logger"] == JOB_LOGGER]
+    assert [(line["message"], line["task_id"]) for line in lines] == [
+        ("job ok", done.id),
+        ("done ok", done.id),
+        ("failing boom", failed.id),
+    ]
+    assert {line["request_id"] for line in lines} == {"r-sync"}
