@@ -199,9 +199,13 @@ def envelope(job: object, *, options: JobOptions = DEFAULT) -> str | None:
         options.where.log.warning("The context of task %s was not sent with it: %s", job, exc)
         return None
     # Kept only when the text follows from the mapping alone: not a generated
-    # id (each job gets its own), not a registered ContextVar's value (it can
-    # change while the mapping stays).
-    if not fresh and not any(isinstance(source, ContextVar) for source, _ in providers):
+    # id (each job gets its own), not a registered ContextVar's value nor a
+    # mutable value (either can change while the mapping stays).
+    if (
+        not fresh
+        and not any(isinstance(source, ContextVar) for source, _ in providers)
+        and all(type(value) in _SCALARS for value in data.values())
+    ):
         _sent = _Sent(raw, unit_values, providers, options, text)
     return text
 

@@ -149,6 +149,11 @@ def test_the_envelope_follows_every_change_of_the_context() -> None:
             var.reset(token)
         finally:
             ctxlog.unregister(var)
+        tags = ["a"]
+        with ctxlog.bind(tags=tags):
+            assert json.loads(_jobs.envelope("h") or "")["tags"] == ["a"]
+            tags.append("b")
+            assert json.loads(_jobs.envelope("i") or "")["tags"] == ["a", "b"]
         options = _jobs.JobOptions(keys=frozenset({"request_id"}))
         assert json.loads(_jobs.envelope("g", options=options) or "") == {"request_id": "r-5"}
 
