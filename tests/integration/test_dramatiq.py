@@ -16,7 +16,7 @@ import pytest
 from dramatiq import Worker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import default_middleware
+from dramatiq.middleware import SkipMessage, default_middleware
 
 import ctxlog
 from ctxlog.dramatiq import CONTEXT_OPTION, ContextMiddleware
@@ -28,6 +28,7 @@ from tests.integration._queues import (
     assert_nothing_left_by,
     assert_scenario,
     json_lines_to,
+    log,
     publish_from_threads,
     read_lines,
     wait_for_lines,
@@ -246,3 +247,31 @@ def test_added_first_the_middleware_covers_the_lines_other_middleware_writes(
     (retrying,) = [line for line in lines if line["message"].startswith("Retrying message")]
     assert retrying["request_id"] == "r-first"
     assert retrying["task_id"] == message.message_id
+
+
+class SkipTagged(dramatiq.Middleware):
+    """Skips the messages whose first argument starts with "skip" (as AgeLimit skips)."""
+
+    def before_process_message(self, broker: Any, message: Any) -> None:  # noqa: ARG002 -- Dramatiq's hook signature
+        if str(message.args[0]).startswith("skip"):
+            log.warning("skipping %s", message.args[0])
+            raise SkipMessage
+
+
+def test_a_skipped_message_is_one_unit_too(stub: Running, tmp_path: Path) -> None:
+    stub.broker.add_middleware(SkipTagged())
+    with ctxlog.scope(request_id="r-skip"):
+        skipped = stub.actors.work.send("skip-me")
+    stub.join()
+    stub.actors.whoami.send("after")
+    after = next(line for line in stub.join() if line["message"].startswith("whoami"))
+    lines = read_lines(tmp_path / "worker.log")
+    (skipping,) = [line for line in lines if line["message"] == "skipping skip-me"]
+    (was_skipped,) = [line for line in lines if line["message"].endswith("was skipped.")]
+    for line in (skipping, was_skipped):
+        assert line["request_id"] == "r-skip"
+        assert line["task_id"] == skipped.message_id
+    assert after["message"] == "whoami after []"
+    assert after["request_id"] != "r-skip"
+    (ours,) = [m for m in stub.broker.middleware if isinstance(m, ContextMiddleware)]
+    assert not ours._running  # every unit closed, the skipped message's too
