@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from huey import MemoryHuey, RedisHuey
+from huey.exceptions import CancelExecution
 
 import ctxlog
 import ctxlog.huey
@@ -246,3 +247,21 @@ def test_a_huey_consumer_process_on_redis(redis_url: str, tmp_path: Path) -> Non
     (error,) = errors
     assert error["request_id"] == "r-proc"
     assert error["task_id"] == failed.id
+
+
+def test_a_task_cancelled_before_it_runs_gives_the_context_back(tmp_path: Path) -> None:
+    huey = MemoryHuey("ctxlog-cancel", immediate=True)
+    tasks = declare(huey)
+
+    def cancel_tagged(task: Any) -> None:
+        if task.args and str(task.args[0]).startswith("cancel"):
+            raise CancelExecution
+
+    huey.pre_execute()(cancel_tagged)
+
+    with json_lines_to(tmp_path / "log"), ctxlog.bind(request_id="r-cancel"):
+        cancelled = tasks.work("cancel-me")
+        assert dict(ctxlog.current()) == {"request_id": "r-cancel"}
+    (line,) = [x for x in read_lines(tmp_path / "log") if "cancelled by" in x["message"]]
+    assert line["task_id"] == cancelled.id
+    assert line["request_id"] == "r-cancel"
