@@ -21,7 +21,7 @@ import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from ctxlog._check import CheckReport, ProblemKind, check_records
+from ctxlog._check import OUTSIDE_LOGGERS, CheckReport, ProblemKind, check_records
 from ctxlog._projection import Projection
 from ctxlog._store import UNIT_KEY, store
 from ctxlog.stdlib import RESERVED_ATTRS
@@ -127,13 +127,23 @@ def check(
     *,
     key: str = "request_id",
     ignore_loggers: Collection[str] = (),
+    outside_loggers: Collection[str] = OUTSIDE_LOGGERS,
 ) -> CheckReport:
     """The check of ``python -m ctxlog check`` over *lines* (captured dicts,
-    or parsed JSON lines): which lack *key*, and which mention another line's id.
+    or parsed JSON lines): which lack *key*, and which name another line's id.
+
+    The report is ``ok`` only when there was at least one line: an empty
+    capture is a test that looked at nothing.  Lines of *outside_loggers*
+    (the servers' own loggers by default) without an id and without a
+    traceback are counted as ``outside`` requests, not as missing; lines of
+    *ignore_loggers* are not looked at.  Nothing printed from a report can
+    hold a raw control character: every value from a line is escaped.
 
     .. versionadded:: 0.1.0
     """
-    return check_records(lines, key=key, ignore_loggers=ignore_loggers)
+    return check_records(
+        lines, key=key, ignore_loggers=ignore_loggers, outside_loggers=outside_loggers
+    )
 
 
 def assert_every_line_has(
