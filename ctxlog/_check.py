@@ -383,7 +383,7 @@ class _Known:
         name from the bytes, and a line with a piece of a longer id or an id
         without any token character is looked at in full.
         """
-        if b"\\" in raw or any(name in raw for name in self.bare_bytes):
+        if b"\\" in raw or (self.bare_bytes and any(name in raw for name in self.bare_bytes)):
             return True
         if len(raw) <= _SMALL_LINE:
             found = self.interesting_bytes.intersection(raw.translate(_TOKENS_ONLY).split())
@@ -650,10 +650,6 @@ def _fast_loads() -> Callable[[bytes], Any] | None:
     return orjson.loads
 
 
-def _blank(raw: bytes) -> bool:
-    return not raw or raw.isspace()
-
-
 def _last_byte(raw: bytes) -> bytes:
     """The last byte of *raw* that is not whitespace (without copying a long line)."""
     tail = raw[-64:].rstrip()
@@ -695,19 +691,15 @@ class _Check:
                 pass
         return json.loads(_text(raw))
 
-    def _view(self, raw: bytes, wanted: Collection[str]) -> Mapping[str, Any] | str:
-        """The line parsed, or its top-level *wanted* values for a line too long
+    def _view(self, raw: bytes, parsed: Any) -> Mapping[str, Any] | str:
+        """A line that did not parse whole as a JSON object (*parsed*: what the
+        parsers made of it, or None): its top-level values for a line too long
         (or too deep, or with numbers too long) to parse whole; or why it is
         not a JSON object."""
-        if len(raw) <= _SMALL_LINE:
-            try:
-                record = self._loads(raw)
-            except (ValueError, RecursionError):
-                pass  # deep nesting, an int of 5,000 digits, or not JSON: walked
-            else:
-                return record if isinstance(record, dict) else "not an object"
+        if parsed is not None:
+            return "not an object"
         try:
-            top = _walk(raw, wanted)
+            top = _walk(raw, self.wanted)
         except _NotJSONError as exc:
             return str(exc)
         if top is None:
@@ -720,9 +712,34 @@ class _Check:
 
     def first(self, lines: Iterable[_Line]) -> None:
         """Count the lines, report the unreadable and missing ones, learn the ids."""
-        report = self.report
+        report, ids, key, ignore = self.report, self.ids, self.key, self.ignore_loggers
+        loads = self._loads
         for lineno, item in lines:
-            if isinstance(item, _TooLong):
+            if type(item) is bytes:
+                if not item or item.isspace():
+                    continue
+                if self.progress is not None and lineno % _PROGRESS_EVERY == 0:
+                    self.progress.write(f"\rchecked {lineno:,} lines (first pass)")
+                    self.progress.flush()
+                report.lines += 1
+                record: Any = None
+                if len(item) <= _SMALL_LINE:
+                    try:
+                        record = loads(item)
+                    except (ValueError, RecursionError):
+                        pass  # deep nesting, an int of 5,000 digits, or not JSON: walked
+                    else:
+                        value = record.get(key) if type(record) is dict else None
+                        # The common line, at the cost of a dict lookup and a set insert.
+                        if type(value) is str and value not in MISSING_VALUES and not ignore:
+                            ids.add(value)
+                            continue
+                if type(record) is not dict:
+                    record = self._view(item, record)
+                    if isinstance(record, str):
+                        self._unreadable(lineno, item, record)
+                        continue
+            elif isinstance(item, _TooLong):
                 report.lines += 1
                 detail = (
                     f"{item.size:,} bytes, longer than the {self.max_line_bytes:,} bytes "
@@ -730,23 +747,11 @@ class _Check:
                 )
                 report.add(Problem(lineno, "too-long", detail))
                 continue
-            if isinstance(item, bytes):
-                if _blank(item):
-                    continue
-                if self.progress is not None and lineno % _PROGRESS_EVERY == 0:
-                    self.progress.write(f"\rchecked {lineno:,} lines (first pass)")
-                    self.progress.flush()
-                report.lines += 1
-                view = self._view(item, self.wanted)
-                if isinstance(view, str):
-                    self._unreadable(lineno, item, view)
-                    continue
-                record = view
             else:
                 report.lines += 1
                 record = item
             self._learn(lineno, record)
-        report.ids = len(self.ids)
+        report.ids = len(ids)
 
     def _unreadable(self, lineno: int, raw: bytes, why: str) -> None:
         first = _skip(raw, 0)
@@ -784,13 +789,14 @@ class _Check:
     def second(self, lines: Iterable[_Line]) -> None:
         """Report the lines that name another line's id."""
         known = _Known(self.ids)
+        suspect = known.suspect
         for lineno, item in lines:
-            if isinstance(item, _TooLong):
-                continue
             if isinstance(item, bytes):
-                if _blank(item) or not known.suspect(item):
+                if not item or item.isspace() or not suspect(item):
                     continue
                 detail = self._crossing_in_raw(item, known)
+            elif isinstance(item, _TooLong):
+                continue
             else:
                 detail = self._crossing(item, known)
             if detail is not None:
@@ -946,38 +952,30 @@ def check_records(
     return check.done()
 
 
-def _read_lines(fh: IO[bytes], max_line_bytes: int) -> Iterator[bytes | _TooLong]:
-    """The lines of *fh*; a line longer than *max_line_bytes* is read through in
-    chunks and given as its size."""
-    while True:
-        raw = fh.readline(max_line_bytes + 1)
-        if not raw:
-            return
-        if len(raw) <= max_line_bytes or raw.endswith(b"\n"):
-            yield raw
-            continue
-        size = len(raw)
-        raw = b""  # not held while the rest is read through
-        while True:
-            chunk = fh.readline(_READ_CHUNK)
-            if chunk.endswith(b"\n"):
-                size += len(chunk) - 1
-                break
-            size += len(chunk)
-            if not chunk:
-                break
-        yield _TooLong(size)
-
-
 def _file_lines(paths: list[Path], starts: list[int], max_line_bytes: int) -> Iterator[_Line]:
+    """The lines of every file in *paths*, numbered as one stream (where each file
+    starts goes to *starts*); a line longer than *max_line_bytes* is read
+    through in chunks and given as its size."""
     count = 0
     starts.clear()
+    limit = max_line_bytes + 1
     for path in paths:
         starts.append(count + 1)
         with path.open("rb") as fh:
-            for raw in _read_lines(fh, max_line_bytes):
+            readline = fh.readline
+            while raw := readline(limit):
                 count += 1
-                yield count, raw
+                if len(raw) < limit or raw[-1] == 0x0A:  # a newline
+                    yield count, raw
+                    continue
+                size = len(raw)
+                raw = b""  # not held while the rest is read through
+                while chunk := readline(_READ_CHUNK):
+                    if chunk[-1] == 0x0A:
+                        size += len(chunk) - 1
+                        break
+                    size += len(chunk)
+                yield count, _TooLong(size)
 
 
 def check_files(
