@@ -19,6 +19,7 @@ another request's id) and against what each request must have written.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import random
@@ -34,7 +35,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ctxlog
+from ctxlog._check import CheckReport, check_lines
+from ctxlog.asgi import RequestContextMiddleware
+from ctxlog.headers import is_valid_request_id, new_request_id
+from ctxlog.stdlib import json_formatter
+
+
+def _missing(exc: ImportError) -> str:
+    """The package an ImportError is about: its own name, or the name of the import
+    that caused it (SQLAlchemy raises its own ImportError, without a name, for a
+    missing greenlet)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ImportError) and cause.name:
+            return cause.name.partition(".")[0]
+        cause = cause.__cause__ or cause.__context__
+    return str(exc)
+
+
 try:
+    # The async SQLite driver and what SQLAlchemy's asyncio engine runs on: only
+    # SQLAlchemy loads them, late; imported here so that a missing one is named
+    # now, not in a traceback from the middle of the demo.
+    for _needed in ("aiosqlite", "greenlet"):
+        importlib.import_module(_needed)
     import httpx
     import sqlalchemy as sa
     import uvicorn
@@ -45,18 +70,14 @@ try:
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover -- the dev extras install all of it
+    _name = _missing(exc)
     msg = (
-        f"The demo needs {exc.name}, which is not installed: "
+        f"The demo needs {_name}, which is not installed: "
         "pip install 'ctxlog-correlation[demo]' (or run `python -m ctxlog demo --simulated`, "
         "which needs python-json-logger only)."
     )
-    raise ImportError(msg, name=exc.name) from exc
+    raise ImportError(msg, name=_name) from exc
 
-import ctxlog
-from ctxlog._check import CheckReport, check_lines
-from ctxlog.asgi import RequestContextMiddleware
-from ctxlog.headers import is_valid_request_id, new_request_id
-from ctxlog.stdlib import json_formatter
 
 __all__ = ["DemoResult", "main", "run"]
 

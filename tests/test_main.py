@@ -170,18 +170,32 @@ def test_check_reads_a_deeply_nested_line_and_goes_on(tmp_path: Path) -> None:
     assert [(p.lineno, p.kind) for p in report.problems] == [(4, "crossed")]
 
 
-def test_the_demo_without_its_extra_says_so_in_one_line() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['httpx'] = None  # as if the demo extra were not installed\n"
-        "from ctxlog.__main__ import main\n"
-        "sys.exit(main(['demo']))\n"
-    )
+#: Makes *name* unimportable as a package that is not installed is (sys.modules[name] =
+#: None would not do: SQLAlchemy imports greenlet under its own ImportError).
+HIDE = """
+import sys
+class Hide:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.partition(".")[0] == {name!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Hide)
+from ctxlog.__main__ import main
+sys.exit(main(["demo", "-n", "1"]))
+"""
+
+
+@pytest.mark.parametrize("missing", ["httpx", "greenlet", "aiosqlite", "uvicorn"])
+def test_the_demo_without_its_extra_says_so_in_one_line(missing: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        [sys.executable, "-c", HIDE.format(name=missing)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
+    assert f"The demo needs {missing}, which is not installed" in line
     assert "pip install 'ctxlog-correlation[demo]'" in line
 
 
