@@ -301,6 +301,24 @@ def test_the_check_catches_an_unnamed_import(tmp_path: Path) -> None:
     assert not missing_from(f"'{SELF}[otel]' opentelemetry-sdk", {"opentelemetry.sdk.trace"})
 
 
+def test_configure_on_the_stdlib_page_shows_its_real_defaults() -> None:
+    """The call the stdlib page lays out, argument by argument, is configure()'s
+    own signature: the same names, each with its real default."""
+    import inspect  # noqa: PLC0415 -- this test only
+
+    from ctxlog.stdlib import configure  # noqa: PLC0415 -- same
+
+    text = (DOCS / "stdlib.md").read_text(encoding="utf-8")
+    (block,) = [code for _, code in FENCE.findall(text) if code.startswith("ctxlog.configure(")]
+    call = ast.parse(block).body[0]
+    assert isinstance(call, ast.Expr)
+    assert isinstance(call.value, ast.Call)
+    shown = {kw.arg: ast.literal_eval(kw.value) for kw in call.value.keywords}
+    real = {name: p.default for name, p in inspect.signature(configure).parameters.items()}
+    real["level"] = "INFO"  # logging.INFO, written as the name it takes too
+    assert shown == real
+
+
 # --------------------------------------------------------------------------
 # the site
 # --------------------------------------------------------------------------
