@@ -35,6 +35,11 @@ RESERVED_ATTRS: Final[frozenset[str]] = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None))
 ) | {"message", "asctime", "taskName", "exc_info", "exc_text", "stack_info"}
 
+#: What a JSON line never writes as an ``extra=`` value: the record's own
+#: attributes, and uvicorn's ``color_message`` (its message again, with ANSI
+#: colour codes for a terminal).
+NOT_EXTRA: Final[frozenset[str]] = RESERVED_ATTRS | {"color_message"}
+
 #: How many attributes ``LogRecord()`` sets on this Python version (see ContextFilter.filter).
 _PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 
@@ -342,7 +347,7 @@ def _json_formatter_class() -> type[Any]:
                 "message": record.message,
             }
             for key, value in record.__dict__.items():
-                if key not in RESERVED_ATTRS:
+                if key not in NOT_EXTRA:
                     data[free_key(key, data) if key in _LINE_FIELDS else key] = value
             if isinstance(msg, dict):
                 # A dict logged as the message: its keys win, as extra= does.

@@ -44,7 +44,7 @@ from ctxlog._errors import ContextError, check_key
 from ctxlog._projection import LINE_FIELDS, Projection, free_key
 from ctxlog._store import UNIT_KEY, VarToken, store
 from ctxlog._values import dumps_line, rfc3339
-from ctxlog.stdlib import RESERVED_ATTRS
+from ctxlog.stdlib import NOT_EXTRA
 
 if TYPE_CHECKING:
     from structlog.typing import BindableLogger, EventDict, Processor, WrappedLogger
@@ -736,15 +736,15 @@ def _record_extras(
     In a ``foreign_pre_chain``, before :func:`merge_context`: a value given in
     the log call wins over the context, as a structlog keyword does.  Standard
     LogRecord attributes (and ``message``/``asctime``, which another formatter
-    may have set) are left out; so is a key the event dict already has (its
-    ``event``).  structlog's own events are left alone: their keywords are in
-    the event dict already, and their record holds structlog's private
-    attributes (``_logger``, ``_name``).
+    may have set, and uvicorn's ``color_message``) are left out; so is a key
+    the event dict already has (its ``event``).  structlog's own events are
+    left alone: their keywords are in the event dict already, and their record
+    holds structlog's private attributes (``_logger``, ``_name``).
     """
     record = event_dict.get("_record")
     if isinstance(record, logging.LogRecord) and not event_dict.get("_from_structlog"):
         for key, value in record.__dict__.items():
-            if key not in RESERVED_ATTRS and key not in event_dict:
+            if key not in NOT_EXTRA and key not in event_dict:
                 event_dict[key] = value
     return event_dict
 

@@ -199,6 +199,19 @@ def test_the_demo_without_its_extra_says_so_in_one_line(missing: str) -> None:
     assert "pip install 'ctxlog-correlation[demo]'" in line
 
 
+@pytest.mark.parametrize("command", [[], ["demo"], ["check"], ["config"]])
+def test_help_is_plain_text(command: list[str]) -> None:
+    """--help prints no reStructuredText or Markdown markup."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ctxlog", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.startswith("usage: python -m ctxlog")
+    assert not re.search(r"``|`|:func:|:class:|:mod:|\.\. ", result.stdout), result.stdout
+
+
 class TestCheckAtScale:
     def test_stdin_truncated_structlog_and_json_format(self) -> None:
         text = "\n".join(
