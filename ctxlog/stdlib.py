@@ -11,9 +11,9 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final, Literal, NoReturn
 
-from ctxlog._errors import ContextError, check_flag
+from ctxlog._errors import ContextError, check_flag, check_no_options
 from ctxlog._projection import LINE_FIELDS, UNCACHED, ConflictPolicy, Projection, free_key
 from ctxlog._store import store
 from ctxlog._values import dumps_line, orjson_dumps_line, rfc3339
@@ -39,6 +39,9 @@ RESERVED_ATTRS: Final[frozenset[str]] = frozenset(
 #: attributes, and uvicorn's ``color_message`` (its message again, with ANSI
 #: colour codes for a terminal).
 NOT_EXTRA: Final[frozenset[str]] = RESERVED_ATTRS | {"color_message"}
+
+#: The options of ContextFilter (the keys of its dictConfig entry).
+_FILTER_OPTIONS: Final = ("fields", "defaults", "nest_under", "on_conflict")
 
 #: How many attributes ``LogRecord()`` sets on this Python version (see ContextFilter.filter).
 _PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
@@ -88,7 +91,8 @@ class ContextFilter(logging.Filter):
     A key passed with ``extra=`` in the log call wins over the bound context.
     The filter never drops a record and never raises into the log call.
 
-    :raises ContextError: an option is invalid (at construction).
+    :raises ContextError: an option is invalid, or unknown (a typo in a
+        ``dictConfig`` entry), at construction.
 
     .. versionadded:: 0.1.0
     """
@@ -100,8 +104,10 @@ class ContextFilter(logging.Filter):
         defaults: Mapping[str, Any] | None = None,
         nest_under: str | None = None,
         on_conflict: ConflictPolicy = "rename",
+        **unknown: NoReturn,  # a typo in a dictConfig entry: refused by name below
     ) -> None:
         super().__init__()
+        check_no_options(unknown, "ContextFilter", _FILTER_OPTIONS)
         projection = _record_projection("ContextFilter", fields, defaults, nest_under, on_conflict)
         self._projection = projection
         self.fields = projection.fields
@@ -392,7 +398,7 @@ def _serializer(kind: Serializer) -> Callable[..., str]:
     return orjson_dumps_line(orjson.dumps)
 
 
-def json_formatter(serializer: Serializer = "auto") -> logging.Formatter:
+def json_formatter(serializer: Serializer = "auto", **unknown: NoReturn) -> logging.Formatter:
     """Return the JSON-lines formatter ``configure()`` uses (python-json-logger's
     ``JsonFormatter``, set up for ctxlog).
 
@@ -411,14 +417,17 @@ def json_formatter(serializer: Serializer = "auto") -> logging.Formatter:
     *serializer*: ``"orjson"`` writes with orjson (``pip install
     'ctxlog-correlation[orjson]'``; a third less per line), ``"json"`` with the standard
     library, ``"auto"`` (the default) with orjson when it is installed.  The
-    line is the same either way (NaN and infinities are ``null``).
+    values are the same either way (NaN and infinities are ``null``); the
+    spacing is not: orjson writes compact lines.
 
     :raises ImportError: python-json-logger (or orjson, when asked for) is not
         installed; the message names the extra to install.
-    :raises ContextError: *serializer* is not one of the three.
+    :raises ContextError: *serializer* is not one of the three, or another
+        option is given (a typo in a ``dictConfig`` entry).
 
     .. versionadded:: 0.1.0
     """
+    check_no_options(unknown, "json_formatter", ("serializer",))
     dumps = _serializer(serializer)
     formatter: logging.Formatter = _json_formatter_class()(
         "%(message)s", json_ensure_ascii=False, json_serializer=dumps
