@@ -301,6 +301,25 @@ def test_the_check_catches_an_unnamed_import(tmp_path: Path) -> None:
     assert not missing_from(f"'{SELF}[otel]' opentelemetry-sdk", {"opentelemetry.sdk.trace"})
 
 
+def test_make_test_says_it_takes_minutes(tmp_path: Path) -> None:
+    """On a fresh clone, ``make test`` says first that it takes minutes, and pip's
+    progress shows while the dev extras install."""
+    make = shutil.which("make")
+    assert make is not None, "the Makefile is how a fresh clone runs the suite"
+    result = subprocess.run(
+        [make, "-n", "test", f"VENV={tmp_path / 'venv'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    commands = result.stdout.splitlines()
+    assert "several minutes" in commands[0]
+    (install,) = [line for line in commands if "pip install" in line and "[dev]" in line]
+    assert "--quiet" not in install
+    assert "--progress-bar on" in install
+
+
 def test_configure_on_the_stdlib_page_shows_its_real_defaults() -> None:
     """The call the stdlib page lays out, argument by argument, is configure()'s
     own signature: the same names, each with its real default."""
