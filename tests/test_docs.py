@@ -320,6 +320,28 @@ def test_make_test_says_it_takes_minutes(tmp_path: Path) -> None:
     assert "--progress-bar on" in install
 
 
+def test_the_sdist_ships_what_the_suite_reads(tmp_path: Path) -> None:
+    """An unpacked sdist's suite passes: it ships the docs (every example runs,
+    the site builds, the servers' and Celery's tests start the pages' recipes),
+    mkdocs.yml, the config files and the Makefile beside the tests."""
+    import tarfile  # noqa: PLC0415 -- this test only
+
+    from hatchling.builders.sdist import SdistBuilder  # noqa: PLC0415 -- same
+
+    (archive,) = SdistBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"])
+    with tarfile.open(archive) as sdist:
+        shipped = {name.partition("/")[2] for name in sdist.getnames()}
+    read = [ROOT / "mkdocs.yml", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    for folder in ("docs", "config", "tests"):
+        read += [path for path in (ROOT / folder).rglob("*") if path.is_file()]
+    wanted = {
+        path.relative_to(ROOT).as_posix()
+        for path in read
+        if "__pycache__" not in path.parts and ".pytest_cache" not in path.parts
+    }
+    assert wanted - shipped == set()
+
+
 def test_configure_on_the_stdlib_page_shows_its_real_defaults() -> None:
     """The call the stdlib page lays out, argument by argument, is configure()'s
     own signature: the same names, each with its real default."""
