@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run() -> int:
-    """:func:`main`, quiet when the reader of its output goes away (``| head``)."""
+    """`main`, quiet when the reader of its output goes away (``| head``)."""
     try:
         status = main()
         sys.stdout.flush()

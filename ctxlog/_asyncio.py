@@ -4,7 +4,8 @@ asyncio logs "Task exception was never retrieved" when a failed task is
 collected and "Exception in callback ..." when a callback raises, through
 its default exception handler, on the ``asyncio`` logger, in whatever context
 is current then: the failing task's request id is not there.
-:func:`install_asyncio_handler` gives the loop a handler that runs the
+[`install_asyncio_handler`][ctxlog._asyncio.install_asyncio_handler] gives the loop a handler that
+runs the
 default one inside the failing task's (or callback's) context.
 """
 
@@ -48,9 +49,10 @@ def asyncio_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str
     context of the task or callback that failed, so its line carries that
     work's request id.
 
-    For ``loop.set_exception_handler()``; :func:`install_asyncio_handler` sets it.
+    For ``loop.set_exception_handler()``;
+    [`install_asyncio_handler`][ctxlog._asyncio.install_asyncio_handler] sets it.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     ctx = _context_of(context)
     if ctx is None:
@@ -85,16 +87,17 @@ def install_asyncio_handler(loop: asyncio.AbstractEventLoop | None = None) -> No
     """Make asyncio's "Task exception was never retrieved" and "Exception in
     callback" lines carry the context of the task or callback that failed.
 
-    Sets :func:`asyncio_exception_handler` on *loop* (default: the running
+    Sets [`asyncio_exception_handler`][ctxlog._asyncio.asyncio_exception_handler] on *loop*
+    (default: the running
     loop).  On Python 3.10 and 3.11, where a task does not give its context
     away, it also wraps the loop's task factory to remember the context each
     task is created in (what the task bound itself after that is not there).
     Call it at start-up, inside the loop: ``asyncio.run(main())`` with
     ``ctxlog.install_asyncio_handler()`` first in ``main``.
 
-    :raises ContextError: no loop is given and none is running.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: no loop is given and none is running.
     """
     if loop is None:
         try:

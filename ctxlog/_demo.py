@@ -1,18 +1,19 @@
 """The real demo: a Starlette service under uvicorn on 127.0.0.1, under concurrent load.
 
-Each request to ``/orders/{n}`` goes through :class:`ctxlog.asgi.RequestContextMiddleware`,
+Each request to ``/orders/{n}`` goes through
+[`ctxlog.asgi.RequestContextMiddleware`][ctxlog.asgi.RequestContextMiddleware],
 then fans out: asyncio tasks, a ``@ctxlog.memoize`` lookup shared by those tasks
 (one call per request thanks to the per-request ``cache_scope``), a
 ``ctxlog.ThreadPoolExecutor`` thread writing to SQLite through SQLAlchemy, an
 async SQLAlchemy query (aiosqlite), a background task, sometimes a streamed
 body, and sometimes a call to another endpoint of the service with
-:func:`ctxlog.outgoing_headers`.  Every message names the request it belongs
+[`ctxlog.outgoing_headers`][ctxlog.outgoing_headers].  Every message names the request it belongs
 to (the id is passed along explicitly, not read from the context), and SQL
 parameters hold it too, so a line that carries another request's id shows up.
 
 A few hundred httpx requests run concurrently, some with hostile
 ``X-Request-ID`` headers.  Then every JSON line is checked: by
-:func:`ctxlog._check.check_lines` (no line without an id, none mentioning
+`ctxlog._check.check_lines` (no line without an id, none mentioning
 another request's id) and against what each request must have written.
 """
 

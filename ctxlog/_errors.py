@@ -12,7 +12,7 @@ class ContextError(RuntimeError):
 
     The message says what happened and how to fix it.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
 

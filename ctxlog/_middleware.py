@@ -1,10 +1,10 @@
 """The engine the request-context middlewares share: options, the request id
 and trace id of one request, and its unit of work.
 
-:mod:`ctxlog.asgi` and :mod:`ctxlog.wsgi` read the headers the way their
-protocol gives them and hand them to one :class:`Policy`; it validates the
+[`ctxlog.asgi`][ctxlog.asgi] and [`ctxlog.wsgi`][ctxlog.wsgi] read the headers the way their
+protocol gives them and hand them to one `Policy`; it validates the
 options once, picks the request id, and opens and closes the request's unit
-of work (:func:`ctxlog.scope`) through the store.
+of work ([`ctxlog.scope`][ctxlog.scope]) through the store.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class Policy:
         return values, request_id, flags, rejection
 
     def from_environ(self, environ: Mapping[str, Any]) -> Incoming:
-        """:meth:`incoming` for a WSGI environ (or Django's ``request.META``)."""
+        """`incoming` for a WSGI environ (or Django's ``request.META``)."""
         raw = environ.get(self.environ_key)
         if raw is not None:
             # Whitespace around a field value is not part of it (RFC 9110, 5.5);
@@ -240,7 +240,7 @@ class Policy:
         )
 
     def open(self, incoming: Incoming, logger: logging.Logger) -> UnitEntry:
-        """Open the request's unit of work, binding what :meth:`incoming` found,
+        """Open the request's unit of work, binding what `incoming` found,
         and log the one warning about a rejected header.
 
         Every managed key is replaced or removed, never assumed absent: a

@@ -6,8 +6,8 @@ traceback and also the 4xx warning Django logs *after* the middleware chain
 has returned — and code run through ``sync_to_async`` / ``async_to_sync``.
 
 The middleware is sync- and async-capable.  It opens the request's unit of
-work (:func:`ctxlog.scope`) with the same validation and options as the ASGI
-and WSGI middlewares (one engine, :class:`ctxlog._middleware.Policy`), read
+work ([`ctxlog.scope`][ctxlog.scope]) with the same validation and options as the ASGI
+and WSGI middlewares (one engine, `ctxlog._middleware.Policy`), read
 from the ``CTXLOG`` settings dict, and closes it when the chain returns.  A
 filter on the ``django.request`` logger gives the lines Django writes after
 that (the 4xx warning names its request) the context the request ended with.
@@ -49,9 +49,6 @@ __all__ = ["OPTIONS", "RequestContextMiddleware", "logging_settings"]
 
 _logger: Final = logging.getLogger("ctxlog.django")
 
-#: The keys of the ``CTXLOG`` settings dict, and their defaults: the options of
-#: :class:`ctxlog.asgi.RequestContextMiddleware`, plus ``ignore_urls``.
-#: ``validator``, ``generator`` and ``transformer`` may be dotted paths.
 OPTIONS: Final[Mapping[str, Any]] = {
     "header": REQUEST_ID_HEADER,
     "key": "request_id",
@@ -66,6 +63,11 @@ OPTIONS: Final[Mapping[str, Any]] = {
     "update_request_header": True,
     "ignore_urls": (),
 }
+"""The keys of the ``CTXLOG`` settings dict, and their defaults: the options of
+[`ctxlog.asgi.RequestContextMiddleware`][ctxlog.asgi.RequestContextMiddleware], plus
+``ignore_urls``.
+``validator``, ``generator`` and ``transformer`` may be dotted paths.
+"""
 
 #: The attribute of a Django request that keeps the context it ended with.
 _STASH: Final = "_ctxlog_context"
@@ -128,12 +130,14 @@ def _options() -> dict[str, Any]:
 class RequestContextMiddleware:
     """Bind a request id (and trace id) for every line of a Django request.
 
-    Name it first in ``settings.MIDDLEWARE``::
+    Name it first in ``settings.MIDDLEWARE``:
 
-        MIDDLEWARE = ["ctxlog.django.RequestContextMiddleware", ...]
+    ```python
+    MIDDLEWARE = ["ctxlog.django.RequestContextMiddleware", ...]
+    ```
 
     and configure it, if the defaults do not fit, with a ``CTXLOG`` dict in
-    the settings (keys: :data:`OPTIONS`).  The request id is taken from the
+    the settings (keys: [`OPTIONS`][ctxlog.django.OPTIONS]).  The request id is taken from the
     header when exactly one valid value is sent, else generated (with one
     escaped warning on the ``ctxlog.django`` logger for a rejected value); it
     is echoed in the response, and ``request.META`` holds it under the
@@ -146,9 +150,9 @@ class RequestContextMiddleware:
     returns; what Django logs after that on ``django.request`` (the 4xx
     warning) gets the context the request ended with from the request itself.
 
-    :raises ContextError: an option in ``settings.CTXLOG`` is invalid.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: an option in ``settings.CTXLOG`` is invalid.
     """
 
     sync_capable = True
@@ -233,7 +237,7 @@ def logging_settings(level: str = "INFO", *, sql: bool = False) -> dict[str, Any
     ``django.db.backends`` at ``DEBUG`` (Django logs queries only with
     ``DEBUG = True``).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     config = load_config("logging-json.json")
     config["root"]["level"] = level

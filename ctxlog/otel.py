@@ -1,9 +1,10 @@
 """OpenTelemetry: the active span's ``trace_id`` and ``span_id`` on every log line.
 
 ``ctxlog.otel.install()`` puts two providers in ctxlog's registry (the one
-:func:`ctxlog.register` fills), so every reader of the context (the stdlib
-:class:`~ctxlog.ContextFilter`, the record factory, the structlog processor,
-:func:`ctxlog.current`, :func:`ctxlog.get`, :func:`ctxlog.snapshot`) sees the
+[`ctxlog.register`][ctxlog.register] fills), so every reader of the context (the stdlib
+[`ContextFilter`][ctxlog.ContextFilter], the record factory, the structlog processor,
+[`ctxlog.current`][ctxlog.current], [`ctxlog.get`][ctxlog.get],
+[`ctxlog.snapshot`][ctxlog.snapshot]) sees the
 ids of the span that is current when it reads, in W3C form (lowercase hex, 32
 and 16 digits).  Nothing depends on when logging was configured: the ids are
 read from OpenTelemetry's context at each read, not attached to handlers.
@@ -116,17 +117,17 @@ def install(*, trace_key: str = "trace_id", span_key: str | None = "span_id") ->
     the filter shows instead.  A span that was not sampled still has valid
     ids and they are merged (its trace can still be followed in the logs).
 
-    A value bound with :func:`ctxlog.bind` under the same key wins, as it
-    does over any registered variable.  :func:`ctxlog.outgoing_headers` then
+    A value bound with [`ctxlog.bind`][ctxlog.bind] under the same key wins, as it
+    does over any registered variable.  [`ctxlog.outgoing_headers`][ctxlog.outgoing_headers] then
     carries the span in ``traceparent``, with the span's own sampling flag.
 
     Works whenever it is called, before or after logging is configured.
-    Calling it again replaces the keys; :func:`uninstall` removes them.
+    Calling it again replaces the keys; [`uninstall`][ctxlog.otel.uninstall] removes them.
+
+    *New in version 0.1.0.*
 
     :raises ContextError: a key is empty, both keys are the same, or a key is
-        already used by a registered variable (:func:`ctxlog.register`).
-
-    .. versionadded:: 0.1.0
+        already used by a registered variable ([`ctxlog.register`][ctxlog.register]).
     """
     global _installed  # noqa: PLW0603 -- one installation per process, like the registry
     check_key(trace_key, "ctxlog.otel.install")
@@ -168,11 +169,11 @@ def _discard(field: _SpanField) -> None:
 
 
 def uninstall() -> None:
-    """Stop merging the active span's ids (undo :func:`install`).
+    """Stop merging the active span's ids (undo [`install`][ctxlog.otel.install]).
 
     Does nothing when it is not installed.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     global _installed  # noqa: PLW0603 -- see install()
     with _lock:
@@ -183,8 +184,8 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
-    """Return whether :func:`install` is in effect.
+    """Return whether [`install`][ctxlog.otel.install] is in effect.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return bool(_installed)

@@ -1,4 +1,4 @@
-"""stdlib :mod:`logging` integration: the filter, the record factory, ``configure()``.
+"""stdlib `logging` integration: the filter, the record factory, ``configure()``.
 
 Everything here reads the store with one ``ContextVar.get()`` per record and
 caches the prepared attributes per distinct context mapping, so the cost of a
@@ -28,17 +28,19 @@ __all__ = [
     "uninstall_record_factory",
 ]
 
-#: Attributes a :class:`logging.LogRecord` has (or that formatters add) which a
-#: context key must never overwrite.  ``taskName`` is listed on every Python
-#: version so a config behaves the same on 3.10 and 3.12+.
 RESERVED_ATTRS: Final[frozenset[str]] = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None))
 ) | {"message", "asctime", "taskName", "exc_info", "exc_text", "stack_info"}
+"""Attributes a `logging.LogRecord` has (or that formatters add) which a
+context key must never overwrite.  ``taskName`` is listed on every Python
+version so a config behaves the same on 3.10 and 3.12+.
+"""
 
-#: What a JSON line never writes as an ``extra=`` value: the record's own
-#: attributes, and uvicorn's ``color_message`` (its message again, with ANSI
-#: colour codes for a terminal).
 NOT_EXTRA: Final[frozenset[str]] = RESERVED_ATTRS | {"color_message"}
+"""What a JSON line never writes as an ``extra=`` value: the record's own
+attributes, and uvicorn's ``color_message`` (its message again, with ANSI
+colour codes for a terminal).
+"""
 
 #: The options of ContextFilter (the keys of its dictConfig entry).
 _FILTER_OPTIONS: Final = ("fields", "defaults", "nest_under", "on_conflict")
@@ -74,9 +76,13 @@ class ContextFilter(logging.Filter):
 
     Attach it to **handlers** (a filter on a logger does not see records
     propagated from child loggers), or to a ``QueueHandler`` so the context is
-    captured on the thread that logs.  From ``dictConfig``::
+    captured on the thread that logs.  From ``dictConfig``:
 
-        "filters": {"ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}}
+    ```python
+    "filters": {"ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}}
+    ```
+
+    *New in version 0.1.0.*
 
     :param fields: only these keys are added (an allow-list); default: all.
     :param defaults: values for keys that are not bound, so that a format such
@@ -84,7 +90,7 @@ class ContextFilter(logging.Filter):
     :param nest_under: add one attribute of this name holding a ``dict`` of the
         context, instead of one attribute per key.
     :param on_conflict: what to do with a key that collides with a standard
-        :class:`~logging.LogRecord` attribute (``name``, ``msg``, ``levelname``,
+        `LogRecord` attribute (``name``, ``msg``, ``levelname``,
         ``taskName``, ...): ``"rename"`` stores it as ``ctx_<key>``, ``"drop"``
         leaves it out.
 
@@ -93,8 +99,6 @@ class ContextFilter(logging.Filter):
 
     :raises ContextError: an option is invalid, or unknown (a typo in a
         ``dictConfig`` entry), at construction.
-
-    .. versionadded:: 0.1.0
     """
 
     def __init__(
@@ -124,21 +128,21 @@ class ContextFilter(logging.Filter):
         Applies ``fields``, ``defaults`` and ``on_conflict``; the result is what
         lands on the record (flat) or under ``nest_under``.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         return self._projection.prepare(data)
 
     def attributes(self) -> dict[str, Any]:
         """The attributes this filter would add to a record logged right now.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         return self._projection.current()
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the context to *record*; always returns ``True``.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         try:
             attrs = record.__dict__
@@ -261,18 +265,18 @@ def install_record_factory(
     nest_under: str | None = None,
     on_conflict: ConflictPolicy = "rename",
 ) -> None:
-    """Add the context to every :class:`~logging.LogRecord` when it is created.
+    """Add the context to every `LogRecord` when it is created.
 
-    The alternative to :class:`ContextFilter` when records reach handlers on
+    The alternative to [`ContextFilter`][ctxlog.stdlib.ContextFilter] when records reach handlers on
     another thread (a ``QueueHandler``/``QueueListener``) or when no handler
     should need a filter: the context is captured on the thread that logs.
     Chains the factory installed before; calling it again only updates the
     options (it never wraps twice).  A key passed with ``extra=`` still wins
     and never raises ``KeyError: Attempt to overwrite``.
 
-    Options are those of :class:`ContextFilter`.
+    Options are those of [`ContextFilter`][ctxlog.stdlib.ContextFilter].
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     projection = _record_projection(
         "install_record_factory", fields, defaults, nest_under, on_conflict
@@ -286,14 +290,15 @@ def install_record_factory(
 
 
 def uninstall_record_factory() -> None:
-    """Restore the record factory that :func:`install_record_factory` wrapped.
+    """Restore the record factory that
+    [`install_record_factory`][ctxlog.stdlib.install_record_factory] wrapped.
 
     Does nothing when ctxlog's factory is not installed.
 
+    *New in version 0.1.0.*
+
     :raises ContextError: another factory was installed on top of ctxlog's
         (uninstall that one first, or the chain would break).
-
-    .. versionadded:: 0.1.0
     """
     with _factory_lock:
         factory = logging.getLogRecordFactory()
@@ -420,12 +425,12 @@ def json_formatter(serializer: Serializer = "auto", **unknown: NoReturn) -> logg
     values are the same either way (NaN and infinities are ``null``); the
     spacing is not: orjson writes compact lines.
 
+    *New in version 0.1.0.*
+
     :raises ImportError: python-json-logger (or orjson, when asked for) is not
         installed; the message names the extra to install.
     :raises ContextError: *serializer* is not one of the three, or another
         option is given (a typo in a ``dictConfig`` entry).
-
-    .. versionadded:: 0.1.0
     """
     check_no_options(unknown, "json_formatter", ("serializer",))
     dumps = _serializer(serializer)
@@ -448,9 +453,9 @@ def configure(
 ) -> logging.Handler:
     """Set up root logging in one call: JSON lines on *stream* with the context.
 
-    Installs one :class:`logging.StreamHandler` on the root logger, writing to
+    Installs one `logging.StreamHandler` on the root logger, writing to
     *stream* (default: ``sys.stderr``) through python-json-logger, with a
-    :class:`ContextFilter` built from *fields*, *defaults*, *nest_under* and
+    [`ContextFilter`][ctxlog.stdlib.ContextFilter] built from *fields*, *defaults*, *nest_under* and
     *on_conflict* attached, and sets the root level to *level*.  Calling it
     again replaces the handler an earlier call installed (and only that one);
     other handlers are left alone, so after ``logging.basicConfig()`` every
@@ -461,11 +466,11 @@ def configure(
     *level* is a number or a level name in any case (``"debug"``).  Nothing
     changes when an argument is invalid.
 
+    *New in version 0.1.0.*
+
     :raises ImportError: python-json-logger is missing (``pip install 'ctxlog-correlation[json]'``).
     :raises ValueError: *level* is not a known level name.
     :raises ContextError: a filter option is invalid.
-
-    .. versionadded:: 0.1.0
     """
     check_flag(replace_handlers, "replace_handlers", "configure")
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)

@@ -1,11 +1,12 @@
 """Testing support: capture the lines a block logs, check them, and isolate tests.
 
-* :func:`capture` collects every record logged inside a ``with`` block as a
+* [`capture`][ctxlog.testing.capture] collects every record logged inside a ``with`` block as a
   dict: ``message``, ``level``, ``logger`` and the context the line carried.
-* :func:`check`, :func:`assert_every_line_has` and :func:`assert_no_crossing`
+* [`check`][ctxlog.testing.check], [`assert_every_line_has`][ctxlog.testing.assert_every_line_has]
+  and [`assert_no_crossing`][ctxlog.testing.assert_no_crossing]
   are the checks of ``python -m ctxlog check``, over captured lines or parsed
   JSON lines.
-* :class:`Isolation` is what the pytest plugin (:mod:`ctxlog.pytest_plugin`,
+* [`Isolation`][ctxlog.testing.Isolation] is what the pytest plugin (`ctxlog.pytest_plugin`,
   registered by the installed package) does around every test: start from a
   clean context, then undo and report whatever the test left behind.
 
@@ -35,9 +36,10 @@ __all__ = [
     "check",
 ]
 
-#: The keys every captured line has; a context key of the same name is kept
-#: as ``ctx_<key>``.
 LINE_KEYS: Final = frozenset({"message", "level", "logger"})
+"""The keys every captured line has; a context key of the same name is kept
+as ``ctx_<key>``.
+"""
 
 # structlog's private keys in an event dict handed to the stdlib.
 _STRUCTLOG_META: Final = frozenset({"_record", "_from_structlog", "_logger", "_name"})
@@ -90,7 +92,7 @@ def capture(
     Each dict holds ``message`` (the formatted message; a structlog event's
     ``event``), ``level`` (``"INFO"``), ``logger`` (its name), the context
     the line carried (read on the thread that logs, as
-    :class:`ctxlog.ContextFilter` reads it), and the values the call passed
+    [`ctxlog.ContextFilter`][ctxlog.ContextFilter] reads it), and the values the call passed
     itself (``extra=``, structlog keywords), which win; ``exception`` holds
     the formatted traceback when there is one.  stdlib records and structlog
     events routed through the stdlib (``structlog.stdlib.LoggerFactory``)
@@ -100,7 +102,7 @@ def capture(
     propagates there; *level*, when given, is set on that logger for the
     block.  Everything is removed on exit.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     out: list[dict[str, Any]] = []
     handler = _CaptureHandler(out)
@@ -139,7 +141,7 @@ def check(
     *ignore_loggers* are not looked at.  Nothing printed from a report can
     hold a raw control character: every value from a line is escaped.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return check_records(
         lines, key=key, ignore_loggers=ignore_loggers, outside_loggers=outside_loggers
@@ -154,7 +156,7 @@ def assert_every_line_has(
 ) -> None:
     """Fail (``AssertionError``) when a line lacks *key* (or holds a filter default).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     _fail_on(check(lines, key=key, ignore_loggers=ignore_loggers), "missing", f"carry no {key}")
 
@@ -168,7 +170,7 @@ def assert_no_crossing(
     """Fail (``AssertionError``) when a line mentions the *key* of another unit of
     work than its own.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     _fail_on(check(lines, key=key, ignore_loggers=ignore_loggers), "crossed", "cross units of work")
 
@@ -202,16 +204,18 @@ def _uninstall(module: str) -> None:
 
 
 class Isolation:
-    """A clean context from :meth:`start` on; :meth:`finish` undoes what was left.
+    """A clean context from [`start`][ctxlog.testing.Isolation.start] on;
+    [`finish`][ctxlog.testing.Isolation.finish] undoes what was left.
 
     Between the two, the code under test may bind, set, annotate, register
-    and install what it likes; :meth:`finish` restores the context and the
+    and install what it likes; [`finish`][ctxlog.testing.Isolation.finish] restores the context and
+    the
     process-wide state (registered variables, the record factory, the
     ``install()`` of ``ctxlog.celery``, ``ctxlog.otel`` and ``ctxlog.structlog``)
     and returns a description of each thing that had been left behind.  Call
     both in the same context (thread or task).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     __slots__ = ("_clean", "_factory", "_hooks", "_names", "_state", "_token")
@@ -229,7 +233,7 @@ class Isolation:
         self._clean = store.read()
 
     def finish(self) -> list[str]:
-        """Undo what was left since :meth:`start`; say what it was."""
+        """Undo what was left since [`start`][ctxlog.testing.Isolation.start]; say what it was."""
         leaks: list[str] = []
         raw = store.read()
         if raw is not self._clean:
