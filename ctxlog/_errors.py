@@ -15,6 +15,10 @@ class ContextError(RuntimeError):
     *New in version 0.1.0.*
     """
 
+    # Where users import it from: tracebacks say ctxlog.ContextError, and
+    # pickle (a process pool handing the error back) finds it there too.
+    __module__ = "ctxlog"
+
 
 def check_key(key: object, where: str) -> None:
     """Refuse a context key that is not a non-empty ``str``, naming the caller *where*.
