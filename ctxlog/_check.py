@@ -241,7 +241,7 @@ def _strings(value: Any) -> Iterable[str]:
             yield item
         elif isinstance(item, dict):
             stack.extend(reversed(item.values()))
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):  # a tuple: a captured record's value
             stack.extend(reversed(item))
 
 

@@ -180,6 +180,14 @@ class TestNeverATraceback:
         report = check([{"request_id": "r-1"}, {"request_id": "r-2", "x": deep}, {"message": deep}])
         assert [p.kind for p in report.problems] == ["crossed", "missing"]
 
+    def test_captured_values_of_any_shape(self) -> None:
+        """Captured records hold Python values: tuples are looked into too."""
+        lines: list[dict[str, Any]] = [
+            {"request_id": "r-1"},
+            {"request_id": "r-2", "pair": ("x", ["r-1"])},
+        ]
+        assert [p.kind for p in check(lines).problems] == ["crossed"]
+
     def test_an_id_of_five_thousand_digits_is_an_id(self) -> None:
         digits = "7" * 5000
         lines = [
