@@ -4,7 +4,8 @@ asyncio logs "Task exception was never retrieved" when a failed task is
 collected and "Exception in callback ..." when a callback raises, through
 its default exception handler, on the ``asyncio`` logger, in whatever context
 is current then: the failing task's request id is not there.
-:func:`install_asyncio_handler` gives the loop a handler that runs the
+[`install_asyncio_handler`][ctxlog._asyncio.install_asyncio_handler] gives the loop a handler that
+runs the
 default one inside the failing task's (or callback's) context.
 """
 
@@ -49,9 +50,10 @@ def asyncio_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str
     context of the task or callback that failed, so its line carries that
     work's request id.
 
-    For ``loop.set_exception_handler()``; :func:`install_asyncio_handler` sets it.
+    For ``loop.set_exception_handler()``;
+    [`install_asyncio_handler`][ctxlog._asyncio.install_asyncio_handler] sets it.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     ctx = _context_of(context)
     if ctx is None:
@@ -122,9 +124,9 @@ def install_asyncio_handler(loop: asyncio.AbstractEventLoop | None = None) -> No
     ``ctxlog.install_asyncio_handler()`` first in ``main``; a task factory set
     after it replaces the wrapper.
 
-    :raises ContextError: no loop is given and none is running.
-
     *New in version 0.1.0.*
+
+    :raises ContextError: no loop is given and none is running.
     """
     if loop is None:
         try:

@@ -1,10 +1,10 @@
 """The engine the request-context middlewares share: options, the request id
 and trace id of one request, and its unit of work.
 
-:mod:`ctxlog.asgi` and :mod:`ctxlog.wsgi` read the headers the way their
-protocol gives them and hand them to one :class:`Policy`; it validates the
+[`ctxlog.asgi`][ctxlog.asgi] and [`ctxlog.wsgi`][ctxlog.wsgi] read the headers the way their
+protocol gives them and hand them to one `Policy`; it validates the
 options once, picks the request id, and opens and closes the request's unit
-of work (:func:`ctxlog.scope`) through the store.
+of work ([`ctxlog.scope`][ctxlog.scope]) through the store.
 """
 
 from __future__ import annotations
@@ -243,13 +243,13 @@ class Policy:
 
     def add_baggage(self, incoming: Incoming, raw: str | bytes | list[bytes] | None) -> None:
         """Add the *baggage* keys found in the ``baggage`` header value(s) *raw*
-        to what :meth:`incoming` found (a hostile header adds nothing raw)."""
+        to what `incoming` found (a hostile header adds nothing raw)."""
         if raw:
             incoming[0].update(parse_baggage(raw, self.baggage))
 
     def from_environ(self, environ: Mapping[str, Any], id_key: str | None = None) -> Incoming:
-        """:meth:`incoming` for a WSGI environ (or Django's ``request.META``);
-        *id_key*: where the id header is, when not under :attr:`environ_key`."""
+        """`incoming` for a WSGI environ (or Django's ``request.META``);
+        *id_key*: where the id header is, when not under `environ_key`."""
         raw = environ.get(self.environ_key if id_key is None else id_key)
         count = 0
         if raw is not None:
@@ -287,7 +287,7 @@ class Policy:
         return incoming
 
     def open(self, incoming: Incoming, logger: logging.Logger) -> UnitEntry:
-        """Open the request's unit of work, binding what :meth:`incoming` found,
+        """Open the request's unit of work, binding what `incoming` found,
         and log the one warning about a rejected header.
 
         Every managed key is replaced or removed, never assumed absent: a
@@ -322,7 +322,7 @@ class ContextBody(Iterator[_T]):
     """A response body each step of which (``iter``, ``next``) runs in *ctx*,
     the request's context, whichever thread and context the server iterates
     it from.  An error raised by a step is logged there, on *logger*
-    (:data:`BODY_ERROR`, with the traceback: the line carries the request's
+    (`BODY_ERROR`, with the traceback: the line carries the request's
     id), then raised on to the server."""
 
     __slots__ = ("_ctx", "_iter", "_logger", "_source")
@@ -352,8 +352,8 @@ class ContextBody(Iterator[_T]):
 
 
 class ContextAsyncBody(AsyncIterator[_T]):
-    """:class:`ContextBody` for an async iterable: each step of each
-    ``__anext__`` runs in *ctx* (see :class:`InContext`)."""
+    """`ContextBody` for an async iterable: each step of each
+    ``__anext__`` runs in *ctx* (see `InContext`)."""
 
     __slots__ = ("_ctx", "_iter", "_logger", "_source")
 
@@ -383,7 +383,7 @@ class InContext(Generic[_T]):
     awaits it, and no token it sets is ever reset from another context.
 
     With a *logger*, an error it raises (other than ``StopAsyncIteration``) is
-    logged there first, in *ctx* (:data:`BODY_ERROR`).
+    logged there first, in *ctx* (`BODY_ERROR`).
     """
 
     __slots__ = ("_ctx", "_logger", "_make")

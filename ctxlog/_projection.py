@@ -1,6 +1,6 @@
 """The projection: from the context to what a log record or event carries.
 
-One object does it for the stdlib :class:`~ctxlog.ContextFilter`, the record
+One object does it for the stdlib [`ContextFilter`][ctxlog.ContextFilter], the record
 factory and the structlog processor: the ``fields`` allow-list, ``defaults``,
 renaming keys that collide with the output's own names, ``nest_under``, and a
 cache keyed on the identity of the store's mapping (and of the unit of work's
@@ -136,7 +136,7 @@ class Projection:
         self.cache: Cache = UNCACHED
 
     def _renamed(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """*data* with reserved keys renamed (:func:`free_key`) or dropped; a
+        """*data* with reserved keys renamed (`free_key`) or dropped; a
         renamed key never overwrites another key."""
         reserved = self.reserved
         if reserved.isdisjoint(data):
@@ -162,7 +162,7 @@ class Projection:
         return out
 
     def current(self) -> dict[str, Any]:
-        """:meth:`prepare` of the current context, from the cache while it holds."""
+        """`prepare` of the current context, from the cache while it holds."""
         raw = _read()
         providers = store.providers
         # Providers (ctxlog.otel's span ids) are asked for their stamp, not

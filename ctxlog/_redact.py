@@ -84,10 +84,10 @@ class Pattern:
     EVEN = Pattern(r"\\b\\d+\\b", check=lambda text: int(text) % 2 == 0)
     ```
 
+    *New in version 0.1.0.*
+
     :raises ContextError: *regex* is not a string or a compiled pattern, or
         *check* is not callable.
-
-    *New in version 0.1.0.*
     """
 
     __slots__ = ("check", "regex")
@@ -167,14 +167,14 @@ class Redactor:
         "user": "ada", "SSN": "[REDACTED]"}
     ```
 
+    *New in version 0.1.0.*
+
     :param keys: the sensitive keys (default
         [`DEFAULT_SENSITIVE_KEYS`][ctxlog.DEFAULT_SENSITIVE_KEYS]).
     :param patterns: regular expressions (strings, compiled, or
         [`Pattern`][ctxlog.Pattern]) replaced inside every string.
     :param replacement: what a secret becomes.
     :raises ContextError: an option is of the wrong kind.
-
-    *New in version 0.1.0.*
     """
 
     __slots__ = ("_keys", "_patterns", "_verdicts", "keys", "patterns", "replacement")

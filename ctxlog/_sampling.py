@@ -296,9 +296,9 @@ class TailSamplingHandler(logging.handlers.MemoryHandler):
     })
     ```
 
-    :raises ContextError: an option is invalid.
-
     *New in version 0.1.0.*
+
+    :raises ContextError: an option is invalid.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Turning any bound value into something a log line or a header can hold.
 
-One place for it: the JSON lines of :mod:`ctxlog.stdlib` and of
-:mod:`ctxlog.structlog`, the snapshot's header codec and the queue handler
+One place for it: the JSON lines of [`ctxlog.stdlib`][ctxlog.stdlib] and of
+[`ctxlog.structlog`][ctxlog.structlog], the snapshot's header codec and the queue handler
 all use these, so a value one output can write is written the same way by
 the others, and no value can cost a line.
 """
@@ -30,7 +30,7 @@ __all__ = [
     "safe_str",
 ]
 
-#: How deep :func:`json_safe` follows containers before writing ``str()`` of the rest.
+#: How deep `json_safe` follows containers before writing ``str()`` of the rest.
 JSON_SAFE_DEPTH: Final = 32
 
 # What a JSON string may hold raw but a line must not: DEL and the C1 controls
@@ -49,7 +49,7 @@ def placeholder(value: object) -> str:
 
 
 def safe_str(value: Any) -> str:
-    """``str(value)``, or :func:`placeholder` when ``__str__`` raises."""
+    """``str(value)``, or `placeholder` when ``__str__`` raises."""
     try:
         return str(value)
     except Exception:  # noqa: BLE001 -- a broken __str__ must not break the line
@@ -69,7 +69,7 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
     depth: int = JSON_SAFE_DEPTH,
     default: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """A copy of *value* made only of what :func:`json.dumps` writes as strict JSON.
+    """A copy of *value* made only of what `json.dumps` writes as strict JSON.
 
     Plain ``str``/``int``/``float``/``bool``/``None``, ``dict`` with string
     keys and ``list``; subclasses are read through the base type's own methods
@@ -77,7 +77,7 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
     and ints too long to print become strings, dates and times their ISO
     form, containers nested deeper than *depth* (or circular) ``str()``, other
     objects what *default* makes of them (then ``str()``).  Anything that
-    raises on the way becomes :func:`placeholder`.
+    raises on the way becomes `placeholder`.
     """
     kind = type(value)
     if kind is str or kind is bool or value is None:
@@ -145,8 +145,8 @@ def dumps_line(obj: Any, **kwargs: Any) -> str:
     The common case is one plain ``json.dumps``.  When it fails on any value
     (a non-string mapping key, NaN, an int too long to print, deep or circular
     nesting, a value whose methods raise), the line is written from
-    :func:`json_safe` instead of being lost.  Keyword arguments are those of
-    :func:`json.dumps` (``default`` included); ``allow_nan`` is always off.
+    `json_safe` instead of being lost.  Keyword arguments are those of
+    `json.dumps` (``default`` included); ``allow_nan`` is always off.
     """
     kwargs["allow_nan"] = False
     encode = _encoder(kwargs) if kwargs.keys() <= _CACHED_OPTIONS else None
@@ -188,11 +188,11 @@ def _json() -> Any:
 
 
 def orjson_dumps_line(dumps: Callable[..., bytes]) -> Callable[..., str]:
-    """:func:`dumps_line` with *dumps* (``orjson.dumps``) for the common case.
+    """`dumps_line` with *dumps* (``orjson.dumps``) for the common case.
 
     Whatever orjson refuses (ints over 64 bits, non-string keys, deep or
     circular nesting, lone surrogates, a *default* that fails) is written by
-    :func:`dumps_line` instead.
+    `dumps_line` instead.
     """
 
     def line(obj: Any, *, default: Callable[[Any], Any] | None = None, **_: Any) -> str:

@@ -22,16 +22,16 @@ from ctxlog.headers import (
 
 __all__ = ["ASGIApp", "Message", "Receive", "RequestContextMiddleware", "Scope", "Send"]
 
-#: An ASGI connection scope.
 Scope: TypeAlias = MutableMapping[str, Any]
-#: An ASGI event message.
+"""An ASGI connection scope."""
 Message: TypeAlias = MutableMapping[str, Any]
-#: The ASGI ``receive`` callable.
+"""An ASGI event message."""
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
-#: The ASGI ``send`` callable.
+"""The ASGI ``receive`` callable."""
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
-#: An ASGI 3 application.
+"""The ASGI ``send`` callable."""
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""An ASGI 3 application."""
 
 _logger: Final = logging.getLogger("ctxlog.asgi")
 
@@ -52,7 +52,8 @@ class RequestContextMiddleware:
       sent and its value passes *validator*; otherwise it uses a new id from
       *generator* and, when a value was rejected (invalid, empty, too long,
       repeated), logs **one** warning on the ``ctxlog.asgi`` logger with the
-      value escaped and truncated (:func:`ctxlog.headers.escape_rejected`) —
+      value escaped and truncated
+      ([`ctxlog.headers.escape_rejected`][ctxlog.headers.escape_rejected]) —
       the raw value never reaches a log line or a response header;
     * binds it under *key*, plus the trace id of a valid W3C ``traceparent``
       under *trace_key* (when *traceparent* is on) and the *request_fields*
@@ -60,8 +61,8 @@ class RequestContextMiddleware:
     * binds the entries of the W3C ``baggage`` header whose keys *baggage*
       names, each under its own key (`ctxlog.headers.parse_baggage`: other
       entries, malformed ones and unsafe values are left out);
-    * opens a unit of work (:func:`ctxlog.scope`) for the request: its
-      memoize cache, and what :func:`ctxlog.annotate` adds;
+    * opens a unit of work ([`ctxlog.scope`][ctxlog.scope]) for the request: its
+      memoize cache, and what [`ctxlog.annotate`][ctxlog.annotate] adds;
     * echoes the id in the response (and websocket accept) headers, unless
       *echo* is off or the application set that header itself;
     * with *update_request_header* (the default), gives the scope's
@@ -101,11 +102,11 @@ class RequestContextMiddleware:
     picked (accepted or generated) before it is bound and echoed; like
     *generator*'s, its result must be printable ASCII without spaces.
 
+    *New in version 0.1.0.*
+
     :raises ctxlog.ContextError: an option is invalid (at construction), or
         the *generator* or *transformer* returns something that cannot be
         sent in a header.
-
-    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_policy", "app", "error_response")

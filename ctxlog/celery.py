@@ -2,12 +2,12 @@
 
 ``ctxlog.celery.install()`` connects three Celery signals:
 
-- ``before_task_publish``: the bound context (what :func:`ctxlog.snapshot`
+- ``before_task_publish``: the bound context (what [`ctxlog.snapshot`][ctxlog.snapshot]
   holds, minus what ctxlog computes itself such as the OpenTelemetry ids)
-  goes into one message header, :data:`CONTEXT_HEADER`, as the JSON that
-  :meth:`ctxlog.Snapshot.to_headers` writes;
+  goes into one message header, [`CONTEXT_HEADER`][ctxlog.celery.CONTEXT_HEADER], as the JSON that
+  [`ctxlog.Snapshot.to_headers`][ctxlog.Snapshot.to_headers] writes;
 - ``task_prerun``: the worker opens a unit of work for the task
-  (:func:`ctxlog.scope`) holding only the header's values plus ``task_id``
+  ([`ctxlog.scope`][ctxlog.scope]) holding only the header's values plus ``task_id``
   and ``task_name``, so nothing from an earlier task on the same process,
   thread or greenlet can show through;
 - ``task_postrun`` (which Celery sends even when the task raised): the
@@ -50,8 +50,8 @@ from ctxlog.headers import (
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
 
-#: The message header the context travels in, by default.
 CONTEXT_HEADER: Final = _jobs.FIELD
+"""The message header the context travels in, by default."""
 
 _log: Final = logging.getLogger("ctxlog.celery")
 
@@ -107,7 +107,8 @@ def install(
     - *keys*: carry only these keys (default: every bound key).  Applied on
       both sides: a worker binds only these keys from a message.
     - *header*: the message header holding the context (default
-      :data:`CONTEXT_HEADER`, ``"ctxlog_context"``).  Publishers and workers
+      [`CONTEXT_HEADER`][ctxlog.celery.CONTEXT_HEADER], ``"ctxlog_context"``).  Publishers and
+      workers
       must agree on it.
     - *task_id_key* / *task_name_key*: the keys the worker binds the task's
       id and name under, ``None`` to bind neither.
@@ -126,11 +127,11 @@ def install(
       whoever published it (values from ctxlog's own header win); parsed as
       `ctxlog.headers.parse_baggage` does, so a hostile header binds nothing raw.
 
-    What is carried: the values bound with :func:`ctxlog.bind` (and friends)
-    and registered ContextVars, as :func:`ctxlog.snapshot` has them, but not
+    What is carried: the values bound with [`ctxlog.bind`][ctxlog.bind] (and friends)
+    and registered ContextVars, as [`ctxlog.snapshot`][ctxlog.snapshot] has them, but not
     the task fields of a task that publishes another one (the new task gets
     its own), nor values ctxlog computes itself (the OpenTelemetry ids of
-    :mod:`ctxlog.otel`: OpenTelemetry's Celery instrumentation carries the
+    [`ctxlog.otel`][ctxlog.otel]: OpenTelemetry's Celery instrumentation carries the
     trace, and the worker's own span is the one to show).  A context that
     cannot travel (over 8 KiB as JSON, a control character in a value) is
     left out with a warning on the ``ctxlog.celery`` logger; the task is
@@ -139,17 +140,17 @@ def install(
 
     Tasks run eagerly (``task.apply()``, ``task_always_eager``) run in the
     caller's context: there the task fields and the header's values are
-    added to it, and removed after.  Calling :func:`install` again replaces
+    added to it, and removed after.  Calling [`install`][ctxlog.celery.install] again replaces
     the options.
 
     Works with Celery's message protocol 2 (the default since Celery 4).
+
+    *New in version 0.1.0.*
 
     :raises ContextError: a key is empty, *header* is not a plain name (a
         letter, then letters, digits, ``_ . -``, at most 64) or is a name
         Celery uses itself, *task_id_key* equals *task_name_key*, or a
         *baggage* key is not a W3C token or is one of the task keys.
-
-    *New in version 0.1.0.*
     """
     if not isinstance(header, str) or _HEADER_NAME(header) is None:
         msg = (
@@ -221,11 +222,12 @@ def install(
 
 
 def uninstall() -> None:
-    """Disconnect what :func:`install` connected.  Does nothing when not installed.
+    """Disconnect what [`install`][ctxlog.celery.install] connected.  Does nothing when not
+    installed.
 
     A task running at that moment still gets its context restored when it ends.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     global _options  # noqa: PLW0603 -- see install()
     with _lock:
@@ -239,9 +241,9 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
-    """Return whether :func:`install` is in effect.
+    """Return whether [`install`][ctxlog.celery.install] is in effect.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return _options is not None
 

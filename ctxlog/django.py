@@ -6,11 +6,12 @@ traceback and also the 4xx warning Django logs *after* the middleware chain
 has returned — and code run through ``sync_to_async`` / ``async_to_sync``.
 
 The middleware is sync- and async-capable.  It opens the request's unit of
-work (:func:`ctxlog.scope`) with the same validation and options as the ASGI
-and WSGI middlewares (one engine, :class:`ctxlog._middleware.Policy`), read
+work ([`ctxlog.scope`][ctxlog.scope]) with the same validation and options as the ASGI
+and WSGI middlewares (one engine, `ctxlog._middleware.Policy`), read
 from the ``CTXLOG`` settings dict, and closes it when the chain returns,
 unless the response outlives the chain: a streamed body (produced by the
-server afterwards) and every response under :func:`get_asgi_application`
+server afterwards) and every response under
+[`get_asgi_application`][ctxlog.django.get_asgi_application]
 (sent afterwards, with the server's access line) keep the unit open, in a
 copy of the request's context, until Django closes the response.  A filter on
 the ``django.request`` logger gives the lines Django writes after the chain
@@ -56,9 +57,6 @@ __all__ = ["OPTIONS", "RequestContextMiddleware", "get_asgi_application", "loggi
 
 _logger: Final = logging.getLogger("ctxlog.django")
 
-#: The keys of the ``CTXLOG`` settings dict, and their defaults: the options of
-#: :class:`ctxlog.asgi.RequestContextMiddleware`, plus ``ignore_urls``.
-#: ``validator``, ``generator`` and ``transformer`` may be dotted paths.
 OPTIONS: Final[Mapping[str, Any]] = {
     "header": REQUEST_ID_HEADER,
     "key": "request_id",
@@ -74,12 +72,18 @@ OPTIONS: Final[Mapping[str, Any]] = {
     "baggage": (),
     "ignore_urls": (),
 }
+"""The keys of the ``CTXLOG`` settings dict, and their defaults: the options of
+[`ctxlog.asgi.RequestContextMiddleware`][ctxlog.asgi.RequestContextMiddleware], plus
+``ignore_urls``.
+``validator``, ``generator`` and ``transformer`` may be dotted paths.
+"""
 
 #: The attribute of a Django request that keeps the context it ended with.
 _STASH: Final = "_ctxlog_context"
 
-#: The ASGI scope key under which :func:`get_asgi_application` hands the
-#: middleware a request's :class:`_Held`.
+#: The ASGI scope key under which [`get_asgi_application`][ctxlog.django.get_asgi_application] hands
+#: the
+#: middleware a request's `_Held`.
 _HOLD: Final = "ctxlog.django"
 
 
@@ -140,12 +144,14 @@ def _options() -> dict[str, Any]:
 class RequestContextMiddleware:
     """Bind a request id (and trace id) for every line of a Django request.
 
-    Name it first in ``settings.MIDDLEWARE``::
+    Name it first in ``settings.MIDDLEWARE``:
 
-        MIDDLEWARE = ["ctxlog.django.RequestContextMiddleware", ...]
+    ```python
+    MIDDLEWARE = ["ctxlog.django.RequestContextMiddleware", ...]
+    ```
 
     and configure it, if the defaults do not fit, with a ``CTXLOG`` dict in
-    the settings (keys: :data:`OPTIONS`).  The request id is taken from the
+    the settings (keys: [`OPTIONS`][ctxlog.django.OPTIONS]).  The request id is taken from the
     header when exactly one valid value is sent, else generated (with one
     escaped warning on the ``ctxlog.django`` logger for a rejected value).
     The header is read as ``request.headers`` reads it: also from a ``META``
@@ -171,9 +177,9 @@ class RequestContextMiddleware:
     (``"Exception while producing the response body"``, with the traceback),
     then raised on to the server.
 
-    :raises ContextError: an option in ``settings.CTXLOG`` is invalid.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: an option in ``settings.CTXLOG`` is invalid.
     """
 
     sync_capable = True
@@ -284,7 +290,8 @@ def _end(request: Any, entry: UnitEntry) -> None:
 
 
 class _Held:
-    """What :func:`get_asgi_application` puts in a request's ASGI scope: the
+    """What [`get_asgi_application`][ctxlog.django.get_asgi_application] puts in a request's ASGI
+    scope: the
     request's context, once the chain has returned, to send the response in."""
 
     __slots__ = ("ctx", "unit")
@@ -300,10 +307,12 @@ def _finish(request: Any, entry: UnitEntry, response: Any) -> None:
 
     A streamed body is produced after the chain, by the server (in its worker
     thread, or in an executor's thread, or in the handler's task under ASGI);
-    under :func:`get_asgi_application` the server writes its access line as the
+    under [`get_asgi_application`][ctxlog.django.get_asgi_application] the server writes its access
+    line as the
     response is sent.  The unit then stays open in a copy of the request's
     context, in which the body is produced, ``response.close()`` runs (its
-    closers and ``request_finished``) and, under :func:`get_asgi_application`,
+    closers and ``request_finished``) and, under
+    [`get_asgi_application`][ctxlog.django.get_asgi_application],
     the response is sent; ``close()`` ends it.  The caller's context is
     restored here, so nothing reaches the next request its thread serves.
     """
@@ -423,7 +432,7 @@ def logging_settings(level: str = "INFO", *, sql: bool = False) -> dict[str, Any
     ``django.db.backends`` at ``DEBUG`` (Django logs queries only with
     ``DEBUG = True``).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     config = load_config("logging-json.json")
     config["root"]["level"] = level

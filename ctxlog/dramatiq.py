@@ -45,8 +45,8 @@ from ctxlog import _jobs
 
 __all__ = ["CONTEXT_OPTION", "ContextMiddleware"]
 
-#: The message option the context travels in.
 CONTEXT_OPTION: Final = _jobs.FIELD
+"""The message option the context travels in."""
 
 _OPTIONS: Final = _jobs.options_for("dramatiq", CONTEXT_OPTION, "message option")
 

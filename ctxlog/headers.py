@@ -4,7 +4,7 @@ Validation of incoming request ids (a strict allow-list, the length checked
 before any regular expression runs), W3C ``traceparent`` and ``baggage``
 parsing, the headers to pass to the next service (`outgoing_headers`) and
 the escaping used when a rejected value is mentioned in a log line.  Standard library only: the
-ASGI and WSGI middlewares (:mod:`ctxlog.asgi`, :mod:`ctxlog.wsgi`) build on it.
+ASGI and WSGI middlewares ([`ctxlog.asgi`][ctxlog.asgi], [`ctxlog.wsgi`][ctxlog.wsgi]) build on it.
 """
 
 from __future__ import annotations
@@ -45,30 +45,32 @@ __all__ = [
     "transform_request_id",
 ]
 
-#: The header a request id is read from and echoed in, by default.
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+"""The header a request id is read from and echoed in, by default."""
 
-#: The longest request id the default validator accepts.
 MAX_REQUEST_ID_LENGTH: Final = 128
+"""The longest request id the default validator accepts."""
 
-#: The request fields the middlewares can bind besides the id (off by default):
-#: the HTTP method, the URL path (escaped like a rejected value when it holds a
-#: character outside the request-id alphabet or ``/``) and the client address
-#: as ``host:port`` (escaped likewise when it holds a character outside the
-#: request-id alphabet: a proxy header may have set it).
 REQUEST_FIELDS: Final = frozenset({"method", "path", "client"})
+"""The request fields the middlewares can bind besides the id (off by default):
+the HTTP method, the URL path (escaped like a rejected value when it holds a
+character outside the request-id alphabet or ``/``) and the client address
+as ``host:port`` (escaped likewise when it holds a character outside the
+request-id alphabet: a proxy header may have set it).
+"""
 
-#: The characters of a request id the default validator accepts.
 ALLOWED_CHARS: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
 )
-#: The same characters as bytes: ``value.translate(None, ALLOWED_BYTES)`` is empty
-#: exactly when every byte of *value* is one of them (a C-speed check of raw
-#: header bytes, for the middlewares' default validator).
+"""The characters of a request id the default validator accepts."""
 ALLOWED_BYTES: Final = "".join(sorted(ALLOWED_CHARS)).encode("ascii")
+"""The same characters as bytes: ``value.translate(None, ALLOWED_BYTES)`` is empty
+exactly when every byte of *value* is one of them (a C-speed check of raw
+header bytes, for the middlewares' default validator).
+"""
 # Explicit ASCII ranges: ``\w`` or ``\d`` would let non-ASCII digits and letters in.
-#: Full-matches a string of request-id characters.
 match_request_id: Final = re.compile(r"[A-Za-z0-9._:\-]+").fullmatch
+"""Full-matches a string of request-id characters."""
 
 # A traceparent is 55 characters in version 00; later versions may append
 # fields.  Anything longer than this is refused before the regex sees it.
@@ -104,12 +106,13 @@ def is_valid_request_id(value: object) -> bool:
     """Return whether *value* is acceptable as a request id from a header.
 
     The default validator of the middlewares: a ``str`` of 1 to
-    :data:`MAX_REQUEST_ID_LENGTH` characters, each one of ``A-Z a-z 0-9 . _ : -``
+    [`MAX_REQUEST_ID_LENGTH`][ctxlog.headers.MAX_REQUEST_ID_LENGTH] characters, each one of ``A-Z
+    a-z 0-9 . _ : -``
     (ASCII only; no spaces, tabs, control characters or quotes).  UUIDs, ULIDs,
     and the ids of most proxies and tracing systems pass.  The length is
     checked first, so a megabyte header costs no regex work.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return (
         isinstance(value, str)
@@ -132,7 +135,7 @@ def generate_request_id(generator: Callable[[], str]) -> str:
 def transform_request_id(transformer: Callable[[str], str], request_id: str) -> str:
     """Pass *request_id* through *transformer* and check that the result can be sent on.
 
-    :raises ContextError: as :func:`generate_request_id`.
+    :raises ContextError: as [`generate_request_id`][ctxlog.headers.generate_request_id].
     """
     return _sendable(transformer(request_id), "transformer", transformer)
 
@@ -152,7 +155,7 @@ def new_request_id() -> str:
 
     The default generator of the middlewares.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     # uuid.uuid4().hex without building a UUID object (a third of the cost):
     # the version (4) and variant (RFC 4122) bits set on 16 random bytes.
@@ -166,7 +169,7 @@ class TraceParent(NamedTuple):
     """A parsed W3C ``traceparent`` header (`Trace Context
     <https://www.w3.org/TR/trace-context/>`_): all fields lowercase hex.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     version: str
@@ -191,7 +194,7 @@ def parse_traceparent(value: str | bytes | None) -> TraceParent | None:
     ``-``-separated fields (ignored), all-zero trace or parent ids refused.
     Values longer than 512 characters are refused before any parsing.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     if value is None or len(value) > _TRACEPARENT_CAP:
         return None
@@ -208,15 +211,16 @@ def parse_traceparent(value: str | bytes | None) -> TraceParent | None:
     return TraceParent(version, trace_id, parent_id, flags)
 
 
-#: The W3C Baggage header (lowercase: ASGI and HTTP/2 give header names so).
 BAGGAGE_HEADER: Final = "baggage"
-#: The most list members of a ``baggage`` header read or written (W3C Baggage:
-#: at least 64 must be propagated; OpenTelemetry reads up to 180).
+"""The W3C Baggage header (lowercase: ASGI and HTTP/2 give header names so)."""
 MAX_BAGGAGE_ENTRIES: Final = 180
-#: The most bytes of ``baggage`` read or written, all header lines together.
+"""The most list members of a ``baggage`` header read or written (W3C Baggage:
+at least 64 must be propagated; OpenTelemetry reads up to 180).
+"""
 MAX_BAGGAGE_BYTES: Final = 8192
-#: The longest baggage value bound, after percent-decoding, in characters.
+"""The most bytes of ``baggage`` read or written, all header lines together."""
 MAX_BAGGAGE_VALUE_LENGTH: Final = 1024
+"""The longest baggage value bound, after percent-decoding, in characters."""
 
 # A key is an RFC 9110 token; a value is made of baggage-octets (printable
 # ASCII but space, DQUOTE, comma, semicolon and backslash), percent-encoded
@@ -235,10 +239,10 @@ _BAGGAGE_SAFE: Final = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not i
 def check_baggage_keys(keys: object, where: str) -> tuple[str, ...]:
     """The baggage keys of an option, checked: a collection of W3C tokens.
 
+    *New in version 0.1.0.*
+
     :raises ContextError: *keys* is a string, or holds something that is not a
         non-empty token (``A-Z a-z 0-9`` and ``!#$%&'*+-.^_`|~``).
-
-    *New in version 0.1.0.*
     """
     check_collection(keys, "baggage", where)
     if not isinstance(keys, Iterable):
@@ -393,7 +397,7 @@ def outgoing_headers(
       Its parent id is the span id bound under *span_key* when there is a valid
       one, else a new random one for this hop; its flags are those of the
       incoming request (``01``, sampled, when there was none), or those of the
-      active OpenTelemetry span when :func:`ctxlog.otel.install` is in effect
+      active OpenTelemetry span when [`ctxlog.otel.install`][ctxlog.otel.install] is in effect
       and the trace is that span's;
     * ``baggage`` (W3C Baggage), when *baggage* names keys: the values bound
       under those keys (``str``, ``int``, ``float``; others are left out),
@@ -401,9 +405,9 @@ def outgoing_headers(
 
     Pass the result to your HTTP client: ``httpx.get(url, headers=outgoing_headers())``.
 
-    :raises ContextError: *baggage* holds a key that is not a W3C token.
-
     *New in version 0.1.0.*
+
+    :raises ContextError: *baggage* holds a key that is not a W3C token.
     """
     out: dict[str, str] = {}
     get = store.value
@@ -456,7 +460,7 @@ def escape_rejected(value: str | bytes, limit: int = _ESCAPE_LIMIT) -> str:
     (when longer than the cap) cannot appear in it.  ``bytes`` are read as
     Latin-1, as HTTP header bytes are.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     size = len(value)
     head = value[:limit]

@@ -43,8 +43,8 @@ from ctxlog import _jobs
 
 __all__ = ["CONTEXT_KWARG", "install", "installed", "uninstall"]
 
-#: The keyword argument the context travels in (removed before the task runs).
 CONTEXT_KWARG: Final = _jobs.FIELD
+"""The keyword argument the context travels in (removed before the task runs)."""
 
 _OPTIONS: Final = _jobs.options_for("huey", CONTEXT_KWARG, "keyword argument")
 

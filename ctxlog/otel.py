@@ -212,11 +212,11 @@ def install(
     Works whenever it is called, before or after logging is configured.
     Calling it again replaces the keys; `uninstall` removes them.
 
+    *New in version 0.1.0.*
+
     :raises ContextError: a key is empty, both keys are the same, a baggage
         entry is one of them, or a key is already used by a registered
         variable ([`register`][ctxlog.register]).
-
-    *New in version 0.1.0.*
     """
     check_key(trace_key, "ctxlog.otel.install")
     if span_key is not None:
@@ -335,11 +335,11 @@ def logging_handler(
     *logger_provider*: the SDK's ``LoggerProvider`` to send to; default: the
     global one (``opentelemetry._logs.set_logger_provider``).
 
+    *New in version 0.1.0.*
+
     :raises ImportError: OpenTelemetry's logs pieces are not installed (the
         ``otel`` extra installs them).
     :raises ContextError: a filter option is invalid.
-
-    *New in version 0.1.0.*
     """
     try:
         from ctxlog._otel_logs import ContextLoggingHandler  # noqa: PLC0415 -- only when asked for

@@ -39,8 +39,8 @@ from ctxlog import _jobs
 
 __all__ = ["CONTEXT_META_KEY", "ContextJob"]
 
-#: The ``job.meta`` key the context travels in.
 CONTEXT_META_KEY: Final = _jobs.FIELD
+"""The ``job.meta`` key the context travels in."""
 
 _OPTIONS: Final = _jobs.options_for("rq", CONTEXT_META_KEY, "job meta entry")
 

@@ -62,14 +62,14 @@ class ContextIntegration(Integration):
 
     Nothing is added to an event captured with no context bound.
 
+    *New in version 0.1.0.*
+
     :param tags: the keys to set as tags.
     :param context_name: the name of the event context holding the values.
     :param fields: only these keys go into that context (default: all).
     :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` for the
         defaults: the secrets in the context and the tags are replaced.
     :raises ctxlog.ContextError: an option is invalid.
-
-    *New in version 0.1.0.*
     """
 
     identifier = "ctxlog"

@@ -1,4 +1,4 @@
-"""stdlib :mod:`logging` integration: the filter, the record factory, ``configure()``.
+"""stdlib `logging` integration: the filter, the record factory, ``configure()``.
 
 Everything here reads the store with one ``ContextVar.get()`` per record and
 caches the prepared attributes per distinct context mapping, so the cost of a
@@ -11,9 +11,9 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, NoReturn
 
-from ctxlog._errors import ContextError, check_flag
+from ctxlog._errors import ContextError, check_flag, check_no_options
 from ctxlog._projection import LINE_FIELDS, UNCACHED, ConflictPolicy, Projection, free_key
 from ctxlog._store import store
 from ctxlog._values import dumps_line, orjson_dumps_line, rfc3339
@@ -31,12 +31,22 @@ __all__ = [
     "uninstall_record_factory",
 ]
 
-#: Attributes a :class:`logging.LogRecord` has (or that formatters add) which a
-#: context key must never overwrite.  ``taskName`` is listed on every Python
-#: version so a config behaves the same on 3.10 and 3.12+.
 RESERVED_ATTRS: Final[frozenset[str]] = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None))
 ) | {"message", "asctime", "taskName", "exc_info", "exc_text", "stack_info"}
+"""Attributes a `logging.LogRecord` has (or that formatters add) which a
+context key must never overwrite.  ``taskName`` is listed on every Python
+version so a config behaves the same on 3.10 and 3.12+.
+"""
+
+NOT_EXTRA: Final[frozenset[str]] = RESERVED_ATTRS | {"color_message"}
+"""What a JSON line never writes as an ``extra=`` value: the record's own
+attributes, and uvicorn's ``color_message`` (its message again, with ANSI
+colour codes for a terminal).
+"""
+
+#: The options of ContextFilter (the keys of its dictConfig entry).
+_FILTER_OPTIONS: Final = ("fields", "defaults", "nest_under", "on_conflict", "redact")
 
 #: How many attributes ``LogRecord()`` sets on this Python version (see ContextFilter.filter).
 _PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
@@ -71,9 +81,13 @@ class ContextFilter(logging.Filter):
 
     Attach it to **handlers** (a filter on a logger does not see records
     propagated from child loggers), or to a ``QueueHandler`` so the context is
-    captured on the thread that logs.  From ``dictConfig``::
+    captured on the thread that logs.  From ``dictConfig``:
 
-        "filters": {"ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}}
+    ```python
+    "filters": {"ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}}
+    ```
+
+    *New in version 0.1.0.*
 
     :param fields: only these keys are added (an allow-list); default: all.
     :param defaults: values for keys that are not bound, so that a format such
@@ -81,7 +95,7 @@ class ContextFilter(logging.Filter):
     :param nest_under: add one attribute of this name holding a ``dict`` of the
         context, instead of one attribute per key.
     :param on_conflict: what to do with a key that collides with a standard
-        :class:`~logging.LogRecord` attribute (``name``, ``msg``, ``levelname``,
+        `LogRecord` attribute (``name``, ``msg``, ``levelname``,
         ``taskName``, ...): ``"rename"`` stores it as ``ctx_<key>``, ``"drop"``
         leaves it out.
     :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` for the
@@ -92,9 +106,8 @@ class ContextFilter(logging.Filter):
     A key passed with ``extra=`` in the log call wins over the bound context.
     The filter never drops a record and never raises into the log call.
 
-    :raises ContextError: an option is invalid (at construction).
-
-    .. versionadded:: 0.1.0
+    :raises ContextError: an option is invalid, or unknown (a typo in a
+        ``dictConfig`` entry), at construction.
     """
 
     def __init__(
@@ -105,8 +118,10 @@ class ContextFilter(logging.Filter):
         nest_under: str | None = None,
         on_conflict: ConflictPolicy = "rename",
         redact: Redactor | bool | None = None,
+        **unknown: NoReturn,  # a typo in a dictConfig entry: refused by name below
     ) -> None:
         super().__init__()
+        check_no_options(unknown, "ContextFilter", _FILTER_OPTIONS)
         redactor = _redactor(redact, "ContextFilter")
         projection = _record_projection(
             "ContextFilter", fields, defaults, nest_under, on_conflict, redactor
@@ -130,21 +145,21 @@ class ContextFilter(logging.Filter):
         Applies ``fields``, ``defaults`` and ``on_conflict``; the result is what
         lands on the record (flat) or under ``nest_under``.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         return self._projection.prepare(data)
 
     def attributes(self) -> dict[str, Any]:
         """The attributes this filter would add to a record logged right now.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         return self._projection.current()
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the context to *record*; always returns ``True``.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         try:
             attrs = record.__dict__
@@ -302,18 +317,18 @@ def install_record_factory(
     nest_under: str | None = None,
     on_conflict: ConflictPolicy = "rename",
 ) -> None:
-    """Add the context to every :class:`~logging.LogRecord` when it is created.
+    """Add the context to every `LogRecord` when it is created.
 
-    The alternative to :class:`ContextFilter` when records reach handlers on
+    The alternative to [`ContextFilter`][ctxlog.stdlib.ContextFilter] when records reach handlers on
     another thread (a ``QueueHandler``/``QueueListener``) or when no handler
     should need a filter: the context is captured on the thread that logs.
     Chains the factory installed before; calling it again only updates the
     options (it never wraps twice).  A key passed with ``extra=`` still wins
     and never raises ``KeyError: Attempt to overwrite``.
 
-    Options are those of :class:`ContextFilter`.
+    Options are those of [`ContextFilter`][ctxlog.stdlib.ContextFilter].
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     projection = _record_projection(
         "install_record_factory", fields, defaults, nest_under, on_conflict
@@ -327,14 +342,15 @@ def install_record_factory(
 
 
 def uninstall_record_factory() -> None:
-    """Restore the record factory that :func:`install_record_factory` wrapped.
+    """Restore the record factory that
+    [`install_record_factory`][ctxlog.stdlib.install_record_factory] wrapped.
 
     Does nothing when ctxlog's factory is not installed.
 
+    *New in version 0.1.0.*
+
     :raises ContextError: another factory was installed on top of ctxlog's
         (uninstall that one first, or the chain would break).
-
-    .. versionadded:: 0.1.0
     """
     with _factory_lock:
         factory = logging.getLogRecordFactory()
@@ -397,7 +413,7 @@ def _json_formatter_class() -> type[Any]:
                 "message": record.message,
             }
             for key, value in record.__dict__.items():
-                if key not in RESERVED_ATTRS:
+                if key not in NOT_EXTRA:
                     data[free_key(key, data) if key in _LINE_FIELDS else key] = value
             if isinstance(msg, dict):
                 # A dict logged as the message: its keys win, as extra= does.
@@ -446,7 +462,10 @@ def _serializer(kind: Serializer) -> Callable[..., str]:
 
 
 def json_formatter(
-    serializer: Serializer = "auto", *, redact: Redactor | bool | None = None
+    serializer: Serializer = "auto",
+    *,
+    redact: Redactor | bool | None = None,
+    **unknown: NoReturn,  # a typo in a dictConfig entry: refused by name below
 ) -> logging.Formatter:
     """Return the JSON-lines formatter ``configure()`` uses (python-json-logger's
     ``JsonFormatter``, set up for ctxlog).
@@ -466,19 +485,22 @@ def json_formatter(
     *serializer*: ``"orjson"`` writes with orjson (``pip install
     'ctxlog-correlation[orjson]'``; a third less per line), ``"json"`` with the standard
     library, ``"auto"`` (the default) with orjson when it is installed.  The
-    line is the same either way (NaN and infinities are ``null``).
+    values are the same either way (NaN and infinities are ``null``); the
+    spacing is not: orjson writes compact lines.
 
     *redact*: a [`Redactor`][ctxlog.Redactor], or ``True`` for the defaults:
     applied to the whole line (the context, ``extra=`` values, and with
     patterns the message and the exception text).
 
+    *New in version 0.1.0.*
+
     :raises ImportError: python-json-logger (or orjson, when asked for) is not
         installed; the message names the extra to install.
-    :raises ContextError: *serializer* is not one of the three, or *redact* is
-        neither a ``Redactor`` nor a bool.
-
-    .. versionadded:: 0.1.0
+    :raises ContextError: *serializer* is not one of the three, *redact* is
+        neither a ``Redactor`` nor a bool, or another option is given (a typo in
+        a ``dictConfig`` entry).
     """
+    check_no_options(unknown, "json_formatter", ("serializer", "redact"))
     redactor = _redactor(redact, "json_formatter")
     dumps = _serializer(serializer)
     formatter: logging.Formatter = _json_formatter_class()(
@@ -504,9 +526,9 @@ def configure(
 ) -> logging.Handler:
     """Set up root logging in one call: JSON lines on *stream* with the context.
 
-    Installs one :class:`logging.StreamHandler` on the root logger, writing to
+    Installs one `logging.StreamHandler` on the root logger, writing to
     *stream* (default: ``sys.stderr``) through python-json-logger, with a
-    :class:`ContextFilter` built from *fields*, *defaults*, *nest_under* and
+    [`ContextFilter`][ctxlog.stdlib.ContextFilter] built from *fields*, *defaults*, *nest_under* and
     *on_conflict* attached, and sets the root level to *level*.  Calling it
     again replaces the handler an earlier call installed (and only that one);
     other handlers are left alone, so after ``logging.basicConfig()`` every
@@ -520,11 +542,11 @@ def configure(
     *level* is a number or a level name in any case (``"debug"``).  Nothing
     changes when an argument is invalid.
 
+    *New in version 0.1.0.*
+
     :raises ImportError: python-json-logger is missing (``pip install 'ctxlog-correlation[json]'``).
     :raises ValueError: *level* is not a known level name.
     :raises ContextError: a filter option is invalid.
-
-    .. versionadded:: 0.1.0
     """
     check_flag(replace_handlers, "replace_handlers", "configure")
     redactor = _redactor(redact, "configure")

@@ -1,17 +1,19 @@
-"""structlog integration: the processor, and a drop-in for :mod:`structlog.contextvars`.
+"""structlog integration: the processor, and a drop-in for `structlog.contextvars`.
 
 ``merge_context`` is a structlog processor that adds ctxlog's context to every
 event dict with one ``ContextVar.get()``.  structlog's own ``merge_contextvars``
 walks every ContextVar in the context on each call, so its cost grows with
 everything else the application keeps in contextvars; this one does not.
 
-The module also mirrors :mod:`structlog.contextvars` function for function
+The module also mirrors `structlog.contextvars` function for function
 (``bind_contextvars``, ``bound_contextvars``, ``merge_contextvars``, ...),
 backed by ctxlog's store: existing code switches with one import line, and a
 value bound either way is seen by the structlog processor *and* by
-:class:`ctxlog.ContextFilter` on stdlib records::
+[`ctxlog.ContextFilter`][ctxlog.ContextFilter] on stdlib records:
 
-    from ctxlog.structlog import bind_contextvars, bound_contextvars, merge_contextvars
+```python
+from ctxlog.structlog import bind_contextvars, bound_contextvars, merge_contextvars
+```
 
 Importing this module imports structlog; ``import ctxlog`` never does.
 """
@@ -46,7 +48,7 @@ from ctxlog._errors import ContextError, check_key
 from ctxlog._projection import LINE_FIELDS, Projection, free_key
 from ctxlog._store import UNIT_KEY, VarToken, store
 from ctxlog._values import dumps_line, rfc3339
-from ctxlog.stdlib import RESERVED_ATTRS
+from ctxlog.stdlib import NOT_EXTRA
 
 if TYPE_CHECKING:
     from structlog.typing import BindableLogger, EventDict, Processor, WrappedLogger
@@ -87,13 +89,14 @@ _MISSING: Final = object()
 # values bound with the real structlog.contextvars (opt-in interop)
 # --------------------------------------------------------------------------
 
-#: structlog's prefix for the names of its ContextVars, re-exported so code that
-#: reads ``structlog.contextvars.STRUCTLOG_KEY_PREFIX`` keeps working.
 STRUCTLOG_KEY_PREFIX: Final[str] = getattr(
     _structlog_contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_"
 )
-#: ``len(STRUCTLOG_KEY_PREFIX)``.
+"""structlog's prefix for the names of its ContextVars, re-exported so code that
+reads ``structlog.contextvars.STRUCTLOG_KEY_PREFIX`` keeps working.
+"""
 STRUCTLOG_KEY_PREFIX_LEN: Final[int] = len(STRUCTLOG_KEY_PREFIX)
+"""``len(STRUCTLOG_KEY_PREFIX)``."""
 
 
 def _structlog_values_from_registry(registry: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,7 +141,8 @@ _structlog_values: Final = _pick_structlog_reader(
 
 
 class _ContextMerger:
-    """The processor :func:`merge_context` returns when given options."""
+    """The processor [`merge_context`][ctxlog.structlog.merge_context] returns when given
+    options."""
 
     __slots__ = ("_projection", "structlog_contextvars")
 
@@ -203,10 +207,6 @@ def _merge_into(event_dict: EventDict, prepared: Mapping[str, Any]) -> EventDict
     return event_dict
 
 
-#: Keys structlog's processors and renderers act on, and the names of the JSON
-#: line: a context key of one of these names is added as ``ctx_<key>`` (bound
-#: ``exc_info=True`` would attach a traceback to every line, ``_record`` break
-#: every call).
 RESERVED_KEYS: Final = frozenset(
     {
         "event",
@@ -221,6 +221,11 @@ RESERVED_KEYS: Final = frozenset(
         *LINE_FIELDS,
     }
 )
+"""Keys structlog's processors and renderers act on, and the names of the JSON
+line: a context key of one of these names is added as ``ctx_<key>`` (bound
+``exc_info=True`` would attach a traceback to every line, ``_record`` break
+every call).
+"""
 
 _LINE_FIELDS: Final = LINE_FIELDS[:3]  # what _line_fields() sets
 _HEAD: Final = LINE_FIELDS[:4]  # what comes first on the line
@@ -241,7 +246,7 @@ def _projection(
     )
 
 
-#: The projection of :func:`merge_context` without options.
+#: The projection of [`merge_context`][ctxlog.structlog.merge_context] without options.
 _PLAIN: Final = _projection()
 
 
@@ -272,12 +277,14 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
     """A structlog processor that adds the current context to the event dict.
 
     Put it where ``structlog.contextvars.merge_contextvars`` stands, first in
-    the chain::
+    the chain:
 
-        structlog.configure(processors=[merge_context, ..., JSONRenderer()])
+    ```python
+    structlog.configure(processors=[merge_context, ..., JSONRenderer()])
+    ```
 
-    It adds everything bound with :func:`ctxlog.bind` (or this module's
-    ``bind_contextvars``), annotated with :func:`ctxlog.annotate`, plus
+    It adds everything bound with [`ctxlog.bind`][ctxlog.bind] (or this module's
+    ``bind_contextvars``), annotated with [`ctxlog.annotate`][ctxlog.annotate], plus
     registered ContextVars, with one ``ContextVar.get()``: its cost does not
     depend on how many other ContextVars are alive.  A key already in the
     event dict (a keyword of the log call, a value bound on the logger) wins.
@@ -285,6 +292,8 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
     event's keys, then the context.
 
     Called with keywords only, it returns a processor with options instead:
+
+    *New in version 0.1.0.*
 
     :param fields: only these keys are added (an allow-list); default: all.
     :param defaults: values for keys that are not bound, so a field is always
@@ -300,8 +309,6 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
         ``format_exc_info``.
 
     :raises ContextError: an option is invalid (when the processor is built).
-
-    .. versionadded:: 0.1.0
     """
     if event_dict is None:
         return _configured(fields, defaults, structlog_contextvars, redact)
@@ -342,10 +349,11 @@ def _redact_event(redactor: Redactor, event_dict: EventDict) -> EventDict:
     return out
 
 
-#: Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
-#:
-#: .. versionadded:: 0.1.0
 merge_contextvars: Final = merge_context
+"""Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
+
+*New in version 0.1.0.*
+"""
 
 
 # --------------------------------------------------------------------------
@@ -354,12 +362,12 @@ merge_contextvars: Final = merge_context
 
 #: structlog's own processor, as its default chain holds it.
 _STRUCTLOG_MERGE: Final = _structlog_contextvars.merge_contextvars
-#: What :func:`install` puts in its place: ctxlog's store, and what the real
+#: What [`install`][ctxlog.structlog.install] puts in its place: ctxlog's store, and what the real
 #: ``structlog.contextvars`` bound (nothing is lost; ctxlog wins a shared key).
 _DEFAULT_CHAIN_MERGE: Final = _ContextMerger(_PLAIN, structlog_contextvars=True)
 
 _install_lock = threading.Lock()
-#: (list, index) and (module, name) places :func:`install` changed, to undo.
+#: (list, index) and (module, name) places [`install`][ctxlog.structlog.install] changed, to undo.
 _replaced_items: list[tuple[list[Any], int]] = []
 _replaced_names: list[tuple[Any, str]] = []
 
@@ -385,18 +393,19 @@ def install() -> None:
     ``structlog.reset_defaults()`` or ``structlog.stdlib.recreate_defaults()``)
     holds structlog's own ``merge_contextvars``, copied there when structlog
     was imported: it cannot see values bound through this module or
-    :func:`ctxlog.bind`.  ``install()`` puts in its place a processor that
+    [`ctxlog.bind`][ctxlog.bind].  ``install()`` puts in its place a processor that
     merges ctxlog's context *and* whatever the real ``structlog.contextvars``
     bound (nothing is lost; ctxlog's value wins a shared key): in the chain
     in effect now (changed in place, so loggers made earlier see it too) and
     in the ones those two calls rebuild.  A chain configured *later* is taken
-    as written: put :func:`merge_context` in it, or call ``install()`` again
+    as written: put [`merge_context`][ctxlog.structlog.merge_context] in it, or call ``install()``
+    again
     after ``structlog.configure()``, which does the same for that chain (a
     list; a tuple cannot be changed in place).
 
-    Idempotent; :func:`uninstall` undoes it.
+    Idempotent; [`uninstall`][ctxlog.structlog.uninstall] undoes it.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     with _install_lock:
         _check_again()  # the chain changes in place
@@ -415,9 +424,9 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Undo :func:`install` (a no-op when it is not in effect).
+    """Undo [`install`][ctxlog.structlog.install] (a no-op when it is not in effect).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     with _install_lock:
         _check_again()  # the chain changes in place
@@ -434,21 +443,21 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
-    """Whether :func:`install` is in effect.
+    """Whether [`install`][ctxlog.structlog.install] is in effect.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return bool(_replaced_items or _replaced_names)
 
 
 def _save_state() -> bool:
-    """Whether :func:`install` is in effect, for :func:`_load_state` (it takes
+    """Whether [`install`][ctxlog.structlog.install] is in effect, for `_load_state` (it takes
     no options); ctxlog's pytest plugin saves it around each test."""
     return installed()
 
 
 def _load_state(was_installed: bool) -> None:
-    """Put back what :func:`_save_state` returned."""
+    """Put back what `_save_state` returned."""
     if was_installed:
         install()
     else:
@@ -542,14 +551,15 @@ class _TokenContextError(ContextError, ValueError):
 
 
 class ContextVarsToken:
-    """What :func:`bind_contextvars` maps each key to; pass it to :func:`reset_contextvars`.
+    """What [`bind_contextvars`][ctxlog.structlog.bind_contextvars] maps each key to; pass it to
+    [`reset_contextvars`][ctxlog.structlog.reset_contextvars].
 
     Plays the part of the ``contextvars.Token`` that structlog returns: one
     object stands for all the keys of one ``bind_contextvars`` call, and each
     key can be reset once, in the context it was bound in.  Only
-    :func:`bind_contextvars` makes them.
+    [`bind_contextvars`][ctxlog.structlog.bind_contextvars] makes them.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     __slots__ = ("_before", "_keys", "_set", "_token", "_used")
@@ -566,7 +576,7 @@ class ContextVarsToken:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """The keys the :func:`bind_contextvars` call bound."""
+        """The keys the [`bind_contextvars`][ctxlog.structlog.bind_contextvars] call bound."""
         return tuple(self._keys)
 
     def __repr__(self) -> str:
@@ -584,12 +594,14 @@ def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
     ``structlog.contextvars.bind_contextvars``.
 
     Later binds of the same key win; other keys are kept.  The values are seen
-    by :func:`merge_context` and by :class:`ctxlog.ContextFilter` alike.
-    Returns a mapping of each key to a token for :func:`reset_contextvars`.
+    by [`merge_context`][ctxlog.structlog.merge_context] and by
+    [`ctxlog.ContextFilter`][ctxlog.ContextFilter] alike.
+    Returns a mapping of each key to a token for
+    [`reset_contextvars`][ctxlog.structlog.reset_contextvars].
+
+    *New in version 0.1.0.*
 
     :raises ContextError: a key is empty.
-
-    .. versionadded:: 0.1.0
     """
     if not kw:
         return {}
@@ -609,19 +621,21 @@ def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
 
 
 def reset_contextvars(**kw: ContextVarsToken) -> None:
-    """Restore each key of *kw* to what it was before the :func:`bind_contextvars`
+    """Restore each key of *kw* to what it was before the
+    [`bind_contextvars`][ctxlog.structlog.bind_contextvars]
     call that returned its token: the drop-in for
     ``structlog.contextvars.reset_contextvars``.
 
     Only the given keys change; whatever else was bound since stays.
 
-    :raises ContextError: a token is not from :func:`bind_contextvars`, is
+    *New in version 0.1.0.*
+
+    :raises ContextError: a token is not from
+        [`bind_contextvars`][ctxlog.structlog.bind_contextvars], is
         passed under a key it did not bind, or was already used for that key.
         A token used in another context (another asyncio task, thread or
         ``contextvars.Context``) raises a ``ContextError`` that is also a
         ``ValueError``, as ``ContextVar.reset`` does.
-
-    .. versionadded:: 0.1.0
     """
     first: ContextVarsToken | None = None
     for key, token in kw.items():
@@ -649,7 +663,8 @@ def reset_contextvars(**kw: ContextVarsToken) -> None:
 
 
 def _reset_checked(kw: Mapping[str, ContextVarsToken]) -> None:
-    """:func:`reset_contextvars` beyond the common case: check each key, restore each."""
+    """[`reset_contextvars`][ctxlog.structlog.reset_contextvars] beyond the common case: check each
+    key, restore each."""
     for i, (key, token) in enumerate(kw.items()):
         if (
             type(token) is not ContextVarsToken
@@ -717,7 +732,8 @@ def _restore_keys(
 
 
 def _misused(key: str, token: object) -> ContextError:
-    """The error for a token that :func:`reset_contextvars` cannot use for *key*."""
+    """The error for a token that [`reset_contextvars`][ctxlog.structlog.reset_contextvars] cannot
+    use for *key*."""
     if not isinstance(token, ContextVarsToken):
         msg = (
             f"reset_contextvars({key}=...) takes the tokens bind_contextvars() "
@@ -751,11 +767,11 @@ def unbind_contextvars(*keys: str) -> None:
     """Remove *keys* from the current context if they are there: the drop-in for
     ``structlog.contextvars.unbind_contextvars``.
 
-    A registered ContextVar of that name is hidden too (see :func:`ctxlog.unbind`).
+    A registered ContextVar of that name is hidden too (see [`ctxlog.unbind`][ctxlog.unbind]).
+
+    *New in version 0.1.0.*
 
     :raises ContextError: a key is not a non-empty string.
-
-    .. versionadded:: 0.1.0
     """
     if not keys:
         return
@@ -774,7 +790,7 @@ def clear_contextvars() -> None:
     (``ctxlog.bind`` blocks restore their values when they exit).  Registered
     ContextVars belong to their owners and are left alone.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     store.replace({})
 
@@ -783,10 +799,11 @@ def get_contextvars() -> dict[str, Any]:
     """Return a copy of the current context: the drop-in for
     ``structlog.contextvars.get_contextvars``.
 
-    The copy holds what :func:`merge_context` would add: the bound values and
+    The copy holds what [`merge_context`][ctxlog.structlog.merge_context] would add: the bound
+    values and
     registered ContextVars.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return dict(store.merged())
 
@@ -796,7 +813,7 @@ def get_merged_contextvars(bound_logger: BindableLogger) -> dict[str, Any]:
     *bound_logger* (which wins): the drop-in for
     ``structlog.contextvars.get_merged_contextvars``.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     out = get_contextvars()
     out.update(structlog.get_context(bound_logger))
@@ -825,16 +842,17 @@ class bound_contextvars(Reusable[_State]):  # noqa: N801 -- the name of the stru
 
     On exit each key of *kw* goes back to the value it had before (or is
     removed), and nothing else changes: a key bound inside the block with
-    :func:`bind_contextvars` stays bound, as with structlog.  Works as
+    [`bind_contextvars`][ctxlog.structlog.bind_contextvars] stays bound, as with structlog.  Works
+    as
     ``with``, as ``async with``, and as a decorator on sync functions, on
     ``async def`` functions (bound around the awaited body, fresh per call) and
     on generator functions (bound for the whole iteration, in a private
-    context; see :func:`ctxlog.isolate`).  The decorator keeps the name,
+    context; see [`ctxlog.isolate`][ctxlog.isolate]).  The decorator keeps the name,
     signature and docstring.
 
-    :raises ContextError: a key is empty.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: a key is empty.
     """
 
     __slots__ = ("_values",)
@@ -884,18 +902,19 @@ def _record_extras(
 ) -> EventDict:
     """Add the ``extra=`` values of a stdlib record to its event dict.
 
-    In a ``foreign_pre_chain``, before :func:`merge_context`: a value given in
+    In a ``foreign_pre_chain``, before [`merge_context`][ctxlog.structlog.merge_context]: a value
+    given in
     the log call wins over the context, as a structlog keyword does.  Standard
     LogRecord attributes (and ``message``/``asctime``, which another formatter
-    may have set) are left out; so is a key the event dict already has (its
-    ``event``).  structlog's own events are left alone: their keywords are in
-    the event dict already, and their record holds structlog's private
-    attributes (``_logger``, ``_name``).
+    may have set, and uvicorn's ``color_message``) are left out; so is a key
+    the event dict already has (its ``event``).  structlog's own events are
+    left alone: their keywords are in the event dict already, and their record
+    holds structlog's private attributes (``_logger``, ``_name``).
     """
     record = event_dict.get("_record")
     if isinstance(record, logging.LogRecord) and not event_dict.get("_from_structlog"):
         for key, value in record.__dict__.items():
-            if key not in RESERVED_ATTRS and key not in event_dict:
+            if key not in NOT_EXTRA and key not in event_dict:
                 event_dict[key] = value
     return event_dict
 
@@ -958,36 +977,38 @@ def _event_to_message(
     return head
 
 
-#: The processors structlog events and stdlib records share: a stdlib record's
-#: ``extra=`` values, the context (values given in the call win), then the
-#: line's ``time`` (RFC 3339 UTC, microseconds), ``level`` (``INFO``) and
-#: ``logger``, named and written as :func:`ctxlog.stdlib.json_formatter`
-#: writes them.  Use it in ``structlog.configure(processors=[*SHARED_PROCESSORS,
-#: ...])`` and as the ``foreign_pre_chain`` of
-#: ``structlog.stdlib.ProcessorFormatter`` (from a dictConfig file:
-#: ``"foreign_pre_chain": "ext://ctxlog.structlog.SHARED_PROCESSORS"``).
-#:
-#: .. versionadded:: 0.1.0
 SHARED_PROCESSORS: Final[tuple[Processor, ...]] = (
     _record_extras,
     merge_context,
     structlog.processors.StackInfoRenderer(),
     _line_fields,
 )
+"""The processors structlog events and stdlib records share: a stdlib record's
+``extra=`` values, the context (values given in the call win), then the
+line's ``time`` (RFC 3339 UTC, microseconds), ``level`` (``INFO``) and
+``logger``, named and written as [`ctxlog.stdlib.json_formatter`][ctxlog.stdlib.json_formatter]
+writes them.  Use it in ``structlog.configure(processors=[*SHARED_PROCESSORS,
+...])`` and as the ``foreign_pre_chain`` of
+``structlog.stdlib.ProcessorFormatter`` (from a dictConfig file:
+``"foreign_pre_chain": "ext://ctxlog.structlog.SHARED_PROCESSORS"``).
 
-#: The ``processors`` of a ``structlog.stdlib.ProcessorFormatter`` that writes
-#: the same JSON line as :func:`ctxlog.stdlib.json_formatter`: drops the
-#: formatter's private keys, renders a traceback into ``exception``, writes
-#: ``event`` as ``message``, then strict JSON on one line whatever the values
-#: (from a dictConfig file: ``"processors": "ext://ctxlog.structlog.JSON_RENDERING"``).
-#:
-#: .. versionadded:: 0.1.0
+*New in version 0.1.0.*
+"""
+
 JSON_RENDERING: Final[tuple[Processor, ...]] = (
     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
     structlog.processors.format_exc_info,
     _event_to_message,
     structlog.processors.JSONRenderer(serializer=dumps_line, ensure_ascii=False),
 )
+"""The ``processors`` of a ``structlog.stdlib.ProcessorFormatter`` that writes
+the same JSON line as [`ctxlog.stdlib.json_formatter`][ctxlog.stdlib.json_formatter]: drops the
+formatter's private keys, renders a traceback into ``exception``, writes
+``event`` as ``message``, then strict JSON on one line whatever the values
+(from a dictConfig file: ``"processors": "ext://ctxlog.structlog.JSON_RENDERING"``).
+
+*New in version 0.1.0.*
+"""
 
 
 # --------------------------------------------------------------------------
@@ -1004,11 +1025,11 @@ class Redact:
     any depth, and with patterns every string.  structlog's private keys
     (``_record``, ``_from_structlog``) pass as they are.
 
+    *New in version 0.1.0.*
+
     :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` (the default)
         for the defaults.
     :raises ContextError: *redact* is neither.
-
-    *New in version 0.1.0.*
     """
 
     __slots__ = ("redactor",)
@@ -1076,9 +1097,9 @@ class TailSampling:
     ``warning`` event from ``ctxlog.sampling``, rendered by *renderer*, says
     how many.
 
-    :raises ContextError: an option is invalid.
-
     *New in version 0.1.0.*
+
+    :raises ContextError: an option is invalid.
     """
 
     __slots__ = ("renderer", "sampler")

@@ -1,11 +1,12 @@
 """Testing support: capture the lines a block logs, check them, and isolate tests.
 
-* :func:`capture` collects every record logged inside a ``with`` block as a
+* [`capture`][ctxlog.testing.capture] collects every record logged inside a ``with`` block as a
   dict: ``message``, ``level``, ``logger`` and the context the line carried.
-* :func:`check`, :func:`assert_every_line_has` and :func:`assert_no_crossing`
+* [`check`][ctxlog.testing.check], [`assert_every_line_has`][ctxlog.testing.assert_every_line_has]
+  and [`assert_no_crossing`][ctxlog.testing.assert_no_crossing]
   are the checks of ``python -m ctxlog check``, over captured lines or parsed
   JSON lines.
-* :class:`Isolation` is what the pytest plugin (:mod:`ctxlog.pytest_plugin`,
+* [`Isolation`][ctxlog.testing.Isolation] is what the pytest plugin (`ctxlog.pytest_plugin`,
   registered by the installed package) does around every test: start from a
   clean context, then undo and report whatever the test left behind.
 
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from ctxlog._check import CheckReport, ProblemKind, check_records
+from ctxlog._check import OUTSIDE_LOGGERS, CheckReport, ProblemKind, check_records
 from ctxlog._projection import Projection
 from ctxlog._store import UNIT_KEY, store
 from ctxlog.stdlib import RESERVED_ATTRS
@@ -35,9 +36,10 @@ __all__ = [
     "check",
 ]
 
-#: The keys every captured line has; a context key of the same name is kept
-#: as ``ctx_<key>``.
 LINE_KEYS: Final = frozenset({"message", "level", "logger"})
+"""The keys every captured line has; a context key of the same name is kept
+as ``ctx_<key>``.
+"""
 
 # structlog's private keys in an event dict handed to the stdlib.
 _STRUCTLOG_META: Final = frozenset({"_record", "_from_structlog", "_logger", "_name"})
@@ -81,9 +83,10 @@ class _CaptureHandler(logging.Handler):
         return out
 
 
-#: The level :func:`capture` sets by default: the lowest there is, so every
-#: record is made (``NOTSET`` would make a named logger inherit its parent's).
 EVERY_LEVEL: Final = 1
+"""The level [`capture`][ctxlog.testing.capture] sets by default: the lowest there is, so every
+record is made (``NOTSET`` would make a named logger inherit its parent's).
+"""
 
 
 @contextlib.contextmanager
@@ -146,13 +149,23 @@ def check(
     *,
     key: str = "request_id",
     ignore_loggers: Collection[str] = (),
+    outside_loggers: Collection[str] = OUTSIDE_LOGGERS,
 ) -> CheckReport:
     """The check of ``python -m ctxlog check`` over *lines* (captured dicts,
-    or parsed JSON lines): which lack *key*, and which mention another line's id.
+    or parsed JSON lines): which lack *key*, and which name another line's id.
 
-    .. versionadded:: 0.1.0
+    The report is ``ok`` only when there was at least one line: an empty
+    capture is a test that looked at nothing.  Lines of *outside_loggers*
+    (the servers' own loggers by default) without an id and without a
+    traceback are counted as ``outside`` requests, not as missing; lines of
+    *ignore_loggers* are not looked at.  Nothing printed from a report can
+    hold a raw control character: every value from a line is escaped.
+
+    *New in version 0.1.0.*
     """
-    return check_records(lines, key=key, ignore_loggers=ignore_loggers)
+    return check_records(
+        lines, key=key, ignore_loggers=ignore_loggers, outside_loggers=outside_loggers
+    )
 
 
 def assert_every_line_has(
@@ -163,7 +176,7 @@ def assert_every_line_has(
 ) -> None:
     """Fail (``AssertionError``) when a line lacks *key* (or holds a filter default).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     _fail_on(check(lines, key=key, ignore_loggers=ignore_loggers), "missing", f"carry no {key}")
 
@@ -177,7 +190,7 @@ def assert_no_crossing(
     """Fail (``AssertionError``) when a line mentions the *key* of another unit of
     work than its own.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     _fail_on(check(lines, key=key, ignore_loggers=ignore_loggers), "crossed", "cross units of work")
 
@@ -218,26 +231,29 @@ def _save_hook(module: str) -> object:
 
 
 def _load_hook(module: str, state: object) -> None:
-    """Install ``ctxlog.<module>`` again as :func:`_save_hook` found it."""
+    """Install ``ctxlog.<module>`` again as `_save_hook` found it."""
     load = getattr(sys.modules[f"ctxlog.{module}"], "_load_state", None)
     if load is not None:
         load(state)
 
 
 class Isolation:
-    """A clean context from :meth:`start` on; :meth:`finish` undoes what was left.
+    """A clean context from [`start`][ctxlog.testing.Isolation.start] on;
+    [`finish`][ctxlog.testing.Isolation.finish] undoes what was left.
 
     Between the two, the code under test may bind, set, annotate, register,
-    install and uninstall what it likes; :meth:`finish` restores the context
+    install and uninstall what it likes; [`finish`][ctxlog.testing.Isolation.finish] restores the
+    context
     and the process-wide state (registered variables, the record factory, the
     ``install()`` of ``ctxlog.celery``, ``ctxlog.otel`` and ``ctxlog.structlog``,
-    both ways: one installed at :meth:`start` is installed again, with the
+    both ways: one installed at [`start`][ctxlog.testing.Isolation.start] is installed again, with
+    the
     options it had, one installed since is uninstalled) and returns a
     description of each thing that had been left behind (an uninstalled hook
     is not: it left nothing behind).  Call both in the same context (thread or
     task).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     __slots__ = ("_clean", "_factory", "_hooks", "_names", "_state", "_token")
@@ -261,7 +277,7 @@ class Isolation:
         self._clean = store.read()
 
     def finish(self) -> list[str]:
-        """Undo what was left since :meth:`start`; say what it was."""
+        """Undo what was left since [`start`][ctxlog.testing.Isolation.start]; say what it was."""
         leaks: list[str] = []
         raw = store.read()
         if raw is not self._clean:

@@ -3,7 +3,7 @@
 WSGI servers may call the application, iterate its response and call
 ``close()`` from different contexts (and some from different threads), so the
 middleware does not pair ``set``/``reset`` tokens across those calls.  It owns
-one :class:`contextvars.Context` per request and runs the application call
+one `contextvars.Context` per request and runs the application call
 and every step of the response inside it: the binding holds while the body is
 produced, and the server's own context (the worker thread's) is never touched,
 so the next request on that thread starts clean.
@@ -30,12 +30,12 @@ from ctxlog.headers import (
 
 __all__ = ["RequestContextMiddleware", "StartResponse", "WSGIApp", "WSGIEnvironment"]
 
-#: The WSGI ``environ``.
 WSGIEnvironment: TypeAlias = dict[str, Any]
-#: The WSGI ``start_response`` callable: ``(status, headers, exc_info=None) -> write``.
+"""The WSGI ``environ``."""
 StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
-#: A WSGI application.
+"""The WSGI ``start_response`` callable: ``(status, headers, exc_info=None) -> write``."""
 WSGIApp: TypeAlias = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
+"""A WSGI application."""
 
 _ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType]
 
@@ -45,24 +45,27 @@ _logger: Final = logging.getLogger("ctxlog.wsgi")
 class RequestContextMiddleware:
     """Bind a request id (and trace id) for the whole of every WSGI request.
 
-    The WSGI twin of :class:`ctxlog.asgi.RequestContextMiddleware`, with the
+    The WSGI twin of [`ctxlog.asgi.RequestContextMiddleware`][ctxlog.asgi.RequestContextMiddleware],
+    with the
     same options and the same rules for the header (exactly one value that
     passes *validator*, else a generated id and at most one escaped warning on
     the ``ctxlog.wsgi`` logger), the ``traceparent`` trace id, the
     *request_fields*, the *baggage* keys, the echoed response header,
     ``validator=None`` and *transformer*.  A unit of work
-    (:func:`ctxlog.scope`) is open for each request.
+    ([`ctxlog.scope`][ctxlog.scope]) is open for each request.
 
     The application call and every step of the response iterable (``next`` and
-    ``close``) run in one :class:`contextvars.Context` the middleware owns for
+    ``close``) run in one `contextvars.Context` the middleware owns for
     the request, so the binding holds while a streamed body is produced, and
     ends with ``close()``: nothing is set in the server's worker thread, and
     the next request it serves starts clean.  Threads a view starts with
-    :class:`ctxlog.Thread` inherit the binding.
+    [`ctxlog.Thread`][ctxlog.Thread] inherit the binding.
 
-    With Flask::
+    With Flask:
 
-        app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
+    ```python
+    app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
+    ```
 
     Repeated headers reach a WSGI application joined by commas: a value
     holding a comma is refused as sent more than once (whatever the
@@ -81,11 +84,11 @@ class RequestContextMiddleware:
     (``"Exception while producing the response body"``), then raised on to
     the server, as without the middleware.
 
+    *New in version 0.1.0.*
+
     :raises ctxlog.ContextError: an option is invalid (at construction), or
         the *generator* or *transformer* returns something that cannot be
         sent in a header.
-
-    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_policy", "app", "error_response")
@@ -186,7 +189,7 @@ def _error_response(start_response: StartResponse, policy: Policy, request_id: s
 
 
 class _Scope:
-    """The request's unit of work, opened by :func:`_enter`, closed once by :func:`_leave`."""
+    """The request's unit of work, opened by `_enter`, closed once by `_leave`."""
 
     __slots__ = ("entry",)
 

@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ctxlog._check import check_files
+
 APP = """
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -143,6 +145,13 @@ def test_server_lines_with_the_shipped_config(tmp_path: Path, server: str) -> No
         for line in lines
         if line["logger"] in {"uvicorn.error", "gunicorn.error"} and "ASGI" not in line["message"]
     )
+    # ... and python -m ctxlog check passes the log as it stands: those lines
+    # are outside any request, the traceback line carries its id.
+    command = [sys.executable, "-m", "ctxlog", "check", str(stderr)]
+    checked = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout
+    assert "missing id: 0  crossed: 0" in checked.stdout
+    assert "outside requests: 0" not in checked.stdout
 
 
 def test_hypercorn_error_line_with_the_shipped_config(tmp_path: Path) -> None:
@@ -242,6 +251,9 @@ def test_gunicorn_gthread_recipe(tmp_path: Path) -> None:
     others = [line for line in lines if line["logger"] == "gunicorn.error"]
     assert others  # start-up and shutdown
     assert all(line["request_id"] == "-" for line in others)
+    report = check_files([stderr])
+    assert report.ok, report.problems
+    assert report.outside == len(others)
 
 
 STREAMING_APP = """
