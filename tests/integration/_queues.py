@@ -1,4 +1,9 @@
-"""What the task-queue tests share: JSON lines to a file, and the concurrency scenario.
+"""What the task-queue tests share: the jobs, JSON lines to a file, the concurrency scenario.
+
+The jobs (``work``, ``whoami``, ``fail``, ``leaky``, ``awork``) are plain
+functions each queue's app module declares on its broker (``Declared`` holds
+what it declared); a worker process imports that module by name and writes its
+lines with ``json_handler``.
 
 Every queue test writes the lines its worker logs as JSON (ctxlog's
 ``json_formatter`` behind a ``ContextFilter``) to a file, in the test process
