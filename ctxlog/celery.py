@@ -24,7 +24,6 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,22 +37,20 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
+from ctxlog import _jobs
 from ctxlog._errors import ContextError, check_collection, check_key
-from ctxlog._snapshot import CONTEXT_HEADER as _SNAPSHOT_HEADER
-from ctxlog._snapshot import Snapshot
-from ctxlog._store import UNIT, UnitEntry, store
+from ctxlog._store import store
 from ctxlog.headers import (
     BAGGAGE_HEADER,
     baggage_header,
     check_baggage_keys,
-    generate_request_id,
     new_request_id,
     parse_baggage,
 )
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
 
-CONTEXT_HEADER: Final = "ctxlog_context"
+CONTEXT_HEADER: Final = _jobs.FIELD
 """The message header the context travels in, by default."""
 
 _log: Final = logging.getLogger("ctxlog.celery")
@@ -73,25 +70,11 @@ _UID_POSTRUN: Final = "ctxlog.celery.task_postrun"
 
 @dataclass(frozen=True)
 class _Options:
-    keys: frozenset[str] | None
     header: str
-    task_id_key: str | None
-    task_name_key: str | None
     parent_task_id_key: str | None
     root_task_id_key: str | None
-    request_id_key: str | None
-    generator: Callable[[], str]
     baggage: frozenset[str]
-
-    @property
-    def task_keys(self) -> frozenset[str]:
-        keys = (
-            self.task_id_key,
-            self.task_name_key,
-            self.parent_task_id_key,
-            self.root_task_id_key,
-        )
-        return frozenset(k for k in keys if k is not None)
+    job: _jobs.JobOptions
 
 
 _options: _Options | None = None
@@ -100,7 +83,7 @@ _lock = threading.Lock()
 #: Per running task (keyed by its request object, which Celery keeps on its
 #: request stack from before ``task_prerun`` to after ``task_postrun``): the
 #: task's unit of work, and the mapping it replaced.
-_running: dict[int, tuple[UnitEntry, dict[str, Any]]] = {}
+_running: dict[int, _jobs.JobEntry] = {}
 
 
 def install(
@@ -218,17 +201,22 @@ def install(
             "worker binds itself; a baggage entry must not replace them."
         )
         raise ContextError(msg)
+    more = frozenset(k for k in (parent_task_id_key, root_task_id_key) if k is not None)
     _load_state(
         _Options(
-            allowed,
             header,
-            task_id_key,
-            task_name_key,
             parent_task_id_key,
             root_task_id_key,
-            request_id_key,
-            generator,
             baggage_keys,
+            _jobs.JobOptions(
+                allowed,
+                task_id_key,
+                task_name_key,
+                request_id_key,
+                generator,
+                more,
+                _jobs.Where(_log, header),
+            ),
         )
     )
 
@@ -284,49 +272,18 @@ def _load_state(options: _Options | None) -> None:
 # --------------------------------------------------------------------------
 
 
-def _outgoing(options: _Options) -> dict[str, Any]:
-    """The values to carry: the merged context without computed values and task fields."""
-    bound = store.read()
-    data: dict[str, Any] = dict(store.merged(bound))
-    for source, name in store.providers:
-        # A provider (not a ContextVar) computes a value for wherever it is read:
-        # the worker computes its own.  A value bound under the same name travels.
-        if not isinstance(source, ContextVar) and name not in bound:
-            data.pop(name, None)
-    for key in options.task_keys:
-        data.pop(key, None)
-    if options.keys is not None:
-        data = {k: v for k, v in data.items() if k in options.keys}
-    return data
-
-
 def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     """``before_task_publish``: write the context into the message headers."""
     options = _options
     if options is None or headers is None:
         return
-    data = _outgoing(options)
-    key = options.request_id_key
-    if key is not None and data.get(key) is None:
-        # Work no request started: the chain it begins shares one fresh id.
-        try:
-            data[key] = generate_request_id(options.generator)
-        except ContextError as exc:  # Celery would swallow it: say so, publish anyway
-            _log.warning(
-                "Task %s was published without a request id: %s", kwargs.get("sender"), exc
-            )
+    text = _jobs.envelope(kwargs.get("sender"), options=options.job)
     if options.baggage and BAGGAGE_HEADER not in headers:
         sent = baggage_header((key, store.value(key)) for key in sorted(options.baggage))
         if sent is not None:
             headers[BAGGAGE_HEADER] = sent
-    if not data:
-        return
-    try:
-        text = Snapshot(data).to_headers()[_SNAPSHOT_HEADER]
-    except ContextError as exc:
-        _log.warning("The context of task %s was not sent with it: %s", kwargs.get("sender"), exc)
-        return
-    headers[options.header] = text
+    if text is not None:
+        headers[options.header] = text
 
 
 # --------------------------------------------------------------------------
@@ -337,25 +294,15 @@ def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
 def _incoming(options: _Options, task: Any, task_id: Any) -> dict[str, Any]:
     """What to bind for *task*: the values from its message, then its task fields."""
     request = task.request
-    raw = request.get(options.header)
-    values: dict[str, Any] = {}
-    if raw is not None:
-        try:
-            values = dict(Snapshot.from_headers([(_SNAPSHOT_HEADER, raw)]))
-        except ContextError as exc:
-            why = str(exc).replace(_SNAPSHOT_HEADER, options.header)
-            _log.warning(
-                "Ignored the %s header of task %s[%s]: %s", options.header, task.name, task_id, why
-            )
-        if options.keys is not None:
-            values = {k: v for k, v in values.items() if k in options.keys}
+    values = _jobs.read_envelope(
+        request.get(options.header),
+        job=f"{task.name}[{task_id}]",
+        options=options.job,
+    )
     if options.baggage:
         found = parse_baggage(request.get(BAGGAGE_HEADER), options.baggage)
         values = {**found, **values}
-    if options.task_id_key is not None:
-        values[options.task_id_key] = task_id
-    if options.task_name_key is not None:
-        values[options.task_name_key] = task.name
+    values = _jobs.job_values(values, task_id=task_id, task_name=task.name, options=options.job)
     for key, known in (
         (options.parent_task_id_key, request.get("parent_id")),
         (options.root_task_id_key, request.get("root_id")),
@@ -376,12 +323,10 @@ def _on_prerun(
         return
     request = task.request
     values = _incoming(options, task, task_id)
-    before = store.read()
     # A worker starts from nothing: whatever its thread held (another task's
     # values, had anything gone wrong) must not show through.  An eager task
     # runs inside its caller, whose context it shares.
-    entry = store.open_unit(values, fresh=not request.is_eager)
-    _running[id(request)] = (entry, before)
+    _running[id(request)] = _jobs.begin_values(values, fresh=not request.is_eager)
 
 
 def _on_postrun(
@@ -393,14 +338,6 @@ def _on_postrun(
         return
     entry = _running.pop(id(task.request), None)
     if entry is not None:
-        unit, before = entry
-        try:
-            store.close_unit(unit)
-        except (ValueError, RuntimeError):
-            # Not the context prerun ran in (a pool that moved the task between
-            # contexts): undo our binding only if it is what this context holds.
-            store.end(unit[UNIT])
-            if store.unit() is unit[UNIT]:
-                store.detach(before)
+        _jobs.end_job(entry)
     if _options is None and not _running:
         _signals.task_postrun.disconnect(_on_postrun, dispatch_uid=_UID_POSTRUN)
