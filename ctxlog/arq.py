@@ -159,8 +159,7 @@ def worker_settings(settings: Settings) -> Settings:
     found, too many retries).  Sync code the job hands to a thread keeps the
     context with `asyncio.to_thread` or `loop.run_in_executor` on a
     [`ctxlog.ThreadPoolExecutor`][ctxlog.ThreadPoolExecutor] (or
-    [`ctxlog.ProcessPoolExecutor`][ctxlog.ProcessPoolExecutor]); a plain
-    executor does not carry it.
+    `ctxlog.ProcessPoolExecutor`); a plain executor does not carry it.
 
     ```python
     @ctxlog.arq.worker_settings
