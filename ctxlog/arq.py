@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     raise ImportError(msg, name=exc.name) from exc
 
 from ctxlog._errors import ContextError
-from ctxlog._jobs import FIELD, JobEntry, begin_job, end_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope
 
 __all__ = ["CONTEXT_FIELD", "create_pool", "job_deserializer", "job_serializer", "worker_settings"]
 
@@ -61,16 +61,11 @@ class _Arrived(NamedTuple):
     function: object
 
 
-class _Running(NamedTuple):
-    entry: JobEntry
-    outer: _Running | None
-
-
 # arq runs each job in an asyncio task of its own (``Worker.run_job``), which
 # deserializes the job, then awaits ``on_job_start``, the job, ``after_job_end``:
 # what the deserializer found reaches the hook through the task's context.
 _arrived: ContextVar[_Arrived | None] = ContextVar("ctxlog.arq.arrived", default=None)
-_running: ContextVar[_Running | None] = ContextVar("ctxlog.arq.job", default=None)
+_running: Final = RunningJobs("ctxlog.arq.job")
 
 
 class job_serializer:  # noqa: N801 -- named like the arq option it fills
@@ -215,7 +210,7 @@ def _starting(hook: Hook | None) -> Hook:
             field=CONTEXT_FIELD,
             carrier="job field",
         )
-        _running.set(_Running(entry, _running.get()))
+        _running.start(entry)
         if hook is not None:
             await hook(ctx)
 
@@ -229,10 +224,7 @@ def _ending(hook: Hook | None) -> Hook:
             if hook is not None:
                 await hook(ctx)
         finally:
-            running = _running.get()
-            if running is not None:
-                end_job(running.entry)
-                _running.set(running.outer)
+            _running.finish()
 
     after_job_end._ctxlog = True  # type: ignore[attr-defined]  # wrapped once only
     return after_job_end

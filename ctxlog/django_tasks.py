@@ -24,8 +24,7 @@ Django is imported here only: ``import ctxlog`` never loads it.
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 try:
     try:
@@ -39,7 +38,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog._jobs import FIELD, JobEntry, begin_job, end_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope
 
 __all__ = ["CONTEXT_KWARG", "ContextBackend"]
 
@@ -49,14 +48,9 @@ CONTEXT_KWARG: Final = FIELD
 _log: Final = logging.getLogger("ctxlog.django_tasks")
 
 
-class _Running(NamedTuple):
-    entry: JobEntry
-    outer: _Running | None
-
-
 #: The task running in this thread or task (a backend that runs a task inside
 #: another one's, as the immediate backend does, nests them).
-_running: ContextVar[_Running | None] = ContextVar("ctxlog.django_tasks.job", default=None)
+_running: Final = RunningJobs("ctxlog.django_tasks.job")
 
 
 class ContextBackend:
@@ -122,15 +116,12 @@ def _on_started(sender: Any, task_result: Any = None, **kwargs: Any) -> None:  #
         field=CONTEXT_KWARG,
         carrier="keyword argument",
     )
-    _running.set(_Running(entry, _running.get()))
+    _running.start(entry)
 
 
 def _on_finished(sender: Any, task_result: Any = None, **kwargs: Any) -> None:  # noqa: ARG001 -- Django's signature
-    running = _running.get()
-    if running is None or not _carries(sender):
-        return
-    end_job(running.entry)
-    _running.set(running.outer)
+    if _carries(sender):
+        _running.finish()
 
 
 # Receivers run in the order they were connected.  Django's own line for a task

@@ -20,8 +20,7 @@ Taskiq is imported here only: ``import ctxlog`` never loads it.
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 try:
     from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
@@ -32,7 +31,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog._jobs import FIELD, JobEntry, begin_job, end_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope
 
 __all__ = ["CONTEXT_LABEL", "ContextMiddleware"]
 
@@ -42,16 +41,9 @@ CONTEXT_LABEL: Final = FIELD
 _log: Final = logging.getLogger("ctxlog.taskiq")
 
 
-class _Running(NamedTuple):
-    entry: JobEntry
-    outer: _Running | None
-
-
-#: The running task's unit of work: Taskiq runs each message in an asyncio task
-#: of its own, and calls ``pre_execute`` and ``post_execute`` in it.
-#: Each entry keeps the one it covers: a broker that awaits a kicked task in
-#: place (``InMemoryBroker(await_inplace=True)``) nests them.
-_running: ContextVar[_Running | None] = ContextVar("ctxlog.taskiq.job", default=None)
+#: Taskiq runs each message in an asyncio task of its own, and calls
+#: ``pre_execute`` and ``post_execute`` in it.
+_running: Final = RunningJobs("ctxlog.taskiq.job")
 
 
 class ContextMiddleware(TaskiqMiddleware):
@@ -101,13 +93,9 @@ class ContextMiddleware(TaskiqMiddleware):
             field=CONTEXT_LABEL,
             carrier="label",
         )
-        _running.set(_Running(entry, _running.get()))
+        _running.start(entry)
         return message
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:  # noqa: ARG002 -- Taskiq's signature
         """Close the task's unit of work: the worker's context comes back."""
-        running = _running.get()
-        if running is None:
-            return
-        end_job(running.entry)
-        _running.set(running.outer)
+        _running.finish()
