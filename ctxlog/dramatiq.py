@@ -83,8 +83,8 @@ class ContextMiddleware(_Middleware):
     writes after the actor (Dramatiq calls the ``after_*`` hooks in reverse
     order, so a middleware added after this one writes after the unit has
     closed; Retries' "Retrying message" line is one).  To have those carry it
-    too, add this middleware before the others: pass it first in the broker's
-    ``middleware=[...]``.
+    too, add this middleware before the others:
+    ``RedisBroker(url=..., middleware=[ContextMiddleware(), *(m() for m in default_middleware)])``.
 
     *New in version 0.1.0.*
     """

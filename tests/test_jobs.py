@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -125,3 +127,20 @@ def test_the_warnings_go_to_the_jobs_logger_by_default(
     ):
         pass
     assert [r.name for r in caplog.records] == ["ctxlog.jobs"]
+
+
+@pytest.mark.parametrize("name", ["dramatiq", "rq", "huey"])
+def test_a_missing_queue_library_names_the_extra(name: str) -> None:
+    code = (
+        "import sys\n"
+        f"sys.modules[{name!r}] = None\n"
+        "import ctxlog\n"
+        "try:\n"
+        f"    import ctxlog.{name}\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"pip install 'ctxlog-correlation[{name}]'" in out

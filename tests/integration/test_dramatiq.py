@@ -11,13 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import pytest
 from dramatiq import Worker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import default_middleware
 
 import ctxlog
-from ctxlog.dramatiq import CONTEXT_OPTION
+from ctxlog.dramatiq import CONTEXT_OPTION, ContextMiddleware
 from ctxlog.headers import is_valid_request_id
 from tests.integration._queues import (
     JOB_LOGGER,
@@ -210,3 +212,30 @@ def test_a_dramatiq_worker_process_on_redis(redis_url: str, tmp_path: Path) -> N
     (error,) = errors
     assert error["request_id"] == "r-proc"
     assert error["task_id"] == failed.message_id
+
+
+def test_added_first_the_middleware_covers_the_lines_other_middleware_writes(
+    tmp_path: Path,
+) -> None:
+    broker = StubBroker(middleware=[ContextMiddleware(), *(m() for m in default_middleware)])
+    broker.emit_after("process_boot")
+
+    def flaky_once(tag: str) -> None:
+        raise RuntimeError(tag)
+
+    actor = dramatiq.actor(broker=broker, max_retries=1, min_backoff=10, max_backoff=10)(flaky_once)
+    worker = Worker(broker, worker_threads=1, worker_timeout=50)
+    with json_lines_to(tmp_path / "worker.log"):
+        worker.start()
+        try:
+            with ctxlog.scope(request_id="r-first"):
+                message = actor.send("x")
+            broker.join(actor.queue_name, fail_fast=False)
+            worker.join()
+        finally:
+            worker.stop()
+            broker.close()
+    lines = read_lines(tmp_path / "worker.log")
+    (retrying,) = [line for line in lines if line["message"].startswith("Retrying message")]
+    assert retrying["request_id"] == "r-first"
+    assert retrying["task_id"] == message.message_id
