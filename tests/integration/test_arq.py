@@ -21,9 +21,11 @@ from arq.worker import create_worker
 
 import ctxlog
 import ctxlog.arq
-from ctxlog.headers import is_valid_request_id
 from tests.integration import arq_app
 from tests.integration._queues import (
+    assert_fresh_id_shared,
+    assert_nothing_leaked,
+    assert_publishers_context,
     assert_scenario,
     json_lines_to,
     publish_from_threads,
@@ -85,10 +87,7 @@ def test_the_publishers_context_reaches_every_line_of_the_job(
     with json_lines_to(tmp_path / "lines.jsonl") as path:
         assert asyncio.run(scenario()) == ("req-1", ["req-1", "req-1"])
     lines = read_lines(path)
-    app = [line for line in lines if line["logger"] == "app.tasks"]
-    assert len(app) == STEPS + 2
-    for line in app:
-        assert (line["request_id"], line["user"], line["tenant"]) == ("req-1", "ada", "acme")
+    app = assert_publishers_context(lines, "req-1", STEPS + 2)
     # the sync function ran in the executor and in asyncio.to_thread, in its job's fields
     assert {line["task_name"] for line in app} == {"work", "blocking"}
     assert len({line["task_id"] for line in app}) == 2
@@ -118,12 +117,7 @@ def test_a_job_enqueued_without_an_id_gets_a_fresh_one_shared_by_what_it_enqueue
 
     with json_lines_to(tmp_path / "lines.jsonl") as path:
         fresh = asyncio.run(scenario())
-    assert is_valid_request_id(fresh)
-    app = [line for line in read_lines(path) if line["logger"] == "app.tasks"]
-    assert len(app) == 1 + STEPS
-    assert {line["request_id"] for line in app} == {fresh}
-    assert {line["task_name"] for line in app} == {"chain", "work"}
-    assert len({line["task_id"] for line in app}) == 2
+    assert_fresh_id_shared(read_lines(path), fresh, 1 + STEPS)
 
 
 def test_nothing_leaks_to_the_next_job_on_the_same_worker(redis_url: str, tmp_path: Path) -> None:
@@ -137,10 +131,7 @@ def test_nothing_leaks_to_the_next_job_on_the_same_worker(redis_url: str, tmp_pa
 
     with json_lines_to(tmp_path / "lines.jsonl"):
         first, second = asyncio.run(scenario())
-    assert (first["request_id"], first["tenant"], first["task_name"]) == ("first", "acme", "snoop")
-    assert set(second) == {"request_id", "task_id", "task_name"}
-    assert second["request_id"] == "second"
-    assert second["task_id"] != first["task_id"]
+    assert_nothing_leaked(first, second)
 
 
 def test_a_retry_keeps_the_id_and_the_error_line_carries_it(redis_url: str, tmp_path: Path) -> None:
@@ -235,11 +226,7 @@ def test_an_arq_worker_process(redis_url: str, tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     lines = read_lines(log_file)
-    app = [line for line in lines if line["logger"] == "app.tasks"]
-    assert len(app) == STEPS + 2, lines
-    assert {(line["request_id"], line["user"], line["tenant"]) for line in app} == {
-        ("from-web", "ada", "acme")
-    }
+    app = assert_publishers_context(lines, "from-web", STEPS + 2)
     assert {line["task_name"] for line in app} == {"work", "blocking"}
     started = [line for line in lines if "→" in line["message"]]
     assert {line["request_id"] for line in started} == {"from-web"}

@@ -18,9 +18,11 @@ from django.core.management import call_command
 from django.db import connection
 
 import ctxlog
-from ctxlog.headers import is_valid_request_id
 from tests.integration import django_site, django_tasks_app
 from tests.integration._queues import (
+    assert_fresh_id_shared,
+    assert_nothing_leaked,
+    assert_publishers_context,
     assert_scenario,
     json_lines_to,
     publish_from_threads,
@@ -97,10 +99,7 @@ def test_the_publishers_context_reaches_every_line_of_the_task(tmp_path: Path) -
     # the function never saw the envelope; the stored arguments hold it
     assert set(result.kwargs) == {"ctxlog_context"}
     lines = read_lines(path)
-    app = [line for line in lines if line["logger"] == "app.tasks"]
-    assert len(app) == STEPS
-    for line in app:
-        assert (line["request_id"], line["user"], line["tenant"]) == ("req-1", "ada", "acme")
+    for line in assert_publishers_context(lines, "req-1", STEPS):
         assert line["task_id"] == str(result.id)
         assert line["task_name"] == "tests.integration.django_tasks_app.work"
     state = [line for line in lines if "state=" in line["message"]]
@@ -114,11 +113,7 @@ def test_a_task_enqueued_without_an_id_gets_a_fresh_one_shared_by_what_it_enqueu
     with json_lines_to(tmp_path / "lines.jsonl") as path, worker():
         fresh = finished(enqueue(django_tasks_app.chain)).return_value
         wait_for_lines(path, lambda line: line["message"].startswith("step 2"))
-    assert is_valid_request_id(fresh)
-    app = [line for line in read_lines(path) if line["logger"] == "app.tasks"]
-    assert len(app) == 1 + STEPS
-    assert {line["request_id"] for line in app} == {fresh}
-    assert len({line["task_id"] for line in app}) == 2
+    assert_fresh_id_shared(read_lines(path), fresh, 1 + STEPS)
 
 
 def test_nothing_leaks_to_the_next_task_and_a_failing_tasks_error_line_carries_the_id(
@@ -134,9 +129,7 @@ def test_nothing_leaks_to_the_next_task_and_a_failing_tasks_error_line_carries_t
         seen_first = finished(first).return_value
         assert finished(failed).status == "FAILED"
         seen_second = finished(second).return_value
-    assert (seen_first["request_id"], seen_first["tenant"]) == ("first", "acme")
-    assert set(seen_second) == {"request_id", "task_id", "task_name"}
-    assert seen_second["request_id"] == "second"
+    assert_nothing_leaked(seen_first, seen_second)
     errors = [line for line in read_lines(path) if line["level"] == "ERROR"]
     assert len(errors) == 1
     assert (errors[0]["request_id"], errors[0]["task_id"]) == ("failing", str(failed.id))
@@ -182,9 +175,5 @@ def test_a_db_worker_process(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert finished(result).return_value == "from-web"
-    app = [line for line in read_lines(log_file) if line["logger"] == "app.tasks"]
-    assert len(app) == STEPS, completed.stderr
-    assert {(line["request_id"], line["user"], line["tenant"]) for line in app} == {
-        ("from-web", "ada", "acme")
-    }
+    app = assert_publishers_context(read_lines(log_file), "from-web", STEPS)
     assert {line["task_id"] for line in app} == {str(result.id)}

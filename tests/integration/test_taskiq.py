@@ -19,9 +19,11 @@ from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask
 from taskiq.api import run_receiver_task
 
 import ctxlog
-from ctxlog.headers import is_valid_request_id
 from tests.integration import taskiq_app
 from tests.integration._queues import (
+    assert_fresh_id_shared,
+    assert_nothing_leaked,
+    assert_publishers_context,
     assert_scenario,
     json_lines_to,
     publish_from_threads,
@@ -73,13 +75,7 @@ def test_the_publishers_context_reaches_every_line_of_the_task(
 
     with json_lines_to(tmp_path / "lines.jsonl") as path:
         assert asyncio.run(scenario()) == ("req-1", "req-1")
-    app = [line for line in read_lines(path) if line["logger"] == "app.tasks"]
-    assert len(app) == STEPS + 1
-    for line in app:
-        assert line["request_id"] == "req-1"
-        assert line["user"] == "ada"
-        assert line["tenant"] == "acme"  # annotated in the publisher's unit of work
-        assert line["task_name"] in {"work", "blocking"}
+    app = assert_publishers_context(read_lines(path), "req-1", STEPS + 1)
     # the sync task ran in Taskiq's thread pool, in its own task fields
     assert {line["task_name"] for line in app} == {"work", "blocking"}
     assert len({line["task_id"] for line in app}) == 2
@@ -103,12 +99,7 @@ def test_a_task_kicked_without_an_id_gets_a_fresh_one_shared_by_what_it_kicks(
 
     with json_lines_to(tmp_path / "lines.jsonl") as path:
         fresh = asyncio.run(scenario())
-    assert is_valid_request_id(fresh)
-    app = [line for line in read_lines(path) if line["logger"] == "app.tasks"]
-    assert len(app) == 1 + STEPS
-    assert {line["request_id"] for line in app} == {fresh}
-    assert {line["task_name"] for line in app} == {"chain", "work"}
-    assert len({line["task_id"] for line in app}) == 2  # each task its own id
+    assert_fresh_id_shared(read_lines(path), fresh, 1 + STEPS)
 
 
 def test_nothing_leaks_to_the_next_task_on_the_same_worker(redis_url: str, tmp_path: Path) -> None:
@@ -122,12 +113,7 @@ def test_nothing_leaks_to_the_next_task_on_the_same_worker(redis_url: str, tmp_p
 
     with json_lines_to(tmp_path / "lines.jsonl"):
         first, second = asyncio.run(scenario())
-    assert first["request_id"] == "first"
-    assert first["tenant"] == "acme"
-    assert first["task_name"] == "snoop"
-    assert set(second) == {"request_id", "task_id", "task_name"}
-    assert second["request_id"] == "second"
-    assert second["task_id"] != first["task_id"]
+    assert_nothing_leaked(first, second)
 
 
 def test_a_retry_keeps_the_id_and_the_error_line_carries_it(redis_url: str, tmp_path: Path) -> None:
@@ -234,11 +220,7 @@ def test_a_taskiq_worker_process(redis_url: str, tmp_path: Path) -> None:
         # process group (the manager and its worker) is killed once the lines are in.
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
-    app = [line for line in found if line["logger"] == "app.tasks"]
-    assert len(app) == STEPS + 1, found
-    assert {(line["request_id"], line["user"], line["tenant"]) for line in app} == {
-        ("from-web", "ada", "acme")
-    }
+    app = assert_publishers_context(found, "from-web", STEPS + 1)
     assert {line["task_name"] for line in app} == {"work", "blocking"}
     executing = [line for line in found if line["message"].startswith("Executing task")]
     assert {line["request_id"] for line in executing} == {"from-web"}
