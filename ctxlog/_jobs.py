@@ -47,16 +47,18 @@ from typing import Any, Final, NamedTuple
 
 from ctxlog._errors import ContextError
 from ctxlog._snapshot import CONTEXT_HEADER, Snapshot
-from ctxlog._store import UNIT, UnitEntry, store
+from ctxlog._store import UNIT, UNIT_KEY, Provider, UnitEntry, store
 from ctxlog.headers import generate_request_id, new_request_id
 
 __all__ = [
     "DEFAULT",
     "FIELD",
+    "HERE",
     "LOG",
     "JobEntry",
     "JobOptions",
     "RunningJobs",
+    "Where",
     "begin_job",
     "begin_values",
     "end_job",
@@ -103,6 +105,20 @@ FIELD: Final = "ctxlog_context"
 LOG: Final = logging.getLogger("ctxlog.jobs")
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where an integration keeps the envelope and reports about it: its logger,
+    and the name and kind of the place ("the ctxlog_context header")."""
+
+    log: logging.Logger = LOG
+    field: str = FIELD
+    kind: str = "header"
+
+
+#: The default place: a ``ctxlog_context`` header, warnings on ``ctxlog.jobs``.
+HERE: Final = Where()
+
+
 class JobEntry(NamedTuple):
     """What `begin_job` returns, for
     `end_job`: the job's unit of work and the mapping
@@ -133,29 +149,76 @@ def outgoing(options: JobOptions = DEFAULT) -> dict[str, Any]:
     return data
 
 
-def envelope(
-    job: object, *, log: logging.Logger = LOG, options: JobOptions = DEFAULT
-) -> str | None:
+def envelope(job: object, *, where: Where = HERE, options: JobOptions = DEFAULT) -> str | None:
     """The envelope text for a job being published now; ``None`` when there is
-    nothing to carry or it cannot travel (then a warning on *log*, naming *job*).
+    nothing to carry or it cannot travel (then a warning on *where*'s logger,
+    naming *job*).
 
     Never raises: a job is always published.
     """
+    global _sent  # noqa: PLW0603 -- one entry, replaced whole (an atomic store)
+    raw = store.read()
+    unit = raw.get(UNIT_KEY)
+    unit_values = None if unit is None else unit.values
+    providers = store.providers
+    last = _sent
+    if (
+        last is not None
+        and last.raw is raw
+        and last.unit_values is unit_values
+        and last.providers is providers
+        and last.options is options
+    ):
+        # The same context as the job published just before (a request that
+        # enqueues several jobs): the same text.
+        return last.text
     data = outgoing(options)
+    fresh = False
     key = options.request_id_key
     if key is not None and data.get(key) is None:
         # Work no request started: the chain it begins shares one fresh id.
         try:
             data[key] = generate_request_id(options.generator)
+            fresh = True
         except ContextError as exc:
-            log.warning("Task %s was published without a request id: %s", job, exc)
+            where.log.warning("Task %s was published without a request id: %s", job, exc)
     if not data:
         return None
     try:
-        return Snapshot(data).to_headers()[CONTEXT_HEADER]
+        text = Snapshot(data).to_headers()[CONTEXT_HEADER]
     except ContextError as exc:
-        log.warning("The context of task %s was not sent with it: %s", job, exc)
+        where.log.warning("The context of task %s was not sent with it: %s", job, exc)
         return None
+    # Kept only when the text follows from the mapping alone: not a generated
+    # id (each job gets its own), not a registered ContextVar's value (it can
+    # change while the mapping stays).
+    if not fresh and not any(isinstance(source, ContextVar) for source, _ in providers):
+        _sent = _Sent(raw, unit_values, providers, options, text)
+    return text
+
+
+class _Sent(NamedTuple):
+    """The last envelope written, and what it was written from (compared by identity)."""
+
+    raw: dict[str, Any]
+    unit_values: dict[str, Any] | None
+    providers: tuple[tuple[Provider, str], ...]
+    options: JobOptions
+    text: str
+
+
+class _Read(NamedTuple):
+    """The last envelope read whose values are all plain scalars (safe to share)."""
+
+    text: str | bytes
+    options: JobOptions
+    values: dict[str, Any]
+
+
+_sent: _Sent | None = None
+_read: _Read | None = None
+
+_SCALARS: Final = (str, int, float, bool, type(None))
 
 
 # --------------------------------------------------------------------------
@@ -164,22 +227,21 @@ def envelope(
 
 
 def read_envelope(
-    text: object,
-    *,
-    job: object,
-    log: logging.Logger = LOG,
-    field: str = FIELD,
-    carrier: str = "header",
-    options: JobOptions = DEFAULT,
+    text: object, *, job: object, where: Where = HERE, options: JobOptions = DEFAULT
 ) -> dict[str, Any]:
     """The values an envelope carries (``{}`` for ``None``).
 
     A bad envelope (not text, not the JSON `Snapshot.to_headers()` writes) is
-    ignored with a warning on *log* naming where the queue keeps it (the
-    *field* *carrier*, "the ctxlog_context header") and *job*; it never raises.
+    ignored with a warning on *where*'s logger naming the place ("the
+    ctxlog_context header") and *job*; it never raises.
     """
+    global _read  # noqa: PLW0603 -- one entry, replaced whole (an atomic store)
     if text is None:
         return {}
+    last = _read
+    if last is not None and last.options is options and last.text == text:
+        # The jobs of one request, one after the other: parse once.
+        return dict(last.values)
     values: dict[str, Any] = {}
     try:
         if not isinstance(text, (str, bytes)):
@@ -187,10 +249,16 @@ def read_envelope(
             raise ContextError(msg)
         values = dict(Snapshot.from_headers([(CONTEXT_HEADER, text)]))
     except ContextError as exc:
-        why = str(exc).replace(CONTEXT_HEADER, field)
-        log.warning("Ignored the %s %s of task %s: %s", field, carrier, job, why)
+        why = str(exc).replace(CONTEXT_HEADER, where.field)
+        where.log.warning("Ignored the %s %s of task %s: %s", where.field, where.kind, job, why)
     if options.keys is not None:
         values = {k: v for k, v in values.items() if k in options.keys}
+    if (
+        values
+        and isinstance(text, (str, bytes))
+        and all(type(v) in _SCALARS for v in values.values())
+    ):
+        _read = _Read(text, options, dict(values))
     return values
 
 
@@ -220,9 +288,7 @@ def begin_job(
     *,
     task_id: object,
     task_name: object,
-    log: logging.Logger = LOG,
-    field: str = FIELD,
-    carrier: str = "header",
+    where: Where = HERE,
     options: JobOptions = DEFAULT,
 ) -> JobEntry:
     """Open a job's one unit of work, fresh, with its envelope's values and its
@@ -231,7 +297,7 @@ def begin_job(
     Never raises for a bad envelope (see `read_envelope`).
     """
     job = f"{task_name}[{task_id}]"
-    values = read_envelope(text, job=job, log=log, field=field, carrier=carrier, options=options)
+    values = read_envelope(text, job=job, where=where, options=options)
     return begin_values(job_values(values, task_id=task_id, task_name=task_name, options=options))
 
 
@@ -257,22 +323,12 @@ def run_job(
     *,
     task_id: object,
     task_name: object,
-    log: logging.Logger = LOG,
-    field: str = FIELD,
-    carrier: str = "header",
+    where: Where = HERE,
     options: JobOptions = DEFAULT,
 ) -> Iterator[None]:
     """Run the block as the job: `begin_job` before,
     `end_job` after, also when it raises."""
-    entry = begin_job(
-        text,
-        task_id=task_id,
-        task_name=task_name,
-        log=log,
-        field=field,
-        carrier=carrier,
-        options=options,
-    )
+    entry = begin_job(text, task_id=task_id, task_name=task_name, where=where, options=options)
     try:
         yield
     finally:

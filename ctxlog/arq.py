@@ -38,14 +38,14 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     raise ImportError(msg, name=exc.name) from exc
 
 from ctxlog._errors import ContextError
-from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, Where, begin_job, envelope
 
 __all__ = ["CONTEXT_FIELD", "create_pool", "job_deserializer", "job_serializer", "worker_settings"]
 
 #: The field of the stored job the context travels in.
 CONTEXT_FIELD: Final = FIELD
 
-_log: Final = logging.getLogger("ctxlog.arq")
+_WHERE: Final = Where(logging.getLogger("ctxlog.arq"), CONTEXT_FIELD, "job field")
 
 #: The keys of the mapping arq serializes for a job (a result has more).
 _JOB_KEYS: Final = frozenset({"t", "f", "a", "k", "et"})
@@ -88,7 +88,7 @@ class job_serializer:  # noqa: N801 -- named like the arq option it fills
 
     def __call__(self, data: dict[str, Any]) -> bytes:
         if isinstance(data, dict) and data.keys() == _JOB_KEYS:
-            text = envelope(data["f"], log=_log)
+            text = envelope(data["f"], where=_WHERE)
             if text is not None:
                 data = {**data, CONTEXT_FIELD: text}
         return self.inner(data)
@@ -206,9 +206,7 @@ def _starting(hook: Hook | None) -> Hook:
             text,
             task_id=ctx.get("job_id"),
             task_name=function,
-            log=_log,
-            field=CONTEXT_FIELD,
-            carrier="job field",
+            where=_WHERE,
         )
         _running.start(entry)
         if hook is not None:

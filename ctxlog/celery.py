@@ -67,6 +67,7 @@ class _Options:
     parent_task_id_key: str | None
     root_task_id_key: str | None
     job: _jobs.JobOptions
+    where: _jobs.Where
 
 
 _options: _Options | None = None
@@ -184,6 +185,7 @@ def install(
             parent_task_id_key,
             root_task_id_key,
             _jobs.JobOptions(allowed, task_id_key, task_name_key, request_id_key, generator, more),
+            _jobs.Where(_log, header),
         )
         _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
         _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
@@ -226,7 +228,7 @@ def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     options = _options
     if options is None or headers is None:
         return
-    text = _jobs.envelope(kwargs.get("sender"), log=_log, options=options.job)
+    text = _jobs.envelope(kwargs.get("sender"), where=options.where, options=options.job)
     if text is not None:
         headers[options.header] = text
 
@@ -242,8 +244,7 @@ def _incoming(options: _Options, task: Any, task_id: Any) -> dict[str, Any]:
     values = _jobs.read_envelope(
         request.get(options.header),
         job=f"{task.name}[{task_id}]",
-        log=_log,
-        field=options.header,
+        where=options.where,
         options=options.job,
     )
     values = _jobs.job_values(values, task_id=task_id, task_name=task.name, options=options.job)

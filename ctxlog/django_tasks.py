@@ -38,14 +38,14 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, Where, begin_job, envelope
 
 __all__ = ["CONTEXT_KWARG", "ContextBackend"]
 
 #: The keyword argument the context travels in.
 CONTEXT_KWARG: Final = FIELD
 
-_log: Final = logging.getLogger("ctxlog.django_tasks")
+_WHERE: Final = Where(logging.getLogger("ctxlog.django_tasks"), CONTEXT_KWARG, "keyword argument")
 
 
 #: The task running in this thread or task (a backend that runs a task inside
@@ -92,7 +92,7 @@ class ContextBackend:
 def _with_context(task: Any, kwargs: Any) -> Any:
     if CONTEXT_KWARG in kwargs:  # enqueued by another mixin's enqueue already
         return kwargs
-    text = envelope(getattr(task, "module_path", task), log=_log)
+    text = envelope(getattr(task, "module_path", task), where=_WHERE)
     return kwargs if text is None else {**kwargs, CONTEXT_KWARG: text}
 
 
@@ -112,9 +112,7 @@ def _on_started(sender: Any, task_result: Any = None, **kwargs: Any) -> None:  #
         text,
         task_id=task_result.id,
         task_name=task_result.task.module_path,
-        log=_log,
-        field=CONTEXT_KWARG,
-        carrier="keyword argument",
+        where=_WHERE,
     )
     _running.start(entry)
 

@@ -49,7 +49,7 @@ __all__ = ["CONTEXT_OPTION", "ContextMiddleware"]
 #: The message option the context travels in.
 CONTEXT_OPTION: Final = _jobs.FIELD
 
-_log: Final = logging.getLogger("ctxlog.dramatiq")
+_WHERE: Final = _jobs.Where(logging.getLogger("ctxlog.dramatiq"), CONTEXT_OPTION, "message option")
 
 
 class ContextMiddleware(_Middleware):
@@ -99,7 +99,7 @@ class ContextMiddleware(_Middleware):
         options = message.options
         if CONTEXT_OPTION in options:
             return
-        text = _jobs.envelope(message.actor_name, log=_log)
+        text = _jobs.envelope(message.actor_name, where=_WHERE)
         if text is not None:
             options[CONTEXT_OPTION] = text
 
@@ -109,8 +109,7 @@ class ContextMiddleware(_Middleware):
             message.options.get(CONTEXT_OPTION),
             task_id=message.message_id,
             task_name=message.actor_name,
-            log=_log,
-            carrier="message option",
+            where=_WHERE,
         )
 
     def after_process_message(

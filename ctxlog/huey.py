@@ -47,7 +47,7 @@ __all__ = ["CONTEXT_KWARG", "install", "installed", "uninstall"]
 #: The keyword argument the context travels in (removed before the task runs).
 CONTEXT_KWARG: Final = _jobs.FIELD
 
-_log: Final = logging.getLogger("ctxlog.huey")
+_WHERE: Final = _jobs.Where(logging.getLogger("ctxlog.huey"), CONTEXT_KWARG, "keyword argument")
 
 #: The name of ctxlog's post-execute hook on a Huey instance.
 _HOOK: Final = "ctxlog"
@@ -134,7 +134,7 @@ def _on_publish(signal: str, task: Any, *args: Any, **kwargs: Any) -> None:  # n
     """``enqueued``/``scheduled``: put the envelope in the task's kwargs (and its pipeline's)."""
     text = getattr(task, _ENVELOPE, None) or task.kwargs.get(CONTEXT_KWARG)
     if text is None:
-        text = _jobs.envelope(task.name, log=_log)
+        text = _jobs.envelope(task.name, where=_WHERE)
         if text is None:
             return
     step = task
@@ -166,9 +166,7 @@ def _on_executing(signal: str, task: Any, *args: Any, **kwargs: Any) -> None:  #
             text,
             task_id=task.id,
             task_name=task.name,
-            log=_log,
-            field=CONTEXT_KWARG,
-            carrier="keyword argument",
+            where=_WHERE,
         ),
     )
 

@@ -43,7 +43,7 @@ __all__ = ["CONTEXT_META_KEY", "ContextJob"]
 #: The ``job.meta`` key the context travels in.
 CONTEXT_META_KEY: Final = _jobs.FIELD
 
-_log: Final = logging.getLogger("ctxlog.rq")
+_WHERE: Final = _jobs.Where(logging.getLogger("ctxlog.rq"), CONTEXT_META_KEY, "job meta entry")
 
 #: The statuses that end a failed job's unit of work (a retry ends it too).
 _ENDED: Final = frozenset({_JobStatus.FAILED, _JobStatus.STOPPED})
@@ -91,7 +91,7 @@ class ContextJob(_Job):
         """Create the job (as `rq.job.Job.create`) with the current context in its meta."""
         job = super().create(*args, **kwargs)
         if CONTEXT_META_KEY not in job.meta:
-            text = _jobs.envelope(job.func_name, log=_log)
+            text = _jobs.envelope(job.func_name, where=_WHERE)
             if text is not None:
                 job.meta[CONTEXT_META_KEY] = text
         return job
@@ -102,9 +102,7 @@ class ContextJob(_Job):
             self.meta.get(CONTEXT_META_KEY),
             task_id=self.id,
             task_name=self.func_name,
-            log=_log,
-            field=CONTEXT_META_KEY,
-            carrier="job meta entry",
+            where=_WHERE,
         )
         # A job that raises keeps its unit until the worker has logged the
         # failure: set_status() or retry() ends it.

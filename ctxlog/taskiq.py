@@ -31,14 +31,14 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, Where, begin_job, envelope
 
 __all__ = ["CONTEXT_LABEL", "ContextMiddleware"]
 
 #: The message label the context travels in.
 CONTEXT_LABEL: Final = FIELD
 
-_log: Final = logging.getLogger("ctxlog.taskiq")
+_WHERE: Final = Where(logging.getLogger("ctxlog.taskiq"), CONTEXT_LABEL, "label")
 
 
 #: Taskiq runs each message in an asyncio task of its own, and calls
@@ -78,7 +78,7 @@ class ContextMiddleware(TaskiqMiddleware):
     def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
         """Put the context into *message*'s labels (kept when it has one already)."""
         if CONTEXT_LABEL not in message.labels:
-            text = envelope(message.task_name, log=_log)
+            text = envelope(message.task_name, where=_WHERE)
             if text is not None:
                 message.labels[CONTEXT_LABEL] = text
         return message
@@ -89,9 +89,7 @@ class ContextMiddleware(TaskiqMiddleware):
             message.labels.get(CONTEXT_LABEL),
             task_id=message.task_id,
             task_name=message.task_name,
-            log=_log,
-            field=CONTEXT_LABEL,
-            carrier="label",
+            where=_WHERE,
         )
         _running.start(entry)
         return message

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import logging
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import ctxlog
 from ctxlog import _jobs
 from ctxlog._store import store
 from ctxlog.headers import is_valid_request_id
+from ctxlog.testing import capture
 from tests.conftest import Captured
 
 
@@ -62,7 +62,7 @@ def test_a_job_published_outside_any_request_gets_a_fresh_id() -> None:
 
 def test_a_context_that_cannot_travel_is_left_out_with_a_warning(captured: Captured) -> None:
     with ctxlog.bind(request_id="r-3", big="x" * 10_000):
-        assert _jobs.envelope("big.job", log=captured.logger) is None
+        assert _jobs.envelope("big.job", where=_jobs.Where(captured.logger)) is None
     (warning,) = captured.lines()
     assert warning.startswith("The context of task big.job was not sent with it:")
 
@@ -90,7 +90,7 @@ def test_run_job_closes_the_unit_when_the_job_fails() -> None:
 @pytest.mark.parametrize("bad", ['{"request_id": ', "[1, 2]", b"\xff\xfe", 42])
 def test_a_bad_envelope_is_ignored_with_a_warning(captured: Captured, bad: object) -> None:
     with _jobs.run_job(
-        bad, task_id="j-2", task_name="t", log=captured.logger, field="opt", carrier="entry"
+        bad, task_id="j-2", task_name="t", where=_jobs.Where(captured.logger, "opt", "entry")
     ):
         assert dict(ctxlog.current()) == {"task_id": "j-2", "task_name": "t"}
     (warning,) = captured.lines()
@@ -118,15 +118,43 @@ def test_end_job_from_another_context_ends_the_unit() -> None:
     assert dict(ctxlog.current()) == {}
 
 
-def test_the_warnings_go_to_the_jobs_logger_by_default(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    with (
-        caplog.at_level(logging.WARNING, "ctxlog.jobs"),
-        _jobs.run_job("{", task_id=1, task_name="t"),
-    ):
+def test_the_warnings_go_to_the_jobs_logger_by_default() -> None:
+    with capture(logger="ctxlog.jobs") as lines, _jobs.run_job("{", task_id=1, task_name="t"):
         pass
-    assert [r.name for r in caplog.records] == ["ctxlog.jobs"]
+    assert [(line["logger"], line["level"]) for line in lines] == [("ctxlog.jobs", "WARNING")]
+
+
+def test_the_envelope_follows_every_change_of_the_context() -> None:
+    """Consecutive jobs from one context reuse its text; any change is seen."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("region")
+    with ctxlog.scope(request_id="r-5"):
+        first = _jobs.envelope("a")
+        assert _jobs.envelope("b") is first
+        ctxlog.annotate(step=2)
+        assert json.loads(_jobs.envelope("c") or "")["step"] == 2
+        with ctxlog.bind(user="cy"):
+            assert json.loads(_jobs.envelope("d") or "")["user"] == "cy"
+        ctxlog.register(var, "region")
+        try:
+            token = var.set("north")
+            assert json.loads(_jobs.envelope("e") or "")["region"] == "north"
+            var.set("south")
+            assert json.loads(_jobs.envelope("f") or "")["region"] == "south"
+            var.reset(token)
+        finally:
+            ctxlog.unregister(var)
+        options = _jobs.JobOptions(keys=frozenset({"request_id"}))
+        assert json.loads(_jobs.envelope("g", options=options) or "") == {"request_id": "r-5"}
+
+
+def test_each_job_gets_its_own_values_from_the_same_envelope() -> None:
+    text = json.dumps({"request_id": "r-6", "n": 1})
+    first = _jobs.read_envelope(text, job="a")
+    first["n"] = 2
+    assert _jobs.read_envelope(text, job="b") == {"request_id": "r-6", "n": 1}
+    nested = json.dumps({"request_id": "r-7", "items": [1]})
+    _jobs.read_envelope(nested, job="c")["items"].append(2)
+    assert _jobs.read_envelope(nested, job="d")["items"] == [1]
 
 
 @pytest.mark.parametrize(
