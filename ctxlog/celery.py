@@ -39,7 +39,14 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
 
 from ctxlog import _jobs
 from ctxlog._errors import ContextError, check_collection, check_key
-from ctxlog.headers import new_request_id
+from ctxlog._store import store
+from ctxlog.headers import (
+    BAGGAGE_HEADER,
+    baggage_header,
+    check_baggage_keys,
+    new_request_id,
+    parse_baggage,
+)
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
 
@@ -66,6 +73,7 @@ class _Options:
     header: str
     parent_task_id_key: str | None
     root_task_id_key: str | None
+    baggage: frozenset[str]
     job: _jobs.JobOptions
     where: _jobs.Where
 
@@ -89,6 +97,7 @@ def install(
     root_task_id_key: str | None = "root_task_id",
     request_id_key: str | None = "request_id",
     generator: Callable[[], str] = new_request_id,
+    baggage: Iterable[str] = (),
 ) -> None:
     """Carry the context from task publishers to the tasks, and bind task fields in workers.
 
@@ -111,6 +120,12 @@ def install(
       fresh id from *generator* at publish time, so that all the work a beat
       schedule, a script or a worker starts shares one id along its chain;
       ``None`` turns this off.
+    - *baggage*: W3C Baggage keys.  The publisher sends the values bound
+      under them in a ``baggage`` message header (unless one is there
+      already: OpenTelemetry's Celery instrumentation writes its own), and
+      the worker binds those keys from the ``baggage`` header of a message,
+      whoever published it (values from ctxlog's own header win); parsed as
+      `ctxlog.headers.parse_baggage` does, so a hostile header binds nothing raw.
 
     What is carried: the values bound with :func:`ctxlog.bind` (and friends)
     and registered ContextVars, as :func:`ctxlog.snapshot` has them, but not
@@ -132,11 +147,11 @@ def install(
 
     :raises ContextError: a key is empty, *header* is not a plain name (a
         letter, then letters, digits, ``_ . -``, at most 64) or is a name
-        Celery uses itself, or *task_id_key* equals *task_name_key*.
+        Celery uses itself, *task_id_key* equals *task_name_key*, or a
+        *baggage* key is not a W3C token or is one of the task keys.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
-    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
     if not isinstance(header, str) or _HEADER_NAME(header) is None:
         msg = (
             f"ctxlog.celery.install(header={header!r}): give a plain name such as "
@@ -178,18 +193,25 @@ def install(
             "returns a new id."
         )
         raise ContextError(msg)
-    with _lock:
-        more = frozenset(k for k in (parent_task_id_key, root_task_id_key) if k is not None)
-        _options = _Options(
+    baggage_keys = frozenset(check_baggage_keys(baggage, "ctxlog.celery.install"))
+    clashing = baggage_keys.intersection(k for option, k in given if option != "request_id_key")
+    if clashing:
+        msg = (
+            f"ctxlog.celery.install(baggage=...): {sorted(clashing)} are task keys the "
+            "worker binds itself; a baggage entry must not replace them."
+        )
+        raise ContextError(msg)
+    more = frozenset(k for k in (parent_task_id_key, root_task_id_key) if k is not None)
+    _load_state(
+        _Options(
             header,
             parent_task_id_key,
             root_task_id_key,
+            baggage_keys,
             _jobs.JobOptions(allowed, task_id_key, task_name_key, request_id_key, generator, more),
             _jobs.Where(_log, header),
         )
-        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
-        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
-        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
+    )
 
 
 def uninstall() -> None:
@@ -218,6 +240,25 @@ def installed() -> bool:
     return _options is not None
 
 
+def _save_state() -> _Options | None:
+    """What `install` is in effect with (``None``: not installed), for
+    `_load_state`; ctxlog's pytest plugin saves it around each test."""
+    return _options
+
+
+def _load_state(options: _Options | None) -> None:
+    """Put back what `_save_state` returned: installed with *options*, or not."""
+    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
+    if options is None:
+        uninstall()
+        return
+    with _lock:
+        _options = options
+        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
+        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
+        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
+
+
 # --------------------------------------------------------------------------
 # publishing
 # --------------------------------------------------------------------------
@@ -229,6 +270,10 @@ def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     if options is None or headers is None:
         return
     text = _jobs.envelope(kwargs.get("sender"), where=options.where, options=options.job)
+    if options.baggage and BAGGAGE_HEADER not in headers:
+        sent = baggage_header((key, store.value(key)) for key in sorted(options.baggage))
+        if sent is not None:
+            headers[BAGGAGE_HEADER] = sent
     if text is not None:
         headers[options.header] = text
 
@@ -247,6 +292,9 @@ def _incoming(options: _Options, task: Any, task_id: Any) -> dict[str, Any]:
         where=options.where,
         options=options.job,
     )
+    if options.baggage:
+        found = parse_baggage(request.get(BAGGAGE_HEADER), options.baggage)
+        values = {**found, **values}
     values = _jobs.job_values(values, task_id=task_id, task_name=task.name, options=options.job)
     for key, known in (
         (options.parent_task_id_key, request.get("parent_id")),
