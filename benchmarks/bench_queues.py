@@ -15,6 +15,15 @@ enqueues several jobs; ctxlog reuses the envelope it wrote just before, and
 the worker the values it read just before), and each from a request of its
 own (a new envelope written and read for every job).
 
+* Taskiq: ``InMemoryBroker(await_inplace=True)``, each kicked task run in
+  place; ``ctxlog.taskiq.ContextMiddleware``.
+* arq has no in-memory broker: the row runs arq's own job path without Redis,
+  ``serialize_job`` when the job is enqueued, then, in an asyncio task of its
+  own as arq's worker runs it, ``deserialize_job_raw``, ``on_job_start``, the
+  job and ``after_job_end``; ``ctxlog.arq.worker_settings``' serializers and
+  hooks against arq's defaults (pickle, no hooks).
+* Django's tasks: the immediate backend (the task runs inside ``enqueue``,
+  with its signals), with ``ctxlog.django_tasks.ContextBackend`` mixed in or not.
 * RQ: RQ has no in-memory broker, so this row runs on a real ``redis-server``
   (started here on a Unix socket; the row is left out when there is none on
   PATH), with ``Queue(is_async=False)``: the job is saved to Redis and run in
@@ -129,6 +138,114 @@ def huey_arm(*, integrated: bool) -> Arm:
     return Arm(huey.task()(job_body))
 
 
+def taskiq_arm(*, integrated: bool) -> Arm:
+    """Taskiq's in-memory broker, each task run in place when kicked."""
+    import asyncio  # noqa: PLC0415 -- each row imports its queue only when it runs
+
+    from taskiq import InMemoryBroker  # noqa: PLC0415 -- see above
+
+    from ctxlog.taskiq import ContextMiddleware  # noqa: PLC0415 -- see above
+
+    broker = InMemoryBroker(await_inplace=True)
+    if integrated:
+        broker = broker.with_middlewares(ContextMiddleware())
+
+    @broker.task(task_name="job")
+    async def job() -> None:
+        job_body()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(broker.startup())
+
+    def close() -> None:
+        loop.run_until_complete(broker.shutdown())
+        loop.close()
+
+    return Arm(lambda: loop.run_until_complete(job.kiq()), close=close)
+
+
+def arq_arm(*, integrated: bool) -> Arm:
+    """arq's job path without Redis: serialize at enqueue; deserialize, hooks and job in
+    an asyncio task of its own, as arq's worker runs each job."""
+    import asyncio  # noqa: PLC0415 -- each row imports its queue only when it runs
+    import pickle  # noqa: PLC0415 -- see above
+    from typing import Any  # noqa: PLC0415 -- see above
+
+    from arq.jobs import deserialize_job_raw, serialize_job  # noqa: PLC0415 -- see above
+
+    import ctxlog.arq  # noqa: PLC0415 -- see above
+
+    settings: dict[str, Any] = ctxlog.arq.worker_settings({}) if integrated else {}
+    dumps = settings.get("job_serializer", pickle.dumps)
+    loads = settings.get("job_deserializer", pickle.loads)
+    start, end = settings.get("on_job_start"), settings.get("after_job_end")
+
+    async def job(ctx: dict[str, Any]) -> None:  # noqa: ARG001 -- arq's job signature
+        job_body()
+
+    async def run_job(raw: bytes) -> None:
+        _, args, kwargs, _, _ = deserialize_job_raw(raw, deserializer=loads)
+        ctx = {"job_id": "j", "job_try": 1}
+        if start is not None:
+            await start(ctx)
+        await job(ctx, *args, **kwargs)
+        if end is not None:
+            await end(ctx)
+
+    loop = asyncio.new_event_loop()
+
+    async def one() -> None:
+        raw = serialize_job("job", (), {}, None, 0, serializer=dumps)
+        await asyncio.create_task(run_job(raw))
+
+    return Arm(lambda: loop.run_until_complete(one()), close=loop.close)
+
+
+def _immediate_backend() -> str:
+    """The dotted path of Django's immediate task backend (the backport's before Django 6)."""
+    import django  # noqa: PLC0415 -- each row imports its queue only when it runs
+
+    if django.VERSION >= (6,):
+        return "django.tasks.backends.immediate.ImmediateBackend"
+    return "django_tasks.backends.immediate.ImmediateBackend"
+
+
+def __getattr__(name: str) -> object:
+    # Django imports the backend the settings name by its dotted path.
+    if name == "ContextImmediateBackend":
+        from django.utils.module_loading import import_string  # noqa: PLC0415 -- lazily
+
+        from ctxlog.django_tasks import ContextBackend  # noqa: PLC0415 -- see above
+
+        base = import_string(_immediate_backend())
+        return type(name, (ContextBackend, base), {})
+    raise AttributeError(name)
+
+
+def django_arm(*, integrated: bool) -> Arm:
+    """Django's tasks on the immediate backend: the task runs inside ``enqueue``."""
+    import django  # noqa: PLC0415 -- each row imports its queue only when it runs
+    from django.conf import settings  # noqa: PLC0415 -- see above
+
+    if not settings.configured:
+        settings.configure(
+            INSTALLED_APPS=[] if django.VERSION >= (6,) else ["django_tasks"],
+            TASKS={
+                "default": {"BACKEND": _immediate_backend()},
+                "ctxlog": {"BACKEND": "bench_queues.ContextImmediateBackend"},
+            },
+            LOGGING_CONFIG=None,
+        )
+        django.setup()
+    try:
+        from django.tasks import task  # noqa: PLC0415 -- see above
+    except ImportError:  # before Django 6: the backport
+        from django_tasks import task  # type: ignore[no-redef,unused-ignore]  # noqa: PLC0415
+
+    job = task(job_body, backend="ctxlog" if integrated else "default")
+    return Arm(job.enqueue)
+
+
 def _redis_missing() -> str | None:
     if shutil.which("redis-server") is None:
         return "redis-server is not on PATH (apt-get install redis-server)"
@@ -179,6 +296,9 @@ def rq_arm(*, integrated: bool) -> Arm:
 ROWS: list[Row] = [
     Row("Dramatiq", "StubBroker, 1 worker thread", dramatiq_arm, jobs=100),
     Row("Huey", "MemoryHuey, immediate", huey_arm, jobs=300),
+    Row("Taskiq", "InMemoryBroker, await_inplace", taskiq_arm, jobs=200),
+    Row("arq", "its job path, no Redis", arq_arm, jobs=300),
+    Row("Django", "tasks, immediate backend", django_arm, jobs=200),
     Row("RQ", "real redis-server, is_async=False", rq_arm, jobs=50, unavailable=_redis_missing),
 ]
 

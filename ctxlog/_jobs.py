@@ -57,6 +57,7 @@ __all__ = [
     "LOG",
     "JobEntry",
     "JobOptions",
+    "RunningJobs",
     "Where",
     "begin_job",
     "begin_values",
@@ -335,3 +336,32 @@ def run_job(
         yield
     finally:
         end_job(entry)
+
+
+class _Running(NamedTuple):
+    entry: JobEntry
+    outer: _Running | None
+
+
+class RunningJobs:
+    """The jobs running in the current context, innermost last.
+
+    For queues whose hook before a job and hook after it share nothing but
+    the context they run in (an asyncio task per job, a worker thread):
+    `start` in the first, `finish` in the second.  A job run inside another
+    one's hooks (a broker that runs a kicked job in place) nests.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._var: ContextVar[_Running | None] = ContextVar(name, default=None)
+
+    def start(self, entry: JobEntry) -> None:
+        """Remember *entry* (from `begin_job`) as the innermost running job."""
+        self._var.set(_Running(entry, self._var.get()))
+
+    def finish(self) -> None:
+        """`end_job` the innermost running job, if any."""
+        running = self._var.get()
+        if running is not None:
+            end_job(running.entry)
+            self._var.set(running.outer)

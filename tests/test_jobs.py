@@ -168,18 +168,58 @@ def test_each_job_gets_its_own_values_from_the_same_envelope() -> None:
     assert _jobs.read_envelope(nested, job="d")["items"] == [1]
 
 
-@pytest.mark.parametrize("name", ["dramatiq", "rq", "huey"])
-def test_a_missing_queue_library_names_the_extra(name: str) -> None:
+@pytest.mark.parametrize(
+    ("module", "missing", "extra"),
+    [
+        ("dramatiq", ["dramatiq"], "dramatiq"),
+        ("rq", ["rq"], "rq"),
+        ("huey", ["huey"], "huey"),
+        ("arq", ["arq"], "arq"),
+        ("taskiq", ["taskiq"], "taskiq"),
+        ("django_tasks", ["django.tasks", "django_tasks"], "django-tasks"),
+    ],
+)
+def test_a_missing_queue_library_names_the_extra(
+    module: str, missing: list[str], extra: str
+) -> None:
     code = (
         "import sys\n"
-        f"sys.modules[{name!r}] = None\n"
+        f"for name in {missing!r}:\n"
+        "    sys.modules[name] = None\n"
         "import ctxlog\n"
         "try:\n"
-        f"    import ctxlog.{name}\n"
+        f"    import ctxlog.{module}\n"
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )
     out = subprocess.run(
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert f"pip install 'ctxlog-correlation[{name}]'" in out
+    assert f"pip install 'ctxlog-correlation[{extra}]'" in out
+
+
+def test_nested_jobs_close_innermost_first_and_restore_the_context() -> None:
+    running = _jobs.RunningJobs("test.running")
+
+    def scenario() -> list[object]:
+        seen: list[object] = []
+        with ctxlog.bind(request_id="outside"):
+            running.start(_jobs.begin_job(None, task_id="outer", task_name="a"))
+            seen.append(ctxlog.get("task_id"))
+            running.start(_jobs.begin_job(None, task_id="inner", task_name="b"))
+            seen.append(ctxlog.get("task_id"))
+            running.finish()
+            seen.append(ctxlog.get("task_id"))
+            running.finish()
+            seen.append((ctxlog.get("task_id"), ctxlog.get("request_id")))
+            running.finish()  # nothing running: nothing to do
+            seen.append(ctxlog.get("request_id"))
+        return seen
+
+    assert contextvars.copy_context().run(scenario) == [
+        "outer",
+        "inner",
+        "outer",
+        (None, "outside"),
+        "outside",
+    ]

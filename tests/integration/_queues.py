@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import ctxlog
+from ctxlog.headers import is_valid_request_id
 from ctxlog.stdlib import json_formatter
 from ctxlog.testing import check
 
@@ -225,3 +226,43 @@ def assert_scenario(lines: list[dict[str, Any]], ids: list[str], task_name: str)
         assert line["publisher"] == _publisher_of(line["request_id"])
         assert line["task_name"] == task_name
     assert len({line["task_id"] for line in mine}) == len(ids)
+
+
+# --------------------------------------------------------------------------
+# the scenarios the arq, Taskiq and Django tasks tests share
+# --------------------------------------------------------------------------
+
+#: The logger those tests' jobs log their own lines on.
+APP_LOGGER = "app.tasks"
+
+
+def assert_publishers_context(
+    lines: list[dict[str, Any]], request_id: str, count: int
+) -> list[dict[str, Any]]:
+    """*count* lines of the jobs, each carrying the publisher's ``request_id``, ``user``
+    (``"ada"``) and annotated ``tenant`` (``"acme"``); return them."""
+    app = [line for line in lines if line["logger"] == APP_LOGGER]
+    assert len(app) == count, app
+    for line in app:
+        assert (line["request_id"], line["user"], line["tenant"]) == (request_id, "ada", "acme")
+    return app
+
+
+def assert_fresh_id_shared(lines: list[dict[str, Any]], fresh: str, count: int) -> None:
+    """A job published with no request id got *fresh*, and the job it published shares
+    it: *count* lines of the two jobs, two task ids."""
+    assert is_valid_request_id(fresh)
+    app = [line for line in lines if line["logger"] == APP_LOGGER]
+    assert len(app) == count
+    assert {line["request_id"] for line in app} == {fresh}
+    assert len({line["task_id"] for line in app}) == 2
+
+
+def assert_nothing_leaked(first: dict[str, Any], second: dict[str, Any]) -> None:
+    """What two jobs on one worker saw (``ctxlog.current()``), published in the contexts
+    ``request_id="first", tenant="acme"`` then ``request_id="second"``; the first left
+    a value bound: the second saw only its own context."""
+    assert (first["request_id"], first["tenant"]) == ("first", "acme")
+    assert set(second) == {"request_id", "task_id", "task_name"}
+    assert second["request_id"] == "second"
+    assert second["task_id"] != first["task_id"]

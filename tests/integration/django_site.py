@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,14 @@ import ctxlog
 
 log = logging.getLogger("tests.django")
 
-DB = Path(tempfile.mkdtemp(prefix="ctxlog-django-")) / "site.sqlite"
+# A worker process of the task tests names the database of the test process.
+DB = Path(
+    os.environ.get("CTXLOG_TEST_DJANGO_DB")
+    or Path(tempfile.mkdtemp(prefix="ctxlog-django-")) / "site.sqlite"
+)
+
+#: Django's tasks: the database backend (django-tasks-db), on the backport before Django 6.
+TASK_APPS = ["django_tasks_db"] if django.VERSION >= (6,) else ["django_tasks", "django_tasks_db"]
 
 
 def query(tag: str) -> None:
@@ -153,7 +161,8 @@ def setup() -> None:
         SECRET_KEY="ctxlog-tests",
         ROOT_URLCONF=__name__,
         MIDDLEWARE=MIDDLEWARE,
-        INSTALLED_APPS=[],
+        INSTALLED_APPS=TASK_APPS,
+        TASKS={"default": {"BACKEND": "tests.integration.django_tasks_app.Backend"}},
         DATABASES={
             "default": {
                 "ENGINE": "django.db.backends.sqlite3",
