@@ -161,9 +161,9 @@ def worker_settings(settings: Settings) -> Settings:
         functions = [send_mail]
     ```
 
-    :raises ContextError: *settings* is neither a class nor a dict.
-
     *New in version 0.1.0.*
+
+    :raises ContextError: *settings* is neither a class nor a dict.
     """
     if isinstance(settings, dict):
         current: dict[str, Any] = dict(settings)
