@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -24,6 +25,28 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("ctxlog"), max_examples=200)
 settings.load_profile("ci" if os.environ.get("CI") else "ctxlog")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs_python(version): runs only on CPython >= version (a tuple); skipped before,"
+        " and .ci/pythons fails if one of them did not run on the newer interpreters",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The marker travels into the JUnit report on every such test, run or skipped,
+    # so that .ci/newer_tests_ran.py can prove they all ran where they must.
+    for item in items:
+        marker = item.get_closest_marker("needs_python")
+        if marker is None:
+            continue
+        version = tuple(marker.args[0])
+        needed = ".".join(map(str, version))
+        item.user_properties.append(("needs_python", needed))
+        if sys.version_info < version:
+            item.add_marker(pytest.mark.skip(reason=f"needs CPython {needed}+ (.ci/pythons)"))
 
 
 @pytest.fixture(autouse=True)
