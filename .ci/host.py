@@ -51,8 +51,8 @@ def _deb822_entries(path: str) -> list[tuple[str, list[str]]]:
             fields[key.strip().lower()] = value.strip()
         if "deb" not in fields.get("types", "").split():
             continue
-        for uri in fields.get("uris", "").split():
-            entries.append((uri, fields.get("suites", "").split()))
+        suites = fields.get("suites", "").split()
+        entries += [(uri, suites) for uri in fields.get("uris", "").split()]
     return entries
 
 
@@ -87,9 +87,8 @@ def pip_paths() -> list[str]:
         text=True,
         check=True,
     ).stdout
-    lines = []
-    for match in re.finditer(r"^\s+(/\S+), exists: True$", debug, re.MULTILINE):
-        lines.append(f"file {match.group(1)}")
+    found = re.finditer(r"^\s+(/\S+), exists: True$", debug, re.MULTILINE)
+    lines = [f"file {match.group(1)}" for match in found]
     if os.environ.get("PIP_CONFIG_FILE", "").startswith("/"):
         lines.append(f"file {os.environ['PIP_CONFIG_FILE']}")
     values = re.findall(r"^\s+(?:PIP_\w+='|[\w.-]+: )(.*?)'?$", debug, re.MULTILINE)

@@ -15,11 +15,9 @@ import xml.etree.ElementTree as ET
 
 report = sys.argv[1]
 ran, not_run = 0, []
-for case in ET.parse(report).iter("testcase"):
+for case in ET.parse(report).iter("testcase"):  # noqa: S314 -- our own pytest's report
     needs = [
-        prop.get("value")
-        for prop in case.iter("property")
-        if prop.get("name") == "needs_python"
+        prop.get("value") for prop in case.iter("property") if prop.get("name") == "needs_python"
     ]
     if not needs:
         continue
