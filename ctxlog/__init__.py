@@ -7,6 +7,7 @@ import their library only there.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ctxlog._context import (
@@ -41,13 +42,18 @@ from ctxlog.stdlib import (
 if TYPE_CHECKING:
     from ctxlog._asyncio import asyncio_exception_handler, install_asyncio_handler
     from ctxlog._configs import load_config
+
+    if sys.version_info >= (3, 14):
+        from ctxlog._interpreters import InterpreterPoolExecutor
     from ctxlog._process import ProcessPoolExecutor
     from ctxlog._queue import QueueHandler
 
 __version__ = "0.1.0.dev0"
 
-# Loaded on first use: they import multiprocessing / logging.handlers / asyncio.
+# Loaded on first use: they import multiprocessing / logging.handlers / asyncio /
+# concurrent.interpreters (3.14+: before, using it raises ImportError saying so).
 _LAZY = {
+    "InterpreterPoolExecutor": "ctxlog._interpreters",
     "ProcessPoolExecutor": "ctxlog._process",
     "QueueHandler": "ctxlog._queue",
     "asyncio_exception_handler": "ctxlog._asyncio",
@@ -61,6 +67,14 @@ def __getattr__(name: str) -> Any:
     if module is None:
         msg = f"module 'ctxlog' has no attribute {name!r}"
         raise AttributeError(msg)
+    if name == "InterpreterPoolExecutor" and sys.version_info < (3, 14):
+        msg = (
+            "ctxlog.InterpreterPoolExecutor needs Python 3.14 or newer "
+            "(concurrent.futures.InterpreterPoolExecutor is new in 3.14); this is Python "
+            f"{sys.version_info[0]}.{sys.version_info[1]}. ctxlog.ProcessPoolExecutor runs work "
+            "in other interpreters on every version."
+        )
+        raise ImportError(msg, name="ctxlog")
     import importlib  # noqa: PLC0415 -- only on the first use of a lazy name
 
     value = getattr(importlib.import_module(module), name)
@@ -70,12 +84,13 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     # The lazy names too, before their first use (completion, help()).
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *(name for name in _LAZY if name in __all__)})
 
 
 __all__ = [
     "ContextError",
     "ContextFilter",
+    "InterpreterPoolExecutor",
     "ProcessPoolExecutor",
     "QueueHandler",
     "Snapshot",
@@ -107,3 +122,6 @@ __all__ = [
     "unregister",
     "wrap",
 ]
+
+if sys.version_info < (3, 14):  # concurrent.futures.InterpreterPoolExecutor is new in 3.14
+    __all__.remove("InterpreterPoolExecutor")

@@ -741,8 +741,8 @@ def _record_extras(
     the event dict already, and their record holds structlog's private
     attributes (``_logger``, ``_name``).
     """
-    record = event_dict.get("_record")
-    if isinstance(record, logging.LogRecord) and not event_dict.get("_from_structlog"):
+    record = _record_of(event_dict)
+    if record is not None and not event_dict.get("_from_structlog"):
         for key, value in record.__dict__.items():
             if key not in RESERVED_ATTRS and key not in event_dict:
                 event_dict[key] = value
@@ -761,6 +761,17 @@ _LEVELS: Final = {
 }
 
 
+def _record_of(event_dict: EventDict) -> logging.LogRecord | None:
+    """The stdlib record ProcessorFormatter put under ``_record``, if it is one.
+
+    type(), not isinstance(): ``_record`` may also be a keyword of the call, any
+    object, even a lazy proxy whose ``__class__`` raises, and a processor must not
+    raise into the call.
+    """
+    record = event_dict.get("_record")
+    return record if issubclass(type(record), logging.LogRecord) else None
+
+
 def _line_fields(
     logger: WrappedLogger,
     method_name: str,
@@ -772,9 +783,9 @@ def _line_fields(
     A key of one of the line's names that the event already holds (a keyword
     of the call, an ``extra=`` value) is kept under a free ``ctx_`` name.
     """
-    record = event_dict.get("_record")
+    record = _record_of(event_dict)
     name: str | None
-    if isinstance(record, logging.LogRecord):
+    if record is not None:
         created, level, name = record.created, record.levelname, record.name
     else:
         created = time.time()

@@ -13,6 +13,7 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Final
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,6 +26,12 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("ctxlog"), max_examples=200)
 settings.load_profile("ci" if os.environ.get("CI") else "ctxlog")
+
+#: Whether a plain ``threading.Thread`` starts in a copy of the context of the caller of
+#: ``start()`` rather than an empty one: Python 3.14+ with ``-X thread_inherit_context``
+#: (``PYTHON_THREAD_INHERIT_CONTEXT=1``), the default of the free-threaded builds.  A plain
+#: pool's worker thread then keeps the context of the ``submit()`` that started it.
+THREADS_INHERIT_CONTEXT: Final = bool(getattr(sys.flags, "thread_inherit_context", 0))
 
 
 def pytest_configure(config: pytest.Config) -> None:
