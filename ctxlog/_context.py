@@ -144,7 +144,14 @@ def current() -> Mapping[str, Any]:
 class Token:
     """Returned by :func:`set` and :func:`clear`; pass it to :func:`reset`.
 
-    A token can be used once, in the context it was created in.
+    A token can be used once, in the context it was created in.  It is also a
+    context manager that resets itself on leaving the block, as
+    `contextvars.Token` is from Python 3.14 on (here on every version):
+
+    ```python
+    with ctxlog.set(request_id="r-1"):
+        ...  # bound here; restored on leaving, also on an exception
+    ```
 
     .. versionadded:: 0.1.0
     """
@@ -166,6 +173,17 @@ class Token:
     def __repr__(self) -> str:
         state = "used" if self._used else "unused"
         return f"<ctxlog.Token {state} at {id(self):#x}>"
+
+    def __enter__(self) -> Token:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        reset(self)
 
 
 def set(**values: Any) -> Token:  # noqa: A001 -- the public name of the API

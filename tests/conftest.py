@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         needed = ".".join(map(str, version))
         item.user_properties.append(("needs_python", needed))
         if sys.version_info < version:
-            item.add_marker(pytest.mark.skip(reason=f"needs CPython {needed}+ (.ci/pythons)"))
+            item.add_marker(pytest.mark.skip(reason=f"needs CPython {needed}+"))
 
 
 @pytest.fixture(autouse=True)

@@ -670,6 +670,24 @@ class TestThread:
         with pytest.raises(RuntimeError, match="already handed over"):
             stand_in()
 
+    @pytest.mark.needs_python((3, 14))
+    def test_runs_in_the_context_threading_enters(self) -> None:
+        """On 3.14+ the copy is threading.Thread's own context=, entered by threading."""
+        seen: list[object] = []
+
+        def target() -> None:
+            native = vars(threading.current_thread())["_context"]
+            seen.append(ctxlog.get("request_id"))
+            with pytest.raises(RuntimeError, match="already entered"):
+                native.run(ctxlog.get, "request_id")
+            seen.append("entered")
+
+        with ctxlog.bind(request_id="r-1"):
+            thread = ctxlog.Thread(target=target)
+            thread.start()
+        thread.join()
+        assert seen == ["r-1", "entered"]
+
     def test_finished_thread_keeps_no_value(self) -> None:
         value = Value("request")
         ref = weakref.ref(value)
