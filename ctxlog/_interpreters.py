@@ -217,14 +217,14 @@ class _WorkerContext(concurrent.futures.interpreter.WorkerContext):
 
 
 class InterpreterPoolExecutor(concurrent.futures.InterpreterPoolExecutor):
-    """A drop-in [`concurrent.futures.InterpreterPoolExecutor`][] that carries context.
+    """A drop-in `concurrent.futures.InterpreterPoolExecutor` that carries context.
 
     Each worker runs its tasks in its own subinterpreter, which shares no
     context variables and no logging set-up with the interpreter that submits
     (PEP 734).  This executor bridges both:
 
     - `submit` (and so `map`) takes a snapshot of the submitter's context
-      (as [`ctxlog.ProcessPoolExecutor`][ctxlog.ProcessPoolExecutor] does) and
+      (as `ctxlog.ProcessPoolExecutor` does) and
       the task runs with exactly those values bound, in a fresh context that is
       dropped afterwards.
     - every line the task logs in its subinterpreter reaches the submitting
@@ -238,7 +238,7 @@ class InterpreterPoolExecutor(concurrent.futures.InterpreterPoolExecutor):
     The function and its arguments travel as for the stdlib executor
     (shareable objects, functions that use no globals, or pickled).  Bound
     values must pickle: by default a value that does not makes `submit` raise
-    [`ContextError`][ctxlog.ContextError] naming the key; `on_unpicklable="str"`
+    `ctxlog.ContextError` naming the key; `on_unpicklable="str"`
     sends `str(value)` instead.  Other arguments are the stdlib executor's.
 
     Needs Python 3.14 or newer: on an older Python, `ctxlog.InterpreterPoolExecutor`
