@@ -177,12 +177,7 @@ class Token:
     def __enter__(self) -> Token:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         reset(self)
 
 

@@ -114,15 +114,15 @@ class _RunIn:
             msg = "ctxlog.Thread: run() was already handed over to the started thread."
             raise RuntimeError(msg)
         vars(thread).pop("run", None)
-        if ctx is None:
+        if ctx is not None:
+            ctx.run(_run_reporting, thread, run)
+        else:  # pragma: no cover -- 3.14+ runs in .ci/pythons, uncovered
             try:
                 _run_reporting(thread, run)
             finally:
                 # threading keeps context= for the thread object's life: let go
                 # of the one running now (it ends with this call).
                 vars(thread)["_context"] = Context()
-        else:
-            ctx.run(_run_reporting, thread, run)
 
 
 def _run_reporting(thread: threading.Thread, run: Callable[[], object]) -> None:

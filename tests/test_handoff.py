@@ -30,7 +30,7 @@ import ctxlog
 from ctxlog import ContextError, ContextFilter, Snapshot
 from ctxlog._snapshot import CONTEXT_HEADER, MAX_HEADER_DEPTH, MAX_HEADER_SIZE
 from ctxlog.stdlib import json_formatter
-from tests.conftest import Captured
+from tests.conftest import THREADS_INHERIT_CONTEXT, Captured
 
 # Forking while another thread runs warns on 3.12+; the pools here fork before
 # their own threads start, but the test process may hold idle threads of others.
@@ -595,8 +595,7 @@ class TestThread:
             thread = threading.Thread(target=captured.logger.info, args=("plain",))
             thread.start()
         thread.join()
-        inherits = bool(getattr(sys.flags, "thread_inherit_context", 0))
-        assert captured.lines() == ["r-1|plain" if inherits else "-|plain"]
+        assert captured.lines() == ["r-1|plain" if THREADS_INHERIT_CONTEXT else "-|plain"]
 
     def test_subclass_overriding_run(self) -> None:
         class Worker(ctxlog.Thread):
@@ -779,8 +778,7 @@ class TestThreadPoolExecutor:
                     )
 
         asyncio.run(main())
-        inherits = bool(getattr(sys.flags, "thread_inherit_context", 0))
-        assert captured.lines() == ["r-1|plain" if inherits else "-|plain"]
+        assert captured.lines() == ["r-1|plain" if THREADS_INHERIT_CONTEXT else "-|plain"]
 
 
 # --------------------------------------------------------------------------
