@@ -95,7 +95,8 @@ def _install(records: interpreters.Queue, level: int) -> None:
         root.addHandler(_sender)
     else:
         _sender.records = records
-    root.setLevel(level)
+    if root.level != level:  # setLevel() empties every logger's cache
+        root.setLevel(level)
 
 
 class _Meta:
@@ -177,12 +178,12 @@ class _Receiver:
     def drain(self) -> None:
         """Handle every record queued so far (each get and its handling under
         one lock: two drains never reorder lines)."""
+        records = self.records
         with self._lock:
-            while True:
-                try:
-                    item = self.records.get_nowait()
-                except interpreters.QueueEmpty:
-                    return
+            # empty() first: cheaper than the QueueEmpty a get would raise, and
+            # under the lock only this drain takes items out.
+            while not records.empty():
+                item = records.get_nowait()
                 try:
                     record, context = cast("tuple[bytes, bytes]", item)
                     attrs = pickle.loads(record)  # noqa: S301 -- made by _Sender, in this process
@@ -323,9 +324,20 @@ class InterpreterPoolExecutor(concurrent.futures.InterpreterPoolExecutor):
         self._receiver.stop(wait=wait)
 
 
+# Not a level: Logger.isEnabledFor() never looks this key up.
+_LOWEST_KEY: Final = "ctxlog.lowest_level"
+
+
 def _lowest_level() -> int:
     """The lowest level any logger of this interpreter is set to: below it, a line
     would be dropped here anyway, so the worker interpreter does not send it."""
+    # Kept in the root logger's level cache, which logging empties whenever a level
+    # changes anywhere (setLevel, logging.disable, dictConfig: Manager._clear_cache),
+    # so the loggers are scanned once per change rather than once per task.
+    cache = vars(logging.root).get("_cache")
+    cached = cache.get(_LOWEST_KEY) if isinstance(cache, dict) else None
+    if cached is not None:
+        return cast("int", cached)
     manager = logging.root.manager
     levels = [logging.root.level]
     levels += [
@@ -333,4 +345,7 @@ def _lowest_level() -> int:
         for logger in list(manager.loggerDict.values())
         if isinstance(logger, logging.Logger) and logger.level
     ]
-    return max(min(levels), manager.disable + 1 if manager.disable else 0)
+    lowest = max(min(levels), manager.disable + 1 if manager.disable else 0)
+    if isinstance(cache, dict):
+        cache[_LOWEST_KEY] = lowest
+    return lowest

@@ -149,13 +149,16 @@ def test_an_exception_comes_back_after_the_lines_before_it() -> None:
 
 @needs_314
 def test_levels_are_the_submitting_interpreters() -> None:
-    logging.getLogger("app").setLevel(logging.DEBUG)
-    try:
-        with capture(level="WARNING") as lines, ctxlog.InterpreterPoolExecutor(1) as pool:
+    with capture(level="WARNING") as lines, ctxlog.InterpreterPoolExecutor(1) as pool:
+        pool.submit(levels).result()
+        assert by_level(lines) == [("WARNING", "other warning")]
+        # A level set between two tasks applies to the next one.
+        logging.getLogger("app").setLevel(logging.DEBUG)
+        try:
             pool.submit(levels).result()
-    finally:
-        logging.getLogger("app").setLevel(logging.NOTSET)
-    assert by_level(lines) == [
+        finally:
+            logging.getLogger("app").setLevel(logging.NOTSET)
+    assert by_level(lines)[1:] == [
         ("DEBUG", "app debug"),
         ("DEBUG", "db debug"),
         ("WARNING", "other warning"),
