@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable
 from concurrent import interpreters
 from contextvars import Context, copy_context
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, TypeAlias, TypeVar, cast
 
 from ctxlog._errors import ContextError
 from ctxlog._queue import make_picklable
@@ -99,36 +99,17 @@ def _install(records: interpreters.Queue, level: int) -> None:
         root.setLevel(level)
 
 
-class _Meta:
-    """What a task carries besides the call: the way back, the context, the level.
-
-    In the submitting interpreter it also knows the executor's receiver, which
-    does not cross (see ``__reduce__``).
-    """
-
-    __slots__ = ("level", "payload", "receiver", "records")
-
-    def __init__(
-        self,
-        records: interpreters.Queue,
-        payload: bytes,
-        level: int,
-        receiver: _Receiver | None = None,
-    ) -> None:
-        self.records = records
-        self.payload = payload
-        self.level = level
-        self.receiver = receiver
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Meta, (self.records, self.payload, self.level))
+#: What a task carries besides the call: the way back, the context, the level.  A
+#: tuple of shareable objects crosses into the worker interpreter without pickling.
+_Meta: TypeAlias = "tuple[interpreters.Queue, bytes, int]"
 
 
 def _run_task(meta: _Meta, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
     """Run in the worker interpreter: ``fn(*args, **kwargs)`` with the submitter's
     values bound, in a fresh context dropped afterwards."""
-    _install(meta.records, meta.level)
-    return copy_context().run(call_bound, load_payload(meta.payload), fn, args, kwargs)
+    records, payload, level = meta
+    _install(records, level)
+    return copy_context().run(call_bound, load_payload(payload), fn, args, kwargs)
 
 
 # --------------------------------------------------------------------------
@@ -149,6 +130,7 @@ class _Receiver:
 
     def __init__(self) -> None:
         self.records = interpreters.create_queue()
+        _RECEIVERS[self.records.id] = self
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,6 +177,10 @@ class _Receiver:
                     )
 
 
+#: The receiver of each executor, by the id of its queue (what a task carries).
+_RECEIVERS: weakref.WeakValueDictionary[int, _Receiver] = weakref.WeakValueDictionary()
+
+
 def _listen(receiver_ref: weakref.ref[_Receiver], stop: threading.Event) -> None:
     while not stop.wait(_POLL_SECONDS):
         receiver = receiver_ref()
@@ -213,8 +199,9 @@ class _WorkerContext(concurrent.futures.interpreter.WorkerContext):
             return super().run(task)  # type: ignore[arg-type]
         finally:
             fn, args, _ = task
-            if fn is _run_task and args[0].receiver is not None:
-                args[0].receiver.drain()
+            receiver = _RECEIVERS.get(args[0][0].id) if fn is _run_task else None
+            if receiver is not None:
+                receiver.drain()
 
 
 class InterpreterPoolExecutor(concurrent.futures.InterpreterPoolExecutor):
@@ -306,7 +293,7 @@ class InterpreterPoolExecutor(concurrent.futures.InterpreterPoolExecutor):
         *New in version 0.1.0.*
         """
         payload = dump_payload(dict(store.merged()), self.on_unpicklable)
-        meta = _Meta(self._receiver.records, payload, _lowest_level(), self._receiver)
+        meta: _Meta = (self._receiver.records, payload, _lowest_level())
         # A worker thread started during this call must not inherit the caller's
         # context (3.14's thread_inherit_context): hand it an empty one.
         submit = cast("Callable[..., concurrent.futures.Future[R]]", super().submit)
