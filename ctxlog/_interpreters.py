@@ -9,8 +9,8 @@ submitting interpreter hands each record to its own logger of that name, with
 that context bound, so its handlers, filters and formatters write the line as
 if it had been logged there.
 
-Kept apart from :mod:`ctxlog._handoff`: it needs :mod:`concurrent.interpreters`
-(new in 3.14), and ``import ctxlog`` loads it only on first use.
+Kept apart from ``ctxlog._handoff``: it needs ``concurrent.interpreters`` (new
+in 3.14), and ``import ctxlog`` loads it only on first use.
 """
 
 from __future__ import annotations
@@ -131,12 +131,15 @@ class _Receiver:
     def __init__(self) -> None:
         self.records = interpreters.create_queue()
         _RECEIVERS[self.records.id] = self
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one drain at a time
+        self._starting = threading.Lock()  # not the drain's: submit() never waits on a handler
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        with self._lock:
+        if self._thread is not None:
+            return
+        with self._starting:
             if self._thread is None and not self._stop.is_set():
                 # A weak reference: an executor dropped without shutdown() lets
                 # its listener end, as the stdlib's worker threads do.
