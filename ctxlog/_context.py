@@ -273,6 +273,10 @@ class Reusable(Generic[E]):
     #: one raises ContextError with this message, formatted with its qualname.
     _generators: ClassVar[str | None] = None
 
+    #: Whether an exception leaving the block marks the innermost unit of work
+    #: as failed (``scope``: the unit it opened).
+    _marks_failure: ClassVar[bool] = False
+
     def _push(self) -> E:
         raise NotImplementedError
 
@@ -354,6 +358,7 @@ class Reusable(Generic[E]):
         import inspect  # noqa: PLC0415
 
         push, pop, pop_foreign = self._push, self._pop, self._pop_foreign
+        fails = self._marks_failure
         is_agen = inspect.isasyncgenfunction(fn)
         if is_agen or inspect.isgeneratorfunction(fn):
             if self._generators is not None:
@@ -376,6 +381,10 @@ class Reusable(Generic[E]):
                 entry = push()
                 try:
                     return await coro_fn(*args, **kwargs)
+                except Exception:
+                    if fails:
+                        store.fail()
+                    raise
                 finally:
                     try:
                         pop(entry)
@@ -389,6 +398,10 @@ class Reusable(Generic[E]):
             entry = push()
             try:
                 return fn(*args, **kwargs)
+            except Exception:
+                if fails:
+                    store.fail()
+                raise
             finally:
                 try:
                     pop(entry)
@@ -561,6 +574,19 @@ class scope(Reusable[UnitEntry]):  # noqa: N801 -- see bind
         return store.open_unit(self._values)
 
     _pop = staticmethod(store.close_unit)
+
+    # Failed work: what waits for the unit's outcome (tail sampling) hears it.
+    _marks_failure = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Exception):
+            store.fail()
+        super().__exit__(exc_type, exc, tb)
 
     def _pop_foreign(self, entry: UnitEntry, exc: BaseException | None) -> None:
         store.end(entry[UNIT])

@@ -10,8 +10,12 @@ class ContextError(RuntimeError):
 
     The message says what happened and how to fix it.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
+
+    # Where users import it from: tracebacks say ctxlog.ContextError, and
+    # pickle (a process pool handing the error back) finds it there too.
+    __module__ = "ctxlog"
 
 
 def check_key(key: object, where: str) -> None:

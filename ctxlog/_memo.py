@@ -14,7 +14,6 @@ and two dict subscripts.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import threading
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from ctxlog._errors import ContextError
 
 if TYPE_CHECKING:
     import asyncio
+    import concurrent.futures
 
 __all__ = ["MEMO", "Scope", "close_scope", "memoize", "new_scope"]
 
@@ -43,6 +43,9 @@ class _Flight:
     __slots__ = ("future", "thread")
 
     def __init__(self) -> None:
+        # Only on a cache miss: concurrent.futures stays off `import ctxlog`.
+        import concurrent.futures  # noqa: PLC0415
+
         self.thread = threading.get_ident()
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 

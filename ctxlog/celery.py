@@ -42,7 +42,14 @@ from ctxlog._errors import ContextError, check_collection, check_key
 from ctxlog._snapshot import CONTEXT_HEADER as _SNAPSHOT_HEADER
 from ctxlog._snapshot import Snapshot
 from ctxlog._store import UNIT, UnitEntry, store
-from ctxlog.headers import generate_request_id, new_request_id
+from ctxlog.headers import (
+    BAGGAGE_HEADER,
+    baggage_header,
+    check_baggage_keys,
+    generate_request_id,
+    new_request_id,
+    parse_baggage,
+)
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
 
@@ -74,6 +81,7 @@ class _Options:
     root_task_id_key: str | None
     request_id_key: str | None
     generator: Callable[[], str]
+    baggage: frozenset[str]
 
     @property
     def task_keys(self) -> frozenset[str]:
@@ -105,6 +113,7 @@ def install(
     root_task_id_key: str | None = "root_task_id",
     request_id_key: str | None = "request_id",
     generator: Callable[[], str] = new_request_id,
+    baggage: Iterable[str] = (),
 ) -> None:
     """Carry the context from task publishers to the tasks, and bind task fields in workers.
 
@@ -127,6 +136,12 @@ def install(
       fresh id from *generator* at publish time, so that all the work a beat
       schedule, a script or a worker starts shares one id along its chain;
       ``None`` turns this off.
+    - *baggage*: W3C Baggage keys.  The publisher sends the values bound
+      under them in a ``baggage`` message header (unless one is there
+      already: OpenTelemetry's Celery instrumentation writes its own), and
+      the worker binds those keys from the ``baggage`` header of a message,
+      whoever published it (values from ctxlog's own header win); parsed as
+      `ctxlog.headers.parse_baggage` does, so a hostile header binds nothing raw.
 
     What is carried: the values bound with :func:`ctxlog.bind` (and friends)
     and registered ContextVars, as :func:`ctxlog.snapshot` has them, but not
@@ -148,11 +163,11 @@ def install(
 
     :raises ContextError: a key is empty, *header* is not a plain name (a
         letter, then letters, digits, ``_ . -``, at most 64) or is a name
-        Celery uses itself, or *task_id_key* equals *task_name_key*.
+        Celery uses itself, *task_id_key* equals *task_name_key*, or a
+        *baggage* key is not a W3C token or is one of the task keys.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
-    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
     if not isinstance(header, str) or _HEADER_NAME(header) is None:
         msg = (
             f"ctxlog.celery.install(header={header!r}): give a plain name such as "
@@ -194,8 +209,16 @@ def install(
             "returns a new id."
         )
         raise ContextError(msg)
-    with _lock:
-        _options = _Options(
+    baggage_keys = frozenset(check_baggage_keys(baggage, "ctxlog.celery.install"))
+    clashing = baggage_keys.intersection(k for option, k in given if option != "request_id_key")
+    if clashing:
+        msg = (
+            f"ctxlog.celery.install(baggage=...): {sorted(clashing)} are task keys the "
+            "worker binds itself; a baggage entry must not replace them."
+        )
+        raise ContextError(msg)
+    _load_state(
+        _Options(
             allowed,
             header,
             task_id_key,
@@ -204,10 +227,9 @@ def install(
             root_task_id_key,
             request_id_key,
             generator,
+            baggage_keys,
         )
-        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
-        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
-        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
+    )
 
 
 def uninstall() -> None:
@@ -234,6 +256,25 @@ def installed() -> bool:
     .. versionadded:: 0.1.0
     """
     return _options is not None
+
+
+def _save_state() -> _Options | None:
+    """What `install` is in effect with (``None``: not installed), for
+    `_load_state`; ctxlog's pytest plugin saves it around each test."""
+    return _options
+
+
+def _load_state(options: _Options | None) -> None:
+    """Put back what `_save_state` returned: installed with *options*, or not."""
+    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
+    if options is None:
+        uninstall()
+        return
+    with _lock:
+        _options = options
+        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
+        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
+        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
 
 
 # --------------------------------------------------------------------------
@@ -272,6 +313,10 @@ def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
             _log.warning(
                 "Task %s was published without a request id: %s", kwargs.get("sender"), exc
             )
+    if options.baggage and BAGGAGE_HEADER not in headers:
+        sent = baggage_header((key, store.value(key)) for key in sorted(options.baggage))
+        if sent is not None:
+            headers[BAGGAGE_HEADER] = sent
     if not data:
         return
     try:
@@ -302,6 +347,9 @@ def _incoming(options: _Options, task: Any, task_id: Any) -> dict[str, Any]:
             )
         if options.keys is not None:
             values = {k: v for k, v in values.items() if k in options.keys}
+    if options.baggage:
+        found = parse_baggage(request.get(BAGGAGE_HEADER), options.baggage)
+        values = {**found, **values}
     if options.task_id_key is not None:
         values[options.task_id_key] = task_id
     if options.task_name_key is not None:

@@ -1,9 +1,9 @@
 """Request ids and trace context at the edges of the process.
 
 Validation of incoming request ids (a strict allow-list, the length checked
-before any regular expression runs), W3C ``traceparent`` parsing, the headers
-to pass to the next service (:func:`outgoing_headers`) and the escaping used
-when a rejected value is mentioned in a log line.  Standard library only: the
+before any regular expression runs), W3C ``traceparent`` and ``baggage``
+parsing, the headers to pass to the next service (`outgoing_headers`) and
+the escaping used when a rejected value is mentioned in a log line.  Standard library only: the
 ASGI and WSGI middlewares (:mod:`ctxlog.asgi`, :mod:`ctxlog.wsgi`) build on it.
 """
 
@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import Final, NamedTuple
+from urllib.parse import quote, unquote
 
-from ctxlog._errors import ContextError
+from ctxlog._errors import ContextError, check_collection
 from ctxlog._store import store
 
 __all__ = [
     "ALLOWED_BYTES",
     "ALLOWED_CHARS",
+    "BAGGAGE_HEADER",
+    "MAX_BAGGAGE_BYTES",
+    "MAX_BAGGAGE_ENTRIES",
+    "MAX_BAGGAGE_VALUE_LENGTH",
     "MAX_REQUEST_ID_LENGTH",
     "REQUEST_FIELDS",
     "REQUEST_ID_HEADER",
     "TraceParent",
+    "baggage_header",
+    "check_baggage_keys",
     "check_header_name",
     "escape_rejected",
     "forwardable",
@@ -32,6 +39,7 @@ __all__ = [
     "match_request_id",
     "new_request_id",
     "outgoing_headers",
+    "parse_baggage",
     "parse_traceparent",
     "safe_field",
     "transform_request_id",
@@ -200,6 +208,160 @@ def parse_traceparent(value: str | bytes | None) -> TraceParent | None:
     return TraceParent(version, trace_id, parent_id, flags)
 
 
+#: The W3C Baggage header (lowercase: ASGI and HTTP/2 give header names so).
+BAGGAGE_HEADER: Final = "baggage"
+#: The most list members of a ``baggage`` header read or written (W3C Baggage:
+#: at least 64 must be propagated; OpenTelemetry reads up to 180).
+MAX_BAGGAGE_ENTRIES: Final = 180
+#: The most bytes of ``baggage`` read or written, all header lines together.
+MAX_BAGGAGE_BYTES: Final = 8192
+#: The longest baggage value bound, after percent-decoding, in characters.
+MAX_BAGGAGE_VALUE_LENGTH: Final = 1024
+
+# A key is an RFC 9110 token; a value is made of baggage-octets (printable
+# ASCII but space, DQUOTE, comma, semicolon and backslash), percent-encoded
+# beyond that.  OWS around "=" and the members is allowed.
+_BAGGAGE_KEY: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_BAGGAGE_MEMBER: Final = re.compile(
+    r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*"
+    r"([\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*)[ \t]*"
+).fullmatch
+# A "%" that does not start an escape: unquote() would keep it as it is.
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})").search
+# What quote() leaves alone in a value: the baggage-octets but "%".
+_BAGGAGE_SAFE: Final = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '"%,;\\')
+
+
+def check_baggage_keys(keys: object, where: str) -> tuple[str, ...]:
+    """The baggage keys of an option, checked: a collection of W3C tokens.
+
+    :raises ContextError: *keys* is a string, or holds something that is not a
+        non-empty token (``A-Z a-z 0-9`` and ``!#$%&'*+-.^_`|~``).
+
+    *New in version 0.1.0.*
+    """
+    check_collection(keys, "baggage", where)
+    if not isinstance(keys, Iterable):
+        msg = f"{where}(baggage={keys!r}): give a collection of baggage keys, e.g. ('tenant',)."
+        raise ContextError(msg)
+    out = tuple(keys)
+    for key in out:
+        if not isinstance(key, str) or _BAGGAGE_KEY(key) is None:
+            msg = (
+                f"{where}(baggage=...): {key!r} is not a baggage key (a non-empty token of "
+                "A-Z a-z 0-9 and !#$%&'*+-.^_`|~)."
+            )
+            raise ContextError(msg)
+    return out
+
+
+def parse_baggage(
+    value: str | bytes | Iterable[str | bytes] | None, keys: Collection[str] | None = None
+) -> dict[str, str]:
+    """Parse W3C ``baggage`` header values into ``{key: value}``; never raises.
+
+    *value* is one header value or the values of several ``baggage`` lines
+    (read in order, as if joined by commas).  Per the
+    [W3C Baggage](https://www.w3.org/TR/baggage/) format: comma-separated
+    ``key=value`` members, optional whitespace around them, values
+    percent-decoded as UTF-8, properties after ``;`` parsed past and not kept;
+    a key sent twice keeps its last value.  With *keys*, only those keys are
+    returned.
+
+    Bounded work and a safety floor, whatever is sent: at most
+    `MAX_BAGGAGE_ENTRIES` members and `MAX_BAGGAGE_BYTES` bytes are read (a
+    member that crosses the limit, and all after it, are dropped); a member
+    that is not well formed, whose value is not valid percent-encoded UTF-8,
+    holds a control or line-breaking character once decoded, or is longer
+    than `MAX_BAGGAGE_VALUE_LENGTH`, is dropped: nothing raw reaches a line.
+
+    *New in version 0.1.0.*
+    """
+    out: dict[str, str] = {}
+    if value is None:
+        return out
+    parts = [value] if isinstance(value, str | bytes) else value
+    budget = MAX_BAGGAGE_BYTES
+    entries = MAX_BAGGAGE_ENTRIES
+    try:
+        for part in parts:
+            if not isinstance(part, str | bytes):
+                continue
+            # One more byte than the budget: a member cut there is seen as too long.
+            head = part[: budget + 1]
+            text = head.decode("latin-1") if isinstance(head, bytes) else head
+            for member in text.split(","):
+                if entries <= 0 or budget <= 0:
+                    return out
+                size = len(member) + 1
+                budget -= size
+                if budget < -1:
+                    return out
+                entries -= 1
+                _baggage_member(member, keys, out)
+            if budget <= 0 or entries <= 0:
+                break
+            budget -= 1  # the comma that joins header lines
+    except Exception:  # noqa: BLE001 -- a hostile header must never fail a request
+        return out
+    return out
+
+
+def _baggage_member(member: str, keys: Collection[str] | None, out: dict[str, str]) -> None:
+    pair = member.split(";", 1)[0]
+    if not pair.strip(" \t"):
+        return  # an empty member (",,"): skipped, as OWS-only members are
+    match = _BAGGAGE_MEMBER(pair)
+    if match is None:
+        return
+    key, raw = match.groups()
+    if keys is not None and key not in keys:
+        return
+    if "%" in raw:
+        if _BAD_ESCAPE(raw) is not None:
+            return
+        try:
+            decoded = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            return
+    else:
+        decoded = raw
+    if len(decoded) <= MAX_BAGGAGE_VALUE_LENGTH and decoded.isprintable():
+        out[key] = decoded
+
+
+def baggage_header(values: Iterable[tuple[str, object]]) -> str | None:
+    """A ``baggage`` header value for *values* (``(key, value)`` pairs), or
+    ``None`` when there is nothing to send.
+
+    Keys that are not tokens and values that are not ``str``, ``int`` or
+    ``float`` (``bool`` included) are left out; values are percent-encoded;
+    members past `MAX_BAGGAGE_ENTRIES` or `MAX_BAGGAGE_BYTES` are left out
+    whole.
+
+    *New in version 0.1.0.*
+    """
+    members: list[str] = []
+    size = -1
+    for key, value in values:
+        if not isinstance(key, str) or _BAGGAGE_KEY(key) is None:
+            continue
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, int | float):
+            text = str(value)
+        else:
+            continue
+        if len(text) > MAX_BAGGAGE_VALUE_LENGTH or not text.isprintable():
+            continue
+        member = f"{key}={quote(text, safe=_BAGGAGE_SAFE)}"
+        if len(members) >= MAX_BAGGAGE_ENTRIES or size + 1 + len(member) > MAX_BAGGAGE_BYTES:
+            break
+        members.append(member)
+        size += 1 + len(member)
+    return ",".join(members) or None
+
+
 def forwardable(value: object) -> bool:
     """Whether *value* is safe to put in an outgoing header (printable ASCII, no space)."""
     return (
@@ -217,6 +379,7 @@ def outgoing_headers(
     key: str = "request_id",
     trace_key: str = "trace_id",
     span_key: str = "span_id",
+    baggage: Iterable[str] = (),
 ) -> dict[str, str]:
     """Return the headers that carry the current request id and trace to the next service.
 
@@ -231,11 +394,16 @@ def outgoing_headers(
       one, else a new random one for this hop; its flags are those of the
       incoming request (``01``, sampled, when there was none), or those of the
       active OpenTelemetry span when :func:`ctxlog.otel.install` is in effect
-      and the trace is that span's.
+      and the trace is that span's;
+    * ``baggage`` (W3C Baggage), when *baggage* names keys: the values bound
+      under those keys (``str``, ``int``, ``float``; others are left out),
+      percent-encoded, within the W3C limits.
 
     Pass the result to your HTTP client: ``httpx.get(url, headers=outgoing_headers())``.
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: *baggage* holds a key that is not a W3C token.
+
+    *New in version 0.1.0.*
     """
     out: dict[str, str] = {}
     get = store.value
@@ -252,6 +420,11 @@ def outgoing_headers(
             if not isinstance(span_id, str) or _HEX16(span_id) is None or span_id == _ZERO_SPAN:
                 span_id = _new_span_id()
             out["traceparent"] = f"00-{trace_id}-{span_id}-{store.trace_flags(trace_id)}"
+    if baggage:
+        keys = check_baggage_keys(baggage, "outgoing_headers")
+        sent = baggage_header((key, get(key)) for key in keys)
+        if sent is not None:
+            out[BAGGAGE_HEADER] = sent
     return out
 
 

@@ -4,8 +4,9 @@ No conftest is needed.  It gives every test:
 
 * **isolation**: each test starts with an empty context, outside any unit of
   work; whatever it leaves bound, set, annotated, registered or installed
-  (the record factory, ``ctxlog.celery`` and ``ctxlog.otel`` hooks) is undone
-  after it;
+  (the record factory, the ``ctxlog.celery``, ``ctxlog.otel`` and
+  ``ctxlog.structlog`` hooks) is undone after it, and a hook it uninstalled
+  is installed again as it was;
 * **a leak check**: ``--ctxlog-leaks={ignore,warn,fail}`` (or the ini option
   ``ctxlog_leaks``).  ``warn``, the default, lists the leaking tests at the
   end of the run and changes no outcome; ``fail`` fails a leaking test in its

@@ -18,10 +18,12 @@ Importing this module imports structlog; ``import ctxlog`` never does.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
@@ -49,6 +51,8 @@ from ctxlog.stdlib import RESERVED_ATTRS
 if TYPE_CHECKING:
     from structlog.typing import BindableLogger, EventDict, Processor, WrappedLogger
 
+    from ctxlog._redact import Redactor
+
 __all__ = [
     "JSON_RENDERING",
     "RESERVED_KEYS",
@@ -56,6 +60,9 @@ __all__ = [
     "STRUCTLOG_KEY_PREFIX",
     "STRUCTLOG_KEY_PREFIX_LEN",
     "ContextVarsToken",
+    "Redact",
+    "TailSampling",
+    "UnmergedContextWarning",
     "bind_contextvars",
     "bound_contextvars",
     "clear_contextvars",
@@ -161,13 +168,25 @@ class _ContextMerger:
             )
         else:
             prepared = projection.current()
-        return _merge_into(event_dict, prepared)
+        merged = _merge_into(event_dict, prepared)
+        redactor = projection.redactor
+        if redactor is not None:
+            # The call's keywords and the event too (the context is redacted already,
+            # once per context, by the projection).
+            return _redact_event(redactor, merged)
+        return merged
 
     def __repr__(self) -> str:
         return (
             f"ctxlog.structlog.merge_context(fields={self.fields!r}, "
             f"defaults={self.defaults!r}, "
-            f"structlog_contextvars={self.structlog_contextvars!r})"
+            f"structlog_contextvars={self.structlog_contextvars!r}"
+            + (
+                ""
+                if self._projection.redactor is None
+                else f", redact={self._projection.redactor!r}"
+            )
+            + ")"
         )
 
 
@@ -208,9 +227,12 @@ _HEAD: Final = LINE_FIELDS[:4]  # what comes first on the line
 
 
 def _projection(
-    fields: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None
+    fields: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    redactor: Redactor | None = None,
 ) -> Projection:
     return Projection(
+        redactor=redactor,
         fields=fields,
         defaults=defaults,
         reserved=RESERVED_KEYS,
@@ -233,6 +255,7 @@ def merge_context(
     fields: Iterable[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     structlog_contextvars: bool = False,
+    redact: Redactor | bool | None = None,
 ) -> Processor: ...
 def merge_context(  # noqa: PLR0917 -- three positional processor args + options; see below
     logger: WrappedLogger = None,  # noqa: ARG001 -- the structlog processor signature
@@ -244,6 +267,7 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
     fields: Iterable[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     structlog_contextvars: bool = False,
+    redact: Redactor | bool | None = None,
 ) -> EventDict | Processor:
     """A structlog processor that adds the current context to the event dict.
 
@@ -269,13 +293,18 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
         ``structlog.contextvars.bind_contextvars`` (for code that migrates
         gradually); ctxlog's value wins when both bind a key.  Costs one
         ``ContextVar.get()`` per key structlog has ever bound.
+    :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` for the
+        defaults: secrets in the context and in the event dict (the call's
+        keywords, and with patterns the event) are replaced.  For the
+        exception text too, put [`Redact`][ctxlog.structlog.Redact] after
+        ``format_exc_info``.
 
     :raises ContextError: an option is invalid (when the processor is built).
 
     .. versionadded:: 0.1.0
     """
     if event_dict is None:
-        return _configured(fields, defaults, structlog_contextvars)
+        return _configured(fields, defaults, structlog_contextvars, redact)
     return _merge_into(event_dict, _PLAIN.current())
 
 
@@ -283,10 +312,34 @@ def _configured(
     fields: Iterable[str] | None,
     defaults: Mapping[str, Any] | None,
     structlog_contextvars: bool,
+    redact: Redactor | bool | None = None,
 ) -> Processor:
-    if fields is None and not defaults and not structlog_contextvars:
+    redactor = _redactor(redact, "merge_context")
+    if fields is None and not defaults and not structlog_contextvars and redactor is None:
         return merge_context
-    return _ContextMerger(_projection(fields, defaults), bool(structlog_contextvars))
+    return _ContextMerger(_projection(fields, defaults, redactor), bool(structlog_contextvars))
+
+
+def _redactor(redact: Redactor | bool | None, where: str) -> Redactor | None:
+    if redact is None or redact is False:
+        return None
+    from ctxlog._redact import resolve_redactor  # noqa: PLC0415 -- loaded when used
+
+    return resolve_redactor(redact, where)
+
+
+def _redact_event(redactor: Redactor, event_dict: EventDict) -> EventDict:
+    """*event_dict* with its secrets replaced; structlog's private keys
+    (``_record``, ``_from_structlog``) pass as they are."""
+    out: EventDict = {}
+    for key, value in event_dict.items():
+        if type(key) is str and key[:1] == "_":
+            out[key] = value
+        elif redactor.sensitive(key):
+            out[key] = redactor.replacement
+        else:
+            out[key] = redactor.redact(value)
+    return out
 
 
 #: Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
@@ -337,15 +390,16 @@ def install() -> None:
     bound (nothing is lost; ctxlog's value wins a shared key): in the chain
     in effect now (changed in place, so loggers made earlier see it too) and
     in the ones those two calls rebuild.  A chain configured *later* is taken
-    as written: put :func:`merge_context` in it.
+    as written: put :func:`merge_context` in it, or call ``install()`` again
+    after ``structlog.configure()``, which does the same for that chain (a
+    list; a tuple cannot be changed in place).
 
     Idempotent; :func:`uninstall` undoes it.
 
     .. versionadded:: 0.1.0
     """
     with _install_lock:
-        if _replaced_items or _replaced_names:
-            return
+        _check_again()  # the chain changes in place
         for processors in _default_lists():
             for index, processor in enumerate(processors):
                 if processor is _STRUCTLOG_MERGE:
@@ -353,7 +407,9 @@ def install() -> None:
                     _replaced_items.append((processors, index))
         # recreate_defaults() and the config module name the function directly.
         for module in (_structlog_config, structlog.stdlib):
-            if getattr(module, "merge_contextvars", None) is _STRUCTLOG_MERGE:
+            if getattr(module, "merge_contextvars", None) is _STRUCTLOG_MERGE and not any(
+                m is module for m, _ in _replaced_names
+            ):
                 module.merge_contextvars = _DEFAULT_CHAIN_MERGE  # type: ignore[attr-defined]
                 _replaced_names.append((module, "merge_contextvars"))
 
@@ -364,6 +420,7 @@ def uninstall() -> None:
     .. versionadded:: 0.1.0
     """
     with _install_lock:
+        _check_again()  # the chain changes in place
         # The lists changed, and the copies reset_defaults() made of them since.
         for processors in [*(p for p, _ in _replaced_items), *_default_lists()]:
             for index, processor in enumerate(processors):
@@ -382,6 +439,93 @@ def installed() -> bool:
     .. versionadded:: 0.1.0
     """
     return bool(_replaced_items or _replaced_names)
+
+
+def _save_state() -> bool:
+    """Whether :func:`install` is in effect, for :func:`_load_state` (it takes
+    no options); ctxlog's pytest plugin saves it around each test."""
+    return installed()
+
+
+def _load_state(was_installed: bool) -> None:
+    """Put back what :func:`_save_state` returned."""
+    if was_installed:
+        install()
+    else:
+        uninstall()
+
+
+# --------------------------------------------------------------------------
+# values bound here that structlog's chain would never show
+# --------------------------------------------------------------------------
+
+
+class UnmergedContextWarning(UserWarning):
+    """Values bound through this module's ``bind_contextvars`` /
+    ``bound_contextvars`` are missing from structlog's lines: the processor
+    chain in effect merges only structlog's own context variables (it holds
+    ``structlog.contextvars.merge_contextvars`` and no
+    [`merge_context`][ctxlog.structlog.merge_context]).
+
+    Issued once per structlog configuration, at the first bind under it; the
+    message names the line that fixes it, `ctxlog.structlog.install()`.
+    Silence it with ``warnings.filterwarnings("ignore",
+    category=ctxlog.structlog.UnmergedContextWarning)``.
+
+    *New in version 0.1.0.*
+    """
+
+
+#: structlog's configuration object (private: its public reader,
+#: ``structlog.get_config()``, builds a dict per call, too much for every bind).
+#: Without it, nothing is checked.
+_STRUCTLOG_CONFIG: Final = getattr(_structlog_config, "_CONFIG", None)
+
+#: The chain last checked: a bind checks again only when structlog's
+#: configuration holds another one (install() and uninstall() reset it, as
+#: they change the chain in place).
+_checked_chain: object = None
+
+
+def _check_again() -> None:
+    """Forget which chain was checked: the next bind checks (and may warn) again.
+
+    ctxlog's pytest plugin calls it before each test, so that a test's
+    warnings do not depend on which tests ran before it.
+    """
+    global _checked_chain  # noqa: PLW0603 -- see _check_chain()
+    _checked_chain = None
+
+
+def _check_chain(chain: object, stacklevel: int) -> None:
+    """Warn (once for *chain*) when *chain* merges structlog's context variables only.
+
+    *stacklevel* points the warning at the caller's bind.
+    """
+    global _checked_chain  # noqa: PLW0603 -- one check per configuration
+    _checked_chain = chain
+    try:
+        processors = list(chain)  # type: ignore[call-overload]  # structlog takes any iterable
+    except TypeError:
+        return
+    if not any(p is _STRUCTLOG_MERGE for p in processors) or any(
+        p is merge_context or isinstance(p, _ContextMerger) for p in processors
+    ):
+        return
+    fix = (
+        "Add ctxlog.structlog.install() once at start-up, after structlog.configure() "
+        "if you call it: it puts ctxlog's merge in that chain"
+        if isinstance(chain, list)
+        else "Put ctxlog.structlog.merge_context in place of "
+        "structlog.contextvars.merge_contextvars in structlog.configure(processors=...) "
+        "(ctxlog.structlog.install() cannot change a tuple in place)"
+    )
+    msg = (
+        "Values bound through ctxlog.structlog are missing from structlog's lines: the "
+        "processor chain in effect merges only structlog's own context variables "
+        f"(structlog.contextvars.merge_contextvars). {fix}."
+    )
+    warnings.warn(msg, UnmergedContextWarning, stacklevel=stacklevel + 1)
 
 
 # --------------------------------------------------------------------------
@@ -451,6 +595,8 @@ def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
         return {}
     if "" in kw:
         check_key("", "bind_contextvars")
+    if _STRUCTLOG_CONFIG is not None and _STRUCTLOG_CONFIG.default_processors is not _checked_chain:
+        _check_chain(_STRUCTLOG_CONFIG.default_processors, stacklevel=2)
     before = store.read()
     token: ContextVarsToken = _new_token(ContextVarsToken)
     # kw: a fresh dict that only this call holds, safe for the store to keep.
@@ -700,6 +846,11 @@ class bound_contextvars(Reusable[_State]):  # noqa: N801 -- the name of the stru
         self._entries = []
 
     def _push(self) -> _State:
+        if (
+            _STRUCTLOG_CONFIG is not None
+            and _STRUCTLOG_CONFIG.default_processors is not _checked_chain
+        ):
+            _check_chain(_STRUCTLOG_CONFIG.default_processors, stacklevel=3)  # via __enter__
         before = store.read()
         token = store.bind(dict(self._values))
         return token, before, store.read()
@@ -848,3 +999,194 @@ JSON_RENDERING: Final[tuple[Processor, ...]] = (
     _event_to_message,
     structlog.processors.JSONRenderer(serializer=dumps_line, ensure_ascii=False),
 )
+
+
+# --------------------------------------------------------------------------
+# redaction and tail sampling
+# --------------------------------------------------------------------------
+
+
+class Redact:
+    """A processor that replaces the secrets in the whole event dict.
+
+    Put it after ``format_exc_info`` (so the exception text is covered) and
+    before the renderer.  What it covers is what
+    [`Redactor`][ctxlog.Redactor] describes: values under sensitive keys at
+    any depth, and with patterns every string.  structlog's private keys
+    (``_record``, ``_from_structlog``) pass as they are.
+
+    :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` (the default)
+        for the defaults.
+    :raises ContextError: *redact* is neither.
+
+    *New in version 0.1.0.*
+    """
+
+    __slots__ = ("redactor",)
+
+    def __init__(self, redact: Redactor | bool = True) -> None:
+        redactor = _redactor(redact, "Redact")
+        if redactor is None:
+            msg = "Redact(redact=False): leave the processor out instead."
+            raise ContextError(msg)
+        self.redactor = redactor
+
+    def __call__(
+        self,
+        logger: WrappedLogger,  # noqa: ARG002 -- the structlog processor signature
+        method_name: str,  # noqa: ARG002 -- same
+        event_dict: EventDict,
+    ) -> EventDict:
+        return _redact_event(self.redactor, event_dict)
+
+    def __repr__(self) -> str:
+        return f"ctxlog.structlog.Redact({self.redactor!r})"
+
+
+#: structlog's method names, as levels.
+_METHOD_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "err": logging.ERROR,
+    "exception": logging.ERROR,
+    "failure": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class TailSampling:
+    """Tail sampling for structlog: [`ctxlog.TailSamplingHandler`][ctxlog.TailSamplingHandler]'s
+    rules, for events.
+
+    Wraps the renderer and takes its place, last in the chain:
+
+    ```python
+    import structlog
+
+    from ctxlog.structlog import TailSampling, merge_context
+
+    structlog.configure(processors=[
+        merge_context,
+        structlog.processors.add_log_level,
+        TailSampling(structlog.processors.JSONRenderer(), keep=0.01),
+    ])
+    ```
+
+    Each event is rendered when it is logged (with the context of that
+    moment); inside a unit of work, one below *hold_below* is held, and
+    written through the same logger method when the unit fails (an event at
+    or above *flush_on*, an exception, a 5xx response) or is kept (*keep*,
+    decided from the request id; a sampled ``traceparent``), and dropped when
+    the unit ends cleanly.  The level is the method's (``log.info``: INFO).
+    When more than *capacity* events were held, the oldest went first and a
+    ``warning`` event from ``ctxlog.sampling``, rendered by *renderer*, says
+    how many.
+
+    :raises ContextError: an option is invalid.
+
+    *New in version 0.1.0.*
+    """
+
+    __slots__ = ("renderer", "sampler")
+
+    def __init__(
+        self,
+        renderer: Processor,
+        *,
+        hold_below: int | str = logging.WARNING,
+        flush_on: int | str = logging.ERROR,
+        keep: float = 0.0,
+        capacity: int = 1000,
+        key: str = "request_id",
+        trace_key: str = "trace_id",
+    ) -> None:
+        from ctxlog._sampling import Sampler  # noqa: PLC0415 -- loaded when used
+
+        if not callable(renderer):
+            msg = f"TailSampling({renderer!r}): give the renderer (a processor) to wrap."
+            raise ContextError(msg)
+        self.renderer = renderer
+        self.sampler = Sampler(
+            hold_below=hold_below,
+            flush_on=flush_on,
+            keep=keep,
+            capacity=capacity,
+            key=key,
+            trace_key=trace_key,
+            notice=self._notice,
+            where="TailSampling",
+        )
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+        rendered = self.renderer(logger, method_name, event_dict)
+        unit = store.unit()
+        if unit is None:
+            return rendered
+        level = _METHOD_LEVELS.get(method_name, logging.INFO)
+        held = _HeldEvent(logger, method_name, rendered)
+        if self.sampler.offer(level, unit, held):
+            raise structlog.DropEvent
+        return rendered
+
+    def _notice(self, dropped: int, oldest: Callable[[], None] | None) -> Callable[[], None] | None:
+        if not isinstance(oldest, _HeldEvent):
+            return None
+        event: EventDict = {
+            **oldest.ctx.run(store.merged),
+            "event": (
+                f"{dropped} earlier events of this unit of work were not kept "
+                f"(capacity {self.sampler.capacity} per unit)"
+            ),
+            "level": "warning",
+            "logger": "ctxlog.sampling",
+        }
+        rendered = oldest.ctx.run(self.renderer, oldest.logger, "warning", event)
+        return _HeldEvent(oldest.logger, "warning", rendered, oldest.ctx.copy())
+
+    def __repr__(self) -> str:
+        sampler = self.sampler
+        return (
+            f"ctxlog.structlog.TailSampling({self.renderer!r}, "
+            f"hold_below={logging.getLevelName(sampler.hold_below)!r}, "
+            f"flush_on={logging.getLevelName(sampler.flush_on)!r}, keep={sampler.keep}, "
+            f"capacity={sampler.capacity})"
+        )
+
+
+class _HeldEvent:
+    """A rendered event, written later through its logger, in its context."""
+
+    __slots__ = ("ctx", "logger", "method_name", "rendered")
+
+    def __init__(
+        self,
+        logger: WrappedLogger,
+        method_name: str,
+        rendered: Any,
+        ctx: contextvars.Context | None = None,
+    ) -> None:
+        self.logger = logger
+        self.method_name = method_name
+        self.rendered = rendered
+        self.ctx = contextvars.copy_context() if ctx is None else ctx
+
+    def __call__(self) -> None:
+        self.ctx.run(self._write)
+
+    def _write(self) -> None:
+        # What structlog itself does with a processor chain's result.
+        rendered = self.rendered
+        method = getattr(self.logger, self.method_name)
+        if isinstance(rendered, str | bytes | bytearray):
+            method(rendered)
+        elif isinstance(rendered, tuple):
+            method(*rendered[0], **rendered[1])
+        elif isinstance(rendered, dict):
+            method(**rendered)
+        else:
+            method(rendered)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextvars import Context, copy_context
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
 from ctxlog._errors import check_flag
-from ctxlog._middleware import Incoming, Policy
-from ctxlog._store import UnitEntry, store
+from ctxlog._middleware import BODY_ERROR, ContextBody, Incoming, Policy
+from ctxlog._store import UNIT, UnitEntry, store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
@@ -49,8 +49,8 @@ class RequestContextMiddleware:
     same options and the same rules for the header (exactly one value that
     passes *validator*, else a generated id and at most one escaped warning on
     the ``ctxlog.wsgi`` logger), the ``traceparent`` trace id, the
-    *request_fields*, the echoed response header, ``validator=None`` and
-    *transformer*.  A unit of work
+    *request_fields*, the *baggage* keys, the echoed response header,
+    ``validator=None`` and *transformer*.  A unit of work
     (:func:`ctxlog.scope`) is open for each request.
 
     The application call and every step of the response iterable (``next`` and
@@ -64,8 +64,10 @@ class RequestContextMiddleware:
 
         app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
 
-    Repeated headers reach a WSGI application joined by commas, which the
-    default validator refuses: they are replaced like any invalid value.
+    Repeated headers reach a WSGI application joined by commas: a value
+    holding a comma is refused as sent more than once (whatever the
+    validator, ``validator=None`` too, as the ASGI middleware refuses
+    repeats), and replaced like any invalid value.
     With *update_request_header* (the default) the application finds the
     chosen id in ``environ`` under the header's key, never a rejected or
     missing value.  When the application raises, the middleware logs the
@@ -73,6 +75,11 @@ class RequestContextMiddleware:
     with the traceback, in the request's context: the line carries the id)
     and answers a plain ``500`` carrying the header, unless *error_response*
     is off (the exception then reaches the server, whose line carries no id).
+    An exception raised while the response body is produced (by the
+    iterable's ``next`` or ``close``: a generator, Flask's
+    ``stream_with_context``) is logged there too, in the request's context
+    (``"Exception while producing the response body"``), then raised on to
+    the server, as without the middleware.
 
     :raises ctxlog.ContextError: an option is invalid (at construction), or
         the *generator* or *transformer* returns something that cannot be
@@ -99,6 +106,7 @@ class RequestContextMiddleware:
         max_length: int = MAX_REQUEST_ID_LENGTH,
         error_response: bool = True,
         update_request_header: bool = True,
+        baggage: Iterable[str] = (),
     ) -> None:
         check_flag(error_response, "error_response", "RequestContextMiddleware")
         self.app = app
@@ -115,6 +123,7 @@ class RequestContextMiddleware:
             trace_key=trace_key,
             max_length=max_length,
             update_request_header=update_request_header,
+            baggage=baggage,
             where="RequestContextMiddleware",
         )
 
@@ -126,24 +135,23 @@ class RequestContextMiddleware:
         if policy.update_request_header:
             # The application reads the id the lines carry, never a rejected one.
             environ[policy.environ_key] = incoming[1]
+        pair = (policy.header, incoming[1])
+        wanted = policy.header_lower if policy.echo else None
 
-        if policy.echo:
-            pair = (policy.header, incoming[1])
-            wanted = policy.header_lower
+        def app_start(
+            status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            if status[:1] == "5" and scope.entry is not None:
+                store.fail(scope.entry[UNIT])  # a failed request, for what waits on its outcome
+            if wanted is not None and not any(name.lower() == wanted for name, _ in headers):
+                headers = [*headers, pair]
+            return start_response(status, headers, exc_info)
 
-            def start_with_id(
-                status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
-            ) -> Callable[[bytes], object]:
-                if not any(name.lower() == wanted for name, _ in headers):
-                    headers = [*headers, pair]
-                return start_response(status, headers, exc_info)
-
-            app_start: StartResponse = start_with_id
-        else:
-            app_start = start_response
         try:
             result = ctx.run(self.app, environ, app_start)
         except Exception:
+            if scope.entry is not None:
+                store.fail(scope.entry[UNIT])
             if not self.error_response:
                 ctx.run(_leave, scope)
                 raise
@@ -198,31 +206,25 @@ def _leave(scope: _Scope) -> None:
         store.close_unit(entry)
 
 
-class _ContextIterable(Iterator[bytes]):
-    """The application's response, each step run in the request's Context."""
+class _ContextIterable(ContextBody[bytes]):
+    """The application's response, each step run in the request's Context;
+    ``close()`` ends the request's unit of work."""
 
-    __slots__ = ("_ctx", "_iter", "_result", "_scope")
+    __slots__ = ("_scope",)
 
     def __init__(self, result: Iterable[bytes], ctx: Context, scope: _Scope) -> None:
-        self._result = result
-        self._ctx = ctx
+        super().__init__(result, ctx, _logger)
         self._scope = scope
-        self._iter: Iterator[bytes] | None = None
-
-    def __iter__(self) -> _ContextIterable:
-        return self
-
-    def __next__(self) -> bytes:
-        it = self._iter
-        if it is None:
-            it = self._iter = self._ctx.run(iter, self._result)
-        return self._ctx.run(next, it)
 
     def close(self) -> None:
         """Close the application's response, then end the request's binding."""
         try:
-            close = getattr(self._result, "close", None)
+            close = getattr(self._source, "close", None)
             if close is not None:
-                self._ctx.run(close)
+                try:
+                    self._ctx.run(close)
+                except Exception:
+                    self._ctx.run(_logger.error, BODY_ERROR, exc_info=True)
+                    raise
         finally:
             self._ctx.run(_leave, self._scope)

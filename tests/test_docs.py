@@ -297,8 +297,10 @@ def test_the_check_catches_an_unnamed_import(tmp_path: Path) -> None:
     assert missing_from(f"'{SELF}[json]'", {"structlog", "pythonjsonlogger.json"}) == {"structlog"}
     assert not missing_from(f"'{SELF}[structlog]'", {"structlog"})
     assert not missing_from("fastapi", {"starlette", "pydantic", "anyio"})
-    assert missing_from(f"'{SELF}[otel]'", {"opentelemetry.sdk.trace"}) == {"opentelemetry-sdk"}
-    assert not missing_from(f"'{SELF}[otel]' opentelemetry-sdk", {"opentelemetry.sdk.trace"})
+    otlp = {"opentelemetry.exporter.otlp.proto.http"}
+    assert missing_from(f"'{SELF}[otel]'", otlp) == {"opentelemetry-exporter-otlp-proto-http"}
+    assert not missing_from(f"'{SELF}[otel]' opentelemetry-exporter-otlp-proto-http", otlp)
+    assert not missing_from(f"'{SELF}[otel]'", {"opentelemetry.sdk.trace"})
 
 
 # --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import uvicorn
 from werkzeug.serving import BaseWSGIServer, make_server
 
 import ctxlog
-from ctxlog.asgi import ASGIApp
+from ctxlog.asgi import ASGIApp, Receive, Scope, Send
 from ctxlog.wsgi import WSGIApp
 
 LINE_FORMAT = "%(name)s|%(levelname)s|%(request_id)s|%(message)s"
@@ -205,3 +205,20 @@ def response_headers(raw: bytes) -> tuple[int, list[tuple[str, str]]]:
         name, _, value = line.partition(":")
         pairs.append((name.strip().lower(), value.strip()))
     return status, pairs
+
+
+def answer_every_path(log: logging.Logger) -> ASGIApp:
+    """An ASGI application that logs ``handled`` on *log* and answers ``ok`` on
+    every path (a router would refuse some hostile ones), with a lifespan."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        log.info("handled")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app

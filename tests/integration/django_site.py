@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ import django
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 import ctxlog
@@ -51,6 +52,7 @@ def view(request: HttpRequest, n: str) -> JsonResponse:
         {
             "context": dict(ctxlog.current()),
             "header": request.META.get("HTTP_X_REQUEST_ID"),
+            "headers": request.headers.get("X-Request-ID"),
         }
     )
 
@@ -71,6 +73,37 @@ def boom(request: HttpRequest) -> HttpResponse:
     log.info("about to fail")
     msg = "boom"
     raise RuntimeError(msg)
+
+
+def parts(n: str) -> Iterator[str]:
+    """A body that logs each part it makes, then its end (and raises first, for
+    an ``n`` starting with ``boom``)."""
+    try:
+        for i in range(3):
+            log.info("chunk n=%s i=%s", n, i)
+            yield f"{ctxlog.get('request_id')}\n"
+        if n.startswith("boom"):
+            msg = f"body {n}"
+            raise RuntimeError(msg)
+    finally:
+        log.info("closed n=%s", n)
+
+
+def stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
+    """A streamed body, produced by the server after the middleware chain has returned."""
+    return StreamingHttpResponse(parts(n), content_type="text/plain")
+
+
+async def async_stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
+    """The same with an async iterator, from an async view (slow, for an ``n``
+    starting with ``slow``: a client leaves before its end)."""
+
+    async def body() -> AsyncIterator[str]:
+        for part in parts(n):
+            yield part
+            await asyncio.sleep(10 if n.startswith("slow") else 0.001)
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
 
 
 def fake_auth(get_response: Any) -> Any:
@@ -99,6 +132,8 @@ urlpatterns = [
     path("view/<str:n>", view),
     path("async/<str:n>", async_view),
     path("boom", boom),
+    path("stream/<str:n>", stream),
+    path("astream/<str:n>", async_stream),
     path("health", lambda _request: HttpResponse("ok")),
 ]
 
