@@ -147,18 +147,36 @@ def test_an_exception_comes_back_after_the_lines_before_it() -> None:
     assert "ZeroDivisionError: division by zero" in lines[1]["exception"]
 
 
+class Seen(logging.Handler):
+    """(level, message) of each record handled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.levelname, record.getMessage()))
+
+
 @needs_314
 def test_levels_are_the_submitting_interpreters() -> None:
-    with capture(level="WARNING") as lines, ctxlog.InterpreterPoolExecutor(1) as pool:
-        pool.submit(levels).result()
-        assert by_level(lines) == [("WARNING", "other warning")]
-        # A level set between two tasks applies to the next one.
-        logging.getLogger("app").setLevel(logging.DEBUG)
-        try:
+    root, app = logging.getLogger(), logging.getLogger("app")
+    handler = Seen()
+    root.addHandler(handler)  # removed after the test (tests/conftest.py)
+    old_level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        with ctxlog.InterpreterPoolExecutor(1) as pool:
             pool.submit(levels).result()
-        finally:
-            logging.getLogger("app").setLevel(logging.NOTSET)
-    assert by_level(lines)[1:] == [
+            first = list(handler.seen)
+            # A level set between two tasks applies to the next one.
+            app.setLevel(logging.DEBUG)
+            pool.submit(levels).result()
+    finally:
+        app.setLevel(logging.NOTSET)
+        root.setLevel(old_level)
+    assert first == [("WARNING", "other warning")]
+    assert handler.seen[1:] == [
         ("DEBUG", "app debug"),
         ("DEBUG", "db debug"),
         ("WARNING", "other warning"),
