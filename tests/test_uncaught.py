@@ -183,7 +183,7 @@ def test_a_task_factory_already_set_keeps_working(factory: TaskFactory) -> None:
         asyncio.get_running_loop().set_task_factory(counting)
         ctxlog.install_asyncio_handler()
         with ctxlog.bind(request_id="r-factory"):
-            # create_task() hands name= to the factory itself on newer Pythons (3.15),
+            # create_task() hands name= to the factory itself from 3.14 on (3.13.0 did not),
             # which a (loop, coro) factory cannot take: name those tasks afterwards.
             loop = asyncio.get_running_loop()
             if takes_name:
