@@ -253,9 +253,9 @@ class InterpreterPoolExecutor(concurrent.futures.InterpreterPoolExecutor):
         print(list(pool.map(work, [1, 2])))  # each line carries request_id r-1
     ```
 
-    :raises ContextError: *on_unpicklable* is not `"raise"` or `"str"`.
-
     *New in version 0.1.0.*
+
+    :raises ContextError: *on_unpicklable* is not `"raise"` or `"str"`.
     """
 
     def __init__(
@@ -289,11 +289,11 @@ class InterpreterPoolExecutor(concurrent.futures.InterpreterPoolExecutor):
         """Schedule ``fn(*args, **kwargs)`` in a worker interpreter, with the
         caller's context bound there.
 
+        *New in version 0.1.0.*
+
         :raises ContextError: a bound value cannot be pickled (unless
             ``on_unpicklable="str"``).
         :raises RuntimeError: the executor is shut down or broken.
-
-        *New in version 0.1.0.*
         """
         payload = dump_payload(dict(store.merged()), self.on_unpicklable)
         meta: _Meta = (self._receiver.records, payload, _lowest_level())
