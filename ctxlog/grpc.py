@@ -700,12 +700,20 @@ class AsyncClientInterceptor(
     """[`ClientInterceptor`][ctxlog.grpc.ClientInterceptor] for ``grpc.aio`` channels.
 
     ```python
-    channel = grpc.aio.insecure_channel(target, interceptors=[ctxlog.grpc.AsyncClientInterceptor()])
+    channel = grpc.aio.insecure_channel(
+        target, interceptors=[*ctxlog.grpc.AsyncClientInterceptor()]
+    )
     ```
 
-    One object serves all four arities (``grpc.aio`` has one interceptor
-    class per arity; this one is all four).  The metadata is read from the
-    context of the code that makes the call.
+    ``grpc.aio`` has one interceptor class per arity, and its channel files
+    each interceptor under the first of the four it is (grpc #31442: an
+    object of all four intercepts unary-unary calls only).  So the object
+    is all four, and iterating it gives one interceptor per arity: unpack it
+    into ``interceptors=[...]`` (``*``) and every call, in all four arities,
+    carries the metadata.  Passed as it is (``interceptors=[interceptor]``),
+    it covers unary-unary calls on the grpcio versions with that bug, and
+    all four on the others.  The metadata is read from the context of the
+    code that makes the call.
 
     :raises ctxlog.ContextError: *header* is not a header name.
 
@@ -716,6 +724,12 @@ class AsyncClientInterceptor(
 
     __init__ = ClientInterceptor.__init__
     __repr__ = ClientInterceptor.__repr__
+
+    def __iter__(self) -> Iterator[grpc.aio.ClientInterceptor]:
+        """One interceptor per arity, each handing its calls to this one."""
+        return iter(
+            (_UnaryUnary(self), _UnaryStream(self), _StreamUnary(self), _StreamStream(self))
+        )
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = self._outgoing.metadata(details.metadata)
@@ -752,3 +766,63 @@ class AsyncClientInterceptor(
     ) -> Any:
         """Add the metadata, then call on."""
         return await continuation(self._details(client_call_details), request_iterator)
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    __slots__ = ("_of",)
+
+    def __init__(self, of: AsyncClientInterceptor) -> None:
+        self._of = of
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._of._details(client_call_details), request)  # noqa: SLF001
+
+    def __repr__(self) -> str:
+        return f"{self._of!r} (unary-unary)"
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    __slots__ = ("_of",)
+
+    def __init__(self, of: AsyncClientInterceptor) -> None:
+        self._of = of
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._of._details(client_call_details), request)  # noqa: SLF001
+
+    def __repr__(self) -> str:
+        return f"{self._of!r} (unary-stream)"
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    __slots__ = ("_of",)
+
+    def __init__(self, of: AsyncClientInterceptor) -> None:
+        self._of = of
+
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._of._details(client_call_details), request_iterator)  # noqa: SLF001
+
+    def __repr__(self) -> str:
+        return f"{self._of!r} (stream-unary)"
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+    __slots__ = ("_of",)
+
+    def __init__(self, of: AsyncClientInterceptor) -> None:
+        self._of = of
+
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._of._details(client_call_details), request_iterator)  # noqa: SLF001
+
+    def __repr__(self) -> str:
+        return f"{self._of!r} (stream-stream)"

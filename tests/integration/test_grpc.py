@@ -415,7 +415,7 @@ def aio_services(kind: str) -> Iterator[Services]:
         if kind == "async":
             server_b, port_b = await start_aio([interceptor], async_handlers(LOG_B, None), B)
             channel_b = grpc.aio.insecure_channel(
-                f"127.0.0.1:{port_b}", interceptors=[ctxlog.grpc.AsyncClientInterceptor()]
+                f"127.0.0.1:{port_b}", interceptors=[*ctxlog.grpc.AsyncClientInterceptor()]
             )
             call_b = channel_b.unary_unary(f"/{B}/Unary")
 
@@ -858,7 +858,7 @@ def test_client_interceptor_all_arities(metadata_server: int) -> None:
 def test_async_client_interceptor_all_arities(metadata_server: int) -> None:
     async def scenario() -> list[bytes]:
         channel = grpc.aio.insecure_channel(
-            f"127.0.0.1:{metadata_server}", interceptors=[ctxlog.grpc.AsyncClientInterceptor()]
+            f"127.0.0.1:{metadata_server}", interceptors=[*ctxlog.grpc.AsyncClientInterceptor()]
         )
         own = (("x-caller", "1"),)
         async with channel:
@@ -885,6 +885,12 @@ def test_async_client_interceptor_all_arities(metadata_server: int) -> None:
                     ),
                 ]
             answers.append(await channel.unary_unary("/test.M/Unary")(b"x"))
+        # passed as it is, the object itself intercepts (unary-unary at least)
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{metadata_server}", interceptors=[ctxlog.grpc.AsyncClientInterceptor()]
+        ) as plain:
+            with ctxlog.bind(request_id="req-client", trace_id=TRACE):
+                answers.insert(0, await plain.unary_unary("/test.M/Unary")(b"x", metadata=own))
         return answers
 
     *answers, mine, bare = asyncio.run(scenario())
