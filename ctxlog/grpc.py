@@ -21,6 +21,7 @@ grpcio is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -40,7 +41,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
 
 from ctxlog._context import run_awaitable_in
 from ctxlog._middleware import Policy
-from ctxlog._store import UNIT, store
+from ctxlog._store import UNIT, UnitEntry, store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
@@ -123,7 +124,7 @@ class _Call:
         self._stopped = False
         self._code: Any = None
         self._ctx = copy_context()
-        self._entry = self._ctx.run(policy.open, incoming, _logger)
+        self._entry: UnitEntry | None = self._ctx.run(policy.open, incoming, _logger)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -148,9 +149,7 @@ class _Call:
     def _log_error(self, exc: BaseException) -> None:
         # In the call's context: the line grpc would write after the handler
         # returned has no id; this one, with the traceback, has it.
-        self._ctx.run(
-            _logger.error, "Exception in gRPC method %s", self._method, exc_info=exc
-        )
+        self._ctx.run(_logger.error, "Exception in gRPC method %s", self._method, exc_info=exc)
 
     def _close(self) -> None:
         """End the call's unit of work, once."""
@@ -196,10 +195,9 @@ class _SyncCall(_Call):
         if self._sent:
             return
         self._sent = True
-        try:
+        # The client may be gone, or the call over: then there is nobody to tell.
+        with contextlib.suppress(Exception):
             self._inner.send_initial_metadata(self._pair)
-        except Exception:  # noqa: BLE001, S110 -- the client is gone or the call ended: nobody to tell
-            pass
 
     def _fail(self, exc: Exception, details: str) -> None:
         """Log *exc* with the call's id, then end the call as grpc would, without
@@ -244,10 +242,9 @@ class _AsyncCall(_Call):
         if self._sent:
             return
         self._sent = True
-        try:
+        # The client may be gone, or the call over: then there is nobody to tell.
+        with contextlib.suppress(Exception):
             await self._inner.send_initial_metadata(self._pair)
-        except Exception:  # noqa: BLE001, S110 -- the client is gone or the call ended: nobody to tell
-            pass
 
     async def _fail(self, exc: Exception, details: str) -> None:
         """As :meth:`_SyncCall._fail`."""
@@ -277,13 +274,13 @@ def _sync_unary(behaviour: _Behaviour, policy: Policy, method: str) -> _Behaviou
     def unary(request: Any, context: Any, *rest: Any) -> Any:
         call = _SyncCall(policy, context, method)
         try:
-            response = call._ctx.run(behaviour, request, call, *rest)  # noqa: SLF001
+            response = call._ctx.run(behaviour, request, call, *rest)
         except Exception as exc:
-            call._fail(exc, _details(exc))  # noqa: SLF001
+            call._fail(exc, _details(exc))
             raise
         finally:
-            call._close()  # noqa: SLF001
-        call._echo()  # noqa: SLF001
+            call._close()
+        call._echo()
         return response
 
     return unary
@@ -295,7 +292,7 @@ def _sync_stream(behaviour: _Behaviour, policy: Policy, method: str) -> _Behavio
     @functools.wraps(behaviour)
     def stream(request: Any, context: Any) -> Iterator[Any]:
         call = _SyncCall(policy, context, method)
-        ctx = call._ctx  # noqa: SLF001
+        ctx = call._ctx
         responses: Iterator[Any] | None = None
         try:
             try:
@@ -309,11 +306,11 @@ def _sync_stream(behaviour: _Behaviour, policy: Policy, method: str) -> _Behavio
                         response = ctx.run(next, responses)
                     except StopIteration:
                         break
-                    call._echo()  # noqa: SLF001
+                    call._echo()
                     yield response
-                call._echo()  # noqa: SLF001
+                call._echo()
             except Exception as exc:
-                call._fail(exc, _details(exc))  # noqa: SLF001
+                call._fail(exc, _details(exc))
                 raise
             finally:
                 # Abandoned (a cancelled call) or done: the handler's own
@@ -322,7 +319,7 @@ def _sync_stream(behaviour: _Behaviour, policy: Policy, method: str) -> _Behavio
                 if close is not None:
                     ctx.run(close)
         finally:
-            call._close()  # noqa: SLF001
+            call._close()
 
     return stream
 
@@ -334,13 +331,13 @@ def _async_unary(behaviour: _Behaviour, policy: Policy, method: str) -> _Behavio
     async def unary(request: Any, context: Any) -> Any:
         call = _AsyncCall(policy, context, method)
         try:
-            response = await run_awaitable_in(call._ctx, behaviour, request, call)  # noqa: SLF001
+            response = await run_awaitable_in(call._ctx, behaviour, request, call)
         except Exception as exc:
-            await call._fail(exc, _details(exc))  # noqa: SLF001
+            await call._fail(exc, _details(exc))
             raise
         finally:
-            call._close()  # noqa: SLF001
-        await call._echo()  # noqa: SLF001
+            call._close()
+        await call._echo()
         return response
 
     return unary
@@ -352,7 +349,7 @@ def _async_stream(behaviour: _Behaviour, policy: Policy, method: str) -> _Behavi
     @functools.wraps(behaviour)
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
         call = _AsyncCall(policy, context, method)
-        ctx = call._ctx  # noqa: SLF001
+        ctx = call._ctx
         try:
             responses = ctx.run(behaviour, request, call)
             try:
@@ -361,16 +358,16 @@ def _async_stream(behaviour: _Behaviour, policy: Policy, method: str) -> _Behavi
                         response = await run_awaitable_in(ctx, responses.__anext__)
                     except StopAsyncIteration:
                         break
-                    await call._echo()  # noqa: SLF001
+                    await call._echo()
                     yield response
-                await call._echo()  # noqa: SLF001
+                await call._echo()
             except Exception as exc:
-                await call._fail(exc, _details(exc))  # noqa: SLF001
+                await call._fail(exc, _details(exc))
                 raise
             finally:
                 await run_awaitable_in(ctx, responses.aclose)
         finally:
-            call._close()  # noqa: SLF001
+            call._close()
 
     return stream
 
@@ -409,39 +406,47 @@ def _wrap_handler(handler: Any, policy: Policy, method: str) -> Any:
     )
 
 
-def _policy(
-    where: str,
-    *,
-    header: str,
-    key: str,
-    validator: Callable[[str], bool] | None,
-    generator: Callable[[], str],
-    transformer: Callable[[str], str] | None,
-    echo: bool,
-    request_fields: Iterable[str],
-    traceparent: bool,
-    trace_key: str,
-    max_length: int,
-) -> Policy:
-    return Policy(
-        header=header,
-        key=key,
-        validator=validator,
-        generator=generator,
-        transformer=transformer,
-        echo=echo,
-        request_fields=request_fields,
-        traceparent=traceparent,
-        trace_key=trace_key,
-        max_length=max_length,
-        # Metadata reaches the handler as the client sent it: a handler reads
-        # the id from ctxlog.get(), never from the metadata.
-        update_request_header=False,
-        where=where,
-    )
+class _ServerOptions:
+    """The options of both server interceptors: the HTTP middlewares' own."""
+
+    __slots__ = ("_policy",)
+
+    def __init__(
+        self,
+        *,
+        header: str = REQUEST_ID_HEADER,
+        key: str = "request_id",
+        validator: Callable[[str], bool] | None = is_valid_request_id,
+        generator: Callable[[], str] = new_request_id,
+        transformer: Callable[[str], str] | None = None,
+        echo: bool = True,
+        request_fields: Iterable[str] = (),
+        traceparent: bool = True,
+        trace_key: str = "trace_id",
+        max_length: int = MAX_REQUEST_ID_LENGTH,
+    ) -> None:
+        self._policy = Policy(
+            header=header,
+            key=key,
+            validator=validator,
+            generator=generator,
+            transformer=transformer,
+            echo=echo,
+            request_fields=request_fields,
+            traceparent=traceparent,
+            trace_key=trace_key,
+            max_length=max_length,
+            # Metadata reaches the handler as the client sent it: a handler
+            # reads the id from ctxlog.get(), never from the metadata.
+            update_request_header=False,
+            where=type(self).__name__,
+        )
+
+    def __repr__(self) -> str:
+        return f"ctxlog.grpc.{type(self).__name__}({self._policy.describe()!r})"
 
 
-class ServerInterceptor(grpc.ServerInterceptor):
+class ServerInterceptor(_ServerOptions, grpc.ServerInterceptor):
     """Bind a request id (and trace id) for every line of every call of a ``grpc.server``.
 
     ```python
@@ -486,35 +491,7 @@ class ServerInterceptor(grpc.ServerInterceptor):
     *New in version 0.1.0.*
     """
 
-    __slots__ = ("_policy",)
-
-    def __init__(
-        self,
-        *,
-        header: str = REQUEST_ID_HEADER,
-        key: str = "request_id",
-        validator: Callable[[str], bool] | None = is_valid_request_id,
-        generator: Callable[[], str] = new_request_id,
-        transformer: Callable[[str], str] | None = None,
-        echo: bool = True,
-        request_fields: Iterable[str] = (),
-        traceparent: bool = True,
-        trace_key: str = "trace_id",
-        max_length: int = MAX_REQUEST_ID_LENGTH,
-    ) -> None:
-        self._policy = _policy(
-            type(self).__name__,
-            header=header,
-            key=key,
-            validator=validator,
-            generator=generator,
-            transformer=transformer,
-            echo=echo,
-            request_fields=request_fields,
-            traceparent=traceparent,
-            trace_key=trace_key,
-            max_length=max_length,
-        )
+    __slots__ = ()
 
     def intercept_service(
         self,
@@ -526,11 +503,8 @@ class ServerInterceptor(grpc.ServerInterceptor):
             continuation(handler_call_details), self._policy, handler_call_details.method
         )
 
-    def __repr__(self) -> str:
-        return f"ctxlog.grpc.{type(self).__name__}({self._policy.describe()!r})"
 
-
-class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
+class AsyncServerInterceptor(_ServerOptions, grpc.aio.ServerInterceptor):
     """[`ServerInterceptor`][ctxlog.grpc.ServerInterceptor] for ``grpc.aio.server``.
 
     ```python
@@ -551,10 +525,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):
     *New in version 0.1.0.*
     """
 
-    __slots__ = ("_policy",)
-
-    __init__ = ServerInterceptor.__init__
-    __repr__ = ServerInterceptor.__repr__
+    __slots__ = ()
 
     async def intercept_service(
         self,
@@ -612,7 +583,26 @@ class _SyncCallDetails(_CallDetails, grpc.ClientCallDetails):
     __slots__ = ()
 
 
+class _ClientOptions:
+    """The options of both client interceptors."""
+
+    __slots__ = ("_outgoing",)
+
+    def __init__(
+        self,
+        *,
+        header: str = REQUEST_ID_HEADER,
+        key: str = "request_id",
+        trace_key: str = "trace_id",
+    ) -> None:
+        self._outgoing = _Outgoing(header, key, trace_key, type(self).__name__)
+
+    def __repr__(self) -> str:
+        return f"ctxlog.grpc.{type(self).__name__}(header={self._outgoing.header!r})"
+
+
 class ClientInterceptor(
+    _ClientOptions,
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
     grpc.StreamUnaryClientInterceptor,
@@ -639,16 +629,7 @@ class ClientInterceptor(
     *New in version 0.1.0.*
     """
 
-    __slots__ = ("_outgoing",)
-
-    def __init__(
-        self,
-        *,
-        header: str = REQUEST_ID_HEADER,
-        key: str = "request_id",
-        trace_key: str = "trace_id",
-    ) -> None:
-        self._outgoing = _Outgoing(header, key, trace_key, type(self).__name__)
+    __slots__ = ()
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         metadata = self._outgoing.metadata(details.metadata)
@@ -687,11 +668,9 @@ class ClientInterceptor(
         """Add the metadata, then call on."""
         return continuation(self._details(client_call_details), request_iterator)
 
-    def __repr__(self) -> str:
-        return f"ctxlog.grpc.{type(self).__name__}(header={self._outgoing.header!r})"
-
 
 class AsyncClientInterceptor(
+    _ClientOptions,
     grpc.aio.UnaryUnaryClientInterceptor,
     grpc.aio.UnaryStreamClientInterceptor,
     grpc.aio.StreamUnaryClientInterceptor,
@@ -720,10 +699,7 @@ class AsyncClientInterceptor(
     *New in version 0.1.0.*
     """
 
-    __slots__ = ("_outgoing",)
-
-    __init__ = ClientInterceptor.__init__
-    __repr__ = ClientInterceptor.__repr__
+    __slots__ = ()
 
     def __iter__(self) -> Iterator[grpc.aio.ClientInterceptor]:
         """One interceptor per arity, each handing its calls to this one."""
@@ -777,7 +753,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        return await continuation(self._of._details(client_call_details), request)  # noqa: SLF001
+        return await continuation(self._of._details(client_call_details), request)
 
     def __repr__(self) -> str:
         return f"{self._of!r} (unary-unary)"
@@ -792,7 +768,7 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        return await continuation(self._of._details(client_call_details), request)  # noqa: SLF001
+        return await continuation(self._of._details(client_call_details), request)
 
     def __repr__(self) -> str:
         return f"{self._of!r} (unary-stream)"
@@ -807,7 +783,7 @@ class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
-        return await continuation(self._of._details(client_call_details), request_iterator)  # noqa: SLF001
+        return await continuation(self._of._details(client_call_details), request_iterator)
 
     def __repr__(self) -> str:
         return f"{self._of!r} (stream-unary)"
@@ -822,7 +798,7 @@ class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
-        return await continuation(self._of._details(client_call_details), request_iterator)  # noqa: SLF001
+        return await continuation(self._of._details(client_call_details), request_iterator)
 
     def __repr__(self) -> str:
         return f"{self._of!r} (stream-stream)"

@@ -332,9 +332,10 @@ class Services:
         self.port_a = port_a
         self.port_b = port_b
         self.probe = probe
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port_a}")
+        # Any: the stubs type a multicallable's request as Never without serializers
+        self.channel: Any = grpc.insecure_channel(f"127.0.0.1:{port_a}")
 
-    def unary(self, method: str) -> grpc.UnaryUnaryMultiCallable[bytes, bytes]:
+    def unary(self, method: str) -> Any:
         return self.channel.unary_unary(f"/{A}/{method}")
 
     def close(self) -> None:
@@ -352,13 +353,11 @@ def start_sync(interceptors: list[Any], handlers: dict[str, Any], service: str) 
 @contextlib.contextmanager
 def sync_services() -> Iterator[Services]:
     probe = Probe()
-    server_b, port_b = start_sync(
-        [ctxlog.grpc.ServerInterceptor()], plain_handlers(LOG_B, None), B
-    )
+    server_b, port_b = start_sync([ctxlog.grpc.ServerInterceptor()], plain_handlers(LOG_B, None), B)
     channel_b = grpc.intercept_channel(
         grpc.insecure_channel(f"127.0.0.1:{port_b}"), ctxlog.grpc.ClientInterceptor()
     )
-    call_b = channel_b.unary_unary(f"/{B}/Unary")
+    call_b: Any = channel_b.unary_unary(f"/{B}/Unary")
     server_a, port_a = start_sync(
         [SyncProbe(probe), ctxlog.grpc.ServerInterceptor()],
         plain_handlers(LOG_A, lambda: call_b(b"x")),
@@ -395,9 +394,7 @@ class LoopThread:
 
 
 async def start_aio(interceptors: list[Any], handlers: dict[str, Any], service: str) -> Any:
-    server = grpc.aio.server(
-        futures.ThreadPoolExecutor(max_workers=24), interceptors=interceptors
-    )
+    server = grpc.aio.server(futures.ThreadPoolExecutor(max_workers=24), interceptors=interceptors)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -417,7 +414,7 @@ def aio_services(kind: str) -> Iterator[Services]:
             channel_b = grpc.aio.insecure_channel(
                 f"127.0.0.1:{port_b}", interceptors=[*ctxlog.grpc.AsyncClientInterceptor()]
             )
-            call_b = channel_b.unary_unary(f"/{B}/Unary")
+            call_b: Any = channel_b.unary_unary(f"/{B}/Unary")
 
             async def relay() -> bytes:
                 answer: bytes = await call_b(b"x")
@@ -432,7 +429,7 @@ def aio_services(kind: str) -> Iterator[Services]:
             sync_b = grpc.intercept_channel(
                 grpc.insecure_channel(f"127.0.0.1:{port_b}"), ctxlog.grpc.ClientInterceptor()
             )
-            plain_b = sync_b.unary_unary(f"/{B}/Unary")
+            plain_b: Any = sync_b.unary_unary(f"/{B}/Unary")
             server_a, port_a = await start_aio(
                 [AsyncProbe(probe), interceptor],
                 plain_handlers(LOG_A, lambda: plain_b(b"x")),
@@ -620,16 +617,14 @@ def test_cancel_and_deadline_leave_nothing_bound(services: Services, how: str) -
         if how == "deadline":
             with pytest.raises(grpc.RpcError) as raised:
                 services.unary("Slow")(b"x", metadata=[("x-request-id", "req-gone")], timeout=0.1)
-            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         else:
             future = services.unary("Slow").future(b"x", metadata=[("x-request-id", "req-gone")])
             time.sleep(0.1)
             future.cancel()
         # the handler goes on (sync) or is cancelled (aio); either way it ends
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and "slow end" not in [
-            line["message"] for line in lines
-        ]:
+        while time.monotonic() < deadline and "slow end" not in [line["message"] for line in lines]:
             time.sleep(0.02)
         time.sleep(0.05)
         # the next call on the same server starts clean
@@ -770,7 +765,7 @@ def test_binary_header_option() -> None:
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            unary = channel.unary_unary(f"/{A}/Unary")
+            unary: Any = channel.unary_unary(f"/{A}/Unary")
             with capture(level="INFO") as lines:
                 good = unary(b"x", metadata=[("x-request-id-bin", b"req-bytes")])
                 bad, call = unary.with_call(b"x", metadata=[("x-request-id-bin", b"\x00\xff\n")])
@@ -810,7 +805,7 @@ def metadata_server() -> Iterator[int]:
         list(requests)
         yield show(context.invocation_metadata())
 
-    handlers = {
+    handlers: dict[str, Any] = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
@@ -829,7 +824,7 @@ def expected(caller: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def test_client_interceptor_all_arities(metadata_server: int) -> None:
-    channel = grpc.intercept_channel(
+    channel: Any = grpc.intercept_channel(
         grpc.insecure_channel(f"127.0.0.1:{metadata_server}"), ctxlog.grpc.ClientInterceptor()
     )
     own = [("x-caller", "1")]
@@ -857,7 +852,7 @@ def test_client_interceptor_all_arities(metadata_server: int) -> None:
 
 def test_async_client_interceptor_all_arities(metadata_server: int) -> None:
     async def scenario() -> list[bytes]:
-        channel = grpc.aio.insecure_channel(
+        channel: Any = grpc.aio.insecure_channel(
             f"127.0.0.1:{metadata_server}", interceptors=[*ctxlog.grpc.AsyncClientInterceptor()]
         )
         own = (("x-caller", "1"),)
@@ -871,9 +866,7 @@ def test_async_client_interceptor_all_arities(metadata_server: int) -> None:
                             b"x", metadata=own
                         )
                     ],
-                    await channel.stream_unary("/test.M/ClientStream")(
-                        iter([b"x"]), metadata=own
-                    ),
+                    await channel.stream_unary("/test.M/ClientStream")(iter([b"x"]), metadata=own),
                     *[
                         item
                         async for item in channel.stream_stream("/test.M/Bidi")(
@@ -888,7 +881,8 @@ def test_async_client_interceptor_all_arities(metadata_server: int) -> None:
         # passed as it is, the object itself intercepts (unary-unary at least)
         async with grpc.aio.insecure_channel(
             f"127.0.0.1:{metadata_server}", interceptors=[ctxlog.grpc.AsyncClientInterceptor()]
-        ) as plain:
+        ) as plain_channel:
+            plain: Any = plain_channel
             with ctxlog.bind(request_id="req-client", trace_id=TRACE):
                 answers.insert(0, await plain.unary_unary("/test.M/Unary")(b"x", metadata=own))
         return answers
