@@ -43,12 +43,12 @@ METHOD = "/bench.S/Unary"
 _log = logging.getLogger("bench.grpc")
 
 
-def _unary(request: bytes, context: Any) -> bytes:
+def _unary(request: bytes, _context: Any) -> bytes:
     _log.debug("handled")
     return request
 
 
-async def _async_unary(request: bytes, context: Any) -> bytes:
+async def _async_unary(request: bytes, _context: Any) -> bytes:
     _log.debug("handled")
     return request
 
@@ -74,7 +74,8 @@ def _report(label: str, plain: list[float], ours: list[float]) -> None:
 def bench_sync() -> None:
     servers = []
     ports = []
-    for interceptors in ([], [ServerInterceptor()]):
+    server_interceptors: tuple[list[Any], ...] = ([], [ServerInterceptor()])
+    for interceptors in server_interceptors:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors)
         server.add_generic_rpc_handlers(_handlers(_unary))
         ports.append(server.add_insecure_port("127.0.0.1:0"))
@@ -123,7 +124,8 @@ def bench_sync() -> None:
 async def _bench_aio() -> None:
     servers = []
     ports = []
-    for interceptors in ([], [AsyncServerInterceptor()]):
+    aio_interceptors: tuple[list[Any], ...] = ([], [AsyncServerInterceptor()])
+    for interceptors in aio_interceptors:
         server = grpc.aio.server(interceptors=interceptors)
         server.add_generic_rpc_handlers(_handlers(_async_unary))
         ports.append(server.add_insecure_port("127.0.0.1:0"))
