@@ -54,7 +54,7 @@ async def _async_unary(request: bytes, _context: Any) -> bytes:
 
 
 def _handlers(behaviour: Callable[..., Any]) -> tuple[grpc.GenericRpcHandler]:
-    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+    handler: Any = grpc.unary_unary_rpc_method_handler(behaviour)
     return (grpc.method_handlers_generic_handler("bench.S", {"Unary": handler}),)
 
 
