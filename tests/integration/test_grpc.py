@@ -50,6 +50,27 @@ def rid() -> bytes:
 # --------------------------------------------------------------------------
 
 
+def table(*behaviours: Callable[..., Any]) -> dict[str, Any]:
+    """The method handlers of a service, from its behaviours in the order of ``SHAPES``."""
+    return {
+        name: make(behaviour) for (name, make), behaviour in zip(SHAPES, behaviours, strict=True)
+    }
+
+
+SHAPES: tuple[tuple[str, Callable[..., Any]], ...] = (
+    ("Unary", grpc.unary_unary_rpc_method_handler),
+    ("ServerStream", grpc.unary_stream_rpc_method_handler),
+    ("ClientStream", grpc.stream_unary_rpc_method_handler),
+    ("Bidi", grpc.stream_stream_rpc_method_handler),
+    ("Fail", grpc.unary_unary_rpc_method_handler),
+    ("FailStream", grpc.unary_stream_rpc_method_handler),
+    ("Abort", grpc.unary_unary_rpc_method_handler),
+    ("Annotate", grpc.unary_unary_rpc_method_handler),
+    ("Slow", grpc.unary_unary_rpc_method_handler),
+    ("Meta", grpc.unary_unary_rpc_method_handler),
+)
+
+
 def plain_handlers(log: logging.Logger, relay: Callable[[], bytes] | None) -> dict[str, Any]:
     def unary(request: bytes, context: Any) -> bytes:
         log.info("unary")
@@ -108,18 +129,9 @@ def plain_handlers(log: logging.Logger, relay: Callable[[], bytes] | None) -> di
         context.send_initial_metadata([("x-own", "1")])
         return rid()
 
-    handlers: dict[str, Any] = {
-        "Unary": grpc.unary_unary_rpc_method_handler(unary),
-        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
-        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
-        "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
-        "Fail": grpc.unary_unary_rpc_method_handler(fail),
-        "FailStream": grpc.unary_stream_rpc_method_handler(fail_stream),
-        "Abort": grpc.unary_unary_rpc_method_handler(abort),
-        "Annotate": grpc.unary_unary_rpc_method_handler(annotate),
-        "Slow": grpc.unary_unary_rpc_method_handler(slow),
-        "Meta": grpc.unary_unary_rpc_method_handler(meta),
-    }
+    handlers = table(
+        unary, server_stream, client_stream, bidi, fail, fail_stream, abort, annotate, slow, meta
+    )
     if relay is not None:
         call_b = relay
 
@@ -197,18 +209,9 @@ def async_handlers(
         await context.send_initial_metadata([("x-own", "1")])
         return rid()
 
-    handlers: dict[str, Any] = {
-        "Unary": grpc.unary_unary_rpc_method_handler(unary),
-        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
-        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
-        "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
-        "Fail": grpc.unary_unary_rpc_method_handler(fail),
-        "FailStream": grpc.unary_stream_rpc_method_handler(fail_stream),
-        "Abort": grpc.unary_unary_rpc_method_handler(abort),
-        "Annotate": grpc.unary_unary_rpc_method_handler(annotate),
-        "Slow": grpc.unary_unary_rpc_method_handler(slow),
-        "Meta": grpc.unary_unary_rpc_method_handler(meta),
-    }
+    handlers = table(
+        unary, server_stream, client_stream, bidi, fail, fail_stream, abort, annotate, slow, meta
+    )
     if relay is not None:
         call_b = relay
 
