@@ -406,10 +406,14 @@ def _wrap_handler(handler: Any, policy: Policy, method: str) -> Any:
     )
 
 
+#: How many wrapped handlers a server interceptor keeps.
+_WRAPPED_CAP: Final = 1024
+
+
 class _ServerOptions:
     """The options of both server interceptors: the HTTP middlewares' own."""
 
-    __slots__ = ("_policy",)
+    __slots__ = ("_policy", "_wrapped")
 
     def __init__(
         self,
@@ -441,6 +445,24 @@ class _ServerOptions:
             update_request_header=False,
             where=type(self).__name__,
         )
+        self._wrapped: dict[tuple[Any, str], Any] = {}
+
+    def _wrap(self, handler: Any, method: str) -> Any:
+        """*handler*, wrapped once: grpc hands out the same handler object for
+        every call of a method, and wrapping costs more than the call's binding."""
+        if handler is None:
+            return None
+        try:
+            key = (handler, method)
+            wrapped = self._wrapped.get(key)
+        except TypeError:  # an unhashable handler of the application's making
+            return _wrap_handler(handler, self._policy, method)
+        if wrapped is None:
+            if len(self._wrapped) >= _WRAPPED_CAP:
+                # Handlers made anew for each call would fill it: start over.
+                self._wrapped.clear()
+            wrapped = self._wrapped[key] = _wrap_handler(handler, self._policy, method)
+        return wrapped
 
     def __repr__(self) -> str:
         return f"ctxlog.grpc.{type(self).__name__}({self._policy.describe()!r})"
@@ -499,9 +521,7 @@ class ServerInterceptor(_ServerOptions, grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         """Wrap the behaviour of the handler grpc found for this call."""
-        return _wrap_handler(
-            continuation(handler_call_details), self._policy, handler_call_details.method
-        )
+        return self._wrap(continuation(handler_call_details), handler_call_details.method)
 
 
 class AsyncServerInterceptor(_ServerOptions, grpc.aio.ServerInterceptor):
@@ -533,9 +553,7 @@ class AsyncServerInterceptor(_ServerOptions, grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         """Wrap the behaviour of the handler grpc found for this call."""
-        return _wrap_handler(
-            await continuation(handler_call_details), self._policy, handler_call_details.method
-        )
+        return self._wrap(await continuation(handler_call_details), handler_call_details.method)
 
 
 # --------------------------------------------------------------------------
