@@ -7,8 +7,10 @@ one with ``ctxlog.grpc.ServerInterceptor`` (``AsyncServerInterceptor`` for
 ``x-request-id`` of its own, and the second through ``ClientInterceptor``
 (``AsyncClientInterceptor``) from inside a bound request id, so the same
 metadata goes out both ways: the figure is the interceptors' cost, both
-sides, echo included.  One call at a time (latency), in alternating rounds
-(the order rotating); the ratio is the median of the ratios within a round.
+sides, with the echo (the id sent back in the initial metadata, which grpc
+sends as a batch of its own) and without it (``echo=False``).  One call at
+a time (latency), in rounds (the order rotating); each ratio is the median
+of the ratios within a round.
 Target: under 5 % (ratio <= 1.05).  Run it with ``python benchmarks/run.py
 grpc`` (``--quick`` for a rough pass) or alone.
 """
@@ -19,9 +21,9 @@ import asyncio
 import logging
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent import futures
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import grpc.aio
@@ -63,114 +65,120 @@ def _rounds() -> tuple[int, int]:
     return (5, 100) if quick() else (21, 300)
 
 
-def _report(label: str, plain: list[float], ours: list[float]) -> None:
-    ratio = median_ratio(ours, plain)
-    print(
-        f"  {label:<8} no interceptor {statistics.median(plain) / 1000:7.1f} us/call,"
-        f" ctxlog {statistics.median(ours) / 1000:7.1f} us/call   {verdict(ratio, TARGET)}"
-    )
+#: The servers' interceptors, by variant: the reference first.
+_VARIANTS: Final = ("no interceptor", "ctxlog", "ctxlog, echo=False")
+
+
+def _report(label: str, samples: dict[str, list[float]]) -> None:
+    reference = samples[_VARIANTS[0]]
+    print(f"  {label}: no interceptor {statistics.median(reference) / 1000:.1f} us/call")
+    for variant in _VARIANTS[1:]:
+        ratio = median_ratio(samples[variant], reference)
+        print(
+            f"    {variant:<20} {statistics.median(samples[variant]) / 1000:7.1f} us/call"
+            f"   {verdict(ratio, TARGET)}"
+        )
+
+
+def _order(n: int) -> tuple[int, ...]:
+    """The variants' order in round *n*: rotating, so that none always goes first."""
+    count = len(_VARIANTS)
+    return tuple((n + i) % count for i in range(count))
 
 
 def bench_sync() -> None:
     servers = []
-    ports = []
-    server_interceptors: tuple[list[Any], ...] = ([], [ServerInterceptor()])
-    for interceptors in server_interceptors:
+    callables: list[Any] = []
+    channels: list[grpc.Channel] = []
+    server_interceptors: tuple[list[Any], ...] = (
+        [],
+        [ServerInterceptor()],
+        [ServerInterceptor(echo=False)],
+    )
+    for n, interceptors in enumerate(server_interceptors):
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors)
         server.add_generic_rpc_handlers(_handlers(_unary))
-        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         servers.append(server)
-    plain_channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
-    ours_channel = grpc.intercept_channel(
-        grpc.insecure_channel(f"127.0.0.1:{ports[1]}"), ClientInterceptor()
-    )
-    plain: Any = plain_channel.unary_unary(METHOD)
-    ours: Any = ours_channel.unary_unary(METHOD)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        if n:
+            channel = grpc.intercept_channel(channel, ClientInterceptor())
+        channels.append(channel)
+        callables.append(channel.unary_unary(METHOD))
     metadata = (("x-request-id", REQUEST_ID),)
 
-    def time_plain(calls: int) -> float:
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            plain(b"x", metadata=metadata)
-        return (time.perf_counter_ns() - start) / calls
-
-    def time_ours(calls: int) -> float:
+    def timed(n: int, calls: int) -> float:
+        call = callables[n]
+        # The reference sends the same metadata the interceptor adds.
+        given = None if n else metadata
         with ctxlog.bind(request_id=REQUEST_ID):
             start = time.perf_counter_ns()
             for _ in range(calls):
-                ours(b"x")
+                call(b"x", metadata=given)
             return (time.perf_counter_ns() - start) / calls
 
     rounds, calls = _rounds()
-    time_plain(calls)  # warm both up
-    time_ours(calls)
-    plain_ns: list[float] = []
-    ours_ns: list[float] = []
-    for n in range(rounds):
-        if n % 2:
-            ours_ns.append(time_ours(calls))
-            plain_ns.append(time_plain(calls))
-        else:
-            plain_ns.append(time_plain(calls))
-            ours_ns.append(time_ours(calls))
-    _report("sync", plain_ns, ours_ns)
-    plain_channel.close()
-    ours_channel.close()
+    samples: dict[str, list[float]] = {variant: [] for variant in _VARIANTS}
+    for n in range(len(_VARIANTS)):  # warm up
+        timed(n, calls)
+    for round_ in range(rounds):
+        for n in _order(round_):
+            samples[_VARIANTS[n]].append(timed(n, calls))
+    _report("grpc.server", samples)
+    for channel in channels:
+        channel.close()
     for server in servers:
         server.stop(None).wait(5)
 
 
 async def _bench_aio() -> None:
     servers = []
-    ports = []
-    aio_interceptors: tuple[list[Any], ...] = ([], [AsyncServerInterceptor()])
-    for interceptors in aio_interceptors:
+    callables: list[Any] = []
+    channels: list[grpc.aio.Channel] = []
+    aio_interceptors: tuple[list[Any], ...] = (
+        [],
+        [AsyncServerInterceptor()],
+        [AsyncServerInterceptor(echo=False)],
+    )
+    for n, interceptors in enumerate(aio_interceptors):
         server = grpc.aio.server(interceptors=interceptors)
         server.add_generic_rpc_handlers(_handlers(_async_unary))
-        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         servers.append(server)
-    plain_channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports[0]}")
-    ours_channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{ports[1]}", interceptors=[*AsyncClientInterceptor()]
-    )
-    plain: Any = plain_channel.unary_unary(METHOD)
-    ours: Any = ours_channel.unary_unary(METHOD)
+        client = [*AsyncClientInterceptor()] if n else None
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=client)
+        channels.append(channel)
+        callables.append(channel.unary_unary(METHOD))
     metadata = (("x-request-id", REQUEST_ID),)
 
-    async def time_plain(calls: int) -> float:
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            await plain(b"x", metadata=metadata)
-        return (time.perf_counter_ns() - start) / calls
-
-    async def time_ours(calls: int) -> float:
+    async def timed(n: int, calls: int) -> float:
+        call = callables[n]
+        given = None if n else metadata
         with ctxlog.bind(request_id=REQUEST_ID):
             start = time.perf_counter_ns()
             for _ in range(calls):
-                await ours(b"x")
+                await call(b"x", metadata=given)
             return (time.perf_counter_ns() - start) / calls
 
     rounds, calls = _rounds()
-    await time_plain(calls)
-    await time_ours(calls)
-    plain_ns: list[float] = []
-    ours_ns: list[float] = []
-    order: tuple[Callable[[int], Awaitable[float]], ...]
-    for n in range(rounds):
-        order = (time_ours, time_plain) if n % 2 else (time_plain, time_ours)
-        for timer in order:
-            (ours_ns if timer is time_ours else plain_ns).append(await timer(calls))
-    _report("grpc.aio", plain_ns, ours_ns)
-    await plain_channel.close()
-    await ours_channel.close()
+    samples: dict[str, list[float]] = {variant: [] for variant in _VARIANTS}
+    for n in range(len(_VARIANTS)):
+        await timed(n, calls)
+    for round_ in range(rounds):
+        for n in _order(round_):
+            samples[_VARIANTS[n]].append(await timed(n, calls))
+    _report("grpc.aio.server", samples)
+    for channel in channels:
+        await channel.close()
     for server in servers:
         await server.stop(None)
 
 
 def main() -> None:
     print("gRPC: one unary call on loopback, ctxlog's interceptors (both sides) vs none")
+    print("  (echo: the id sent back in the initial metadata, one more batch per call)")
     bench_sync()
     asyncio.run(_bench_aio())
 
