@@ -17,6 +17,8 @@ import contextlib
 import inspect
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -898,3 +900,100 @@ def test_async_client_interceptor_all_arities(metadata_server: int) -> None:
         assert received["traceparent"].startswith(f"00-{TRACE}-")
     assert eval(mine).count(("x-request-id", "req-mine")) == 1  # noqa: S307 -- as above
     assert "x-request-id" not in bare.decode()
+
+
+# --------------------------------------------------------------------------
+# options and the module itself
+# --------------------------------------------------------------------------
+
+
+def test_request_fields_and_options() -> None:
+    interceptor = ctxlog.grpc.ServerInterceptor(
+        request_fields=("path", "client"), key="rid", header="X-Correlation-ID"
+    )
+    assert "X-Correlation-ID" in repr(interceptor)
+    server, port = start_sync([interceptor], plain_handlers(LOG_A, None), A)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            unary: Any = channel.unary_unary(f"/{A}/Unary")
+            with capture(level="INFO") as lines:
+                _, call = unary.with_call(b"x", metadata=[("x-correlation-id", "req-opts")])
+    finally:
+        server.stop(None).wait(5)
+    [line] = ours(lines)
+    assert line["rid"] == "req-opts"
+    assert line["path"] == f"/{A}/Unary"
+    assert line["client"].startswith("ipv4:127.0.0.1:")
+    assert ("x-correlation-id", "req-opts") in [tuple(m) for m in call.initial_metadata()]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ctxlog.grpc.ServerInterceptor(header="x request id"),
+        lambda: ctxlog.grpc.AsyncServerInterceptor(max_length=0),
+        lambda: ctxlog.grpc.ServerInterceptor(validator="no"),  # type: ignore[arg-type]
+        lambda: ctxlog.grpc.ClientInterceptor(header=""),
+        lambda: ctxlog.grpc.AsyncClientInterceptor(header="a\nb"),
+    ],
+)
+def test_invalid_options_are_refused_at_construction(make: Callable[[], object]) -> None:
+    with pytest.raises(ctxlog.ContextError):
+        make()
+
+
+def test_status_code_set_before_an_error_is_kept() -> None:
+    def coded(request: bytes, context: Any) -> bytes:
+        context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+        raise RuntimeError("not ready")
+
+    handlers: dict[str, Any] = {"Coded": grpc.unary_unary_rpc_method_handler(coded)}
+    server, port = start_sync([ctxlog.grpc.ServerInterceptor()], handlers, A)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call: Any = channel.unary_unary(f"/{A}/Coded")
+            with capture(level="INFO") as lines, pytest.raises(grpc.RpcError) as raised:
+                call(b"x", metadata=[("x-request-id", "req-coded")])
+    finally:
+        server.stop(None).wait(5)
+    error: Any = raised.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not ready" in error.details()
+    [line] = [line for line in lines if line["level"] == "ERROR"]
+    assert line["request_id"] == "req-coded"
+
+
+def test_the_unit_of_work_ends_with_the_call() -> None:
+    """A thread the handler started and left running cannot annotate a call that ended."""
+    left: list[Callable[[], None]] = []
+
+    def unary(request: bytes, context: Any) -> bytes:
+        left.append(ctxlog.wrap(lambda: ctxlog.annotate(late=True)))
+        return rid()
+
+    handlers: dict[str, Any] = {"Unary": grpc.unary_unary_rpc_method_handler(unary)}
+    server, port = start_sync([ctxlog.grpc.ServerInterceptor()], handlers, A)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call: Any = channel.unary_unary(f"/{A}/Unary")
+            assert call(b"x", metadata=[("x-request-id", "req-ended")]) == b"req-ended"
+    finally:
+        server.stop(None).wait(5)
+    [late] = left
+    with pytest.raises(ctxlog.ContextError, match="already ended"):
+        late()
+
+
+def test_missing_grpcio_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['grpc'] = None\n"
+        "try:\n"
+        "    import ctxlog.grpc\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pip install 'ctxlog-correlation[grpc]'" in out
