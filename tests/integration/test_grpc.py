@@ -739,10 +739,7 @@ def test_hostile_metadata(services: Services, name: str) -> None:
         settle()
     response = dict(answer)
     got = ours(lines)
-    if response.get(b"grpc-status", b"0") != b"0":
-        # grpc refused the call before any handler ran: nothing of it was logged
-        assert got == []
-        return
+    assert response.get(b"grpc-status") == b"0"  # the call went through, the value with it
     [unary] = [line for line in got if line["message"] == "unary"]
     request_id = unary["request_id"]
     assert response[b"x-request-id"].decode() == request_id
