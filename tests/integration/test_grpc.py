@@ -475,6 +475,11 @@ def ours(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for line in lines if line["logger"] in OURS]
 
 
+def initial(call: Any) -> list[tuple[str, str | bytes]]:
+    """The initial metadata a call (or its error) came back with, as pairs."""
+    return [tuple(m) for m in call.initial_metadata()]
+
+
 def settle() -> None:
     """Lines of a cancelled handler may come a little after the client's error."""
     time.sleep(0.05)
@@ -491,7 +496,7 @@ def test_unary_unary(services: Services) -> None:
             b"x", metadata=[("x-request-id", "req-uu")]
         )
     assert answer == b"req-uu"
-    assert ("x-request-id", "req-uu") in [tuple(m) for m in call.initial_metadata()]
+    assert ("x-request-id", "req-uu") in initial(call)
     got = ours(lines)
     assert [(line["message"], line["request_id"]) for line in got] == [("unary", "req-uu")]
     assert services.probe.leaked() == []
@@ -504,7 +509,7 @@ def test_unary_stream_with_bind_across_yields(services: Services) -> None:
         answers = list(call)
         settle()
     assert answers == [b"req-us"] * 3
-    assert ("x-request-id", "req-us") in [tuple(m) for m in call.initial_metadata()]
+    assert ("x-request-id", "req-us") in initial(call)
     got = ours(lines)
     assert [line["message"] for line in got] == ["item", "item", "item", "stream done"]
     assert {line["request_id"] for line in got} == {"req-us"}
@@ -519,7 +524,7 @@ def test_stream_unary(services: Services) -> None:
             iter([b"1", b"2", b"3"]), metadata=[("x-request-id", "req-su")]
         )
     assert answer == b"req-su"
-    assert ("x-request-id", "req-su") in [tuple(m) for m in call.initial_metadata()]
+    assert ("x-request-id", "req-su") in initial(call)
     got = ours(lines)
     assert [(line["message"], line["request_id"]) for line in got] == [("got", "req-su")] * 3
     assert services.probe.leaked() == []
@@ -532,7 +537,7 @@ def test_stream_stream(services: Services) -> None:
         answers = list(call)
         settle()
     assert answers == [b"req-ss"] * 2
-    assert ("x-request-id", "req-ss") in [tuple(m) for m in call.initial_metadata()]
+    assert ("x-request-id", "req-ss") in initial(call)
     got = ours(lines)
     assert [(line["message"], line["request_id"]) for line in got] == [("echo", "req-ss")] * 2
     assert services.probe.leaked() == []
@@ -544,7 +549,7 @@ def test_generated_id_echoed_and_traceparent(services: Services) -> None:
         answer, call = services.unary("Unary").with_call(
             b"x", metadata=[("traceparent", f"00-{trace}-b7ad6b7169203331-01")]
         )
-    echoed = dict(tuple(m) for m in call.initial_metadata())["x-request-id"]
+    echoed = dict(initial(call))["x-request-id"]
     assert answer.decode() == echoed
     assert len(echoed) == 32
     [line] = ours(lines)
@@ -554,7 +559,7 @@ def test_generated_id_echoed_and_traceparent(services: Services) -> None:
 
 def test_handler_metadata_keeps_its_own_and_gets_the_id(services: Services) -> None:
     _, call = services.unary("Meta").with_call(b"x", metadata=[("x-request-id", "req-meta")])
-    metadata = [tuple(m) for m in call.initial_metadata()]
+    metadata = initial(call)
     assert ("x-own", "1") in metadata
     assert ("x-request-id", "req-meta") in metadata
 
@@ -590,7 +595,7 @@ def test_error_line_carries_the_id(services: Services, method: str) -> None:
     error: Any = raised.value
     assert error.code() == grpc.StatusCode.UNKNOWN
     assert "boom" in error.details()
-    assert ("x-request-id", "req-fail") in [tuple(m) for m in error.initial_metadata()]
+    assert ("x-request-id", "req-fail") in initial(error)
     errors = [line for line in lines if line["level"] == "ERROR"]
     # one error line, ours, with the id and the traceback; none from grpc without it
     assert [(line["logger"], line["request_id"]) for line in errors] == [
@@ -608,7 +613,7 @@ def test_abort_is_not_an_error(services: Services) -> None:
     error: Any = raised.value
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == "nothing here"
-    assert ("x-request-id", "req-abort") in [tuple(m) for m in error.initial_metadata()]
+    assert ("x-request-id", "req-abort") in initial(error)
     assert [line for line in lines if line["level"] == "ERROR"] == []
     assert [(line["message"], line["request_id"]) for line in ours(lines)] == [
         ("aborting", "req-abort")
@@ -775,7 +780,7 @@ def test_binary_header_option() -> None:
         server.stop(None).wait(5)
     assert good == b"req-bytes"
     assert len(bad) == 32
-    assert dict(tuple(m) for m in call.initial_metadata())["x-request-id-bin"] == bad
+    assert dict(initial(call))["x-request-id-bin"] == bad
     [warning] = [line for line in lines if line["level"] == "WARNING"]
     assert "\x00" not in warning["message"]
     assert warning["request_id"] == bad.decode()
@@ -921,7 +926,7 @@ def test_request_fields_and_options() -> None:
     assert line["rid"] == "req-opts"
     assert line["path"] == f"/{A}/Unary"
     assert line["client"].startswith("ipv4:127.0.0.1:")
-    assert ("x-correlation-id", "req-opts") in [tuple(m) for m in call.initial_metadata()]
+    assert ("x-correlation-id", "req-opts") in initial(call)
 
 
 @pytest.mark.parametrize(
