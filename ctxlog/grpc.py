@@ -485,7 +485,8 @@ class ServerInterceptor(_ServerOptions, grpc.ServerInterceptor):
     * binds it under *key*, plus the trace id of a valid ``traceparent``
       metadata value under *trace_key* (when *traceparent* is on) and the
       *request_fields* asked for (``"path"``: the full method name,
-      ``"client"``: the peer);
+      ``"client"``: the peer; ``"method"`` binds nothing, every call being a
+      POST);
     * opens one unit of work ([`scope`][ctxlog.scope]) for the call:
       [`annotate`][ctxlog.annotate] works in the handler and in the threads it
       hands work to with [`wrap`][ctxlog.wrap] or
