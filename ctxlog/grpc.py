@@ -26,6 +26,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent import futures
 from contextvars import copy_context
 from typing import Any, Final, NamedTuple
 
@@ -146,6 +147,18 @@ class _Call:
         code = self._code
         return grpc.StatusCode.UNKNOWN if code is None or code == grpc.StatusCode.OK else code
 
+    def _gone(self, exc: Exception) -> bool:
+        """Whether *exc* only says the call ended under the handler (the client
+        cancelled, or the deadline passed): grpc does not log that, nor do we."""
+        if isinstance(exc, futures.CancelledError):
+            return True  # grpc.aio's thread pool, once the call's task was cancelled
+        if isinstance(exc, grpc.RpcError):
+            # A request iterator read after the call ended (a call the handler
+            # makes itself fails while its own call is still active).
+            is_active = getattr(self._inner, "is_active", None)
+            return is_active is not None and not is_active()
+        return False
+
     def _log_error(self, exc: BaseException) -> None:
         # In the call's context: the line grpc would write after the handler
         # returned has no id; this one, with the traceback, has it.
@@ -202,7 +215,7 @@ class _SyncCall(_Call):
     def _fail(self, exc: Exception, details: str) -> None:
         """Log *exc* with the call's id, then end the call as grpc would, without
         grpc's own id-less line (an abort is what grpc does not log)."""
-        if self._stopped:
+        if self._stopped or self._gone(exc):
             return
         self._stopped = True
         self._log_error(exc)
@@ -248,7 +261,7 @@ class _AsyncCall(_Call):
 
     async def _fail(self, exc: Exception, details: str) -> None:
         """As :meth:`_SyncCall._fail`."""
-        if self._stopped:
+        if self._stopped or self._gone(exc):
             return
         self._stopped = True
         self._log_error(exc)

@@ -707,6 +707,28 @@ def test_cancelled_stream_closes_in_its_context(services: Services) -> None:
     assert services.probe.leaked() == []
 
 
+def test_cancelled_client_stream_is_not_an_error(services: Services) -> None:
+    stream = services.channel.stream_unary(f"/{A}/ClientStream")
+    sent = threading.Event()
+
+    def requests() -> Iterator[bytes]:
+        yield b"1"
+        sent.set()
+        time.sleep(0.5)
+        yield b"2"
+
+    with capture(level="INFO") as lines:
+        future = stream.future(requests(), metadata=[("x-request-id", "req-client-gone")])
+        sent.wait(5)
+        time.sleep(0.1)
+        future.cancel()
+        time.sleep(0.6)
+    assert [line for line in lines if line["level"] == "ERROR"] == []
+    got = [(line["message"], line["request_id"]) for line in ours(lines)]
+    assert got == [("got", "req-client-gone")]
+    assert services.probe.leaked() == []
+
+
 # --------------------------------------------------------------------------
 # two services, 100 concurrent calls
 # --------------------------------------------------------------------------
