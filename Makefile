@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint types pytest bench docs docs-serve clean
+.PHONY: demo test test-notice lint types pytest redis-server bench docs docs-serve clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "ctxlog needs Python >= 3.10"'
@@ -14,8 +14,10 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[demo]'
 	touch $@
 
+# pip's own progress shows: the first install of the dev extras takes minutes.
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "Installing ctxlog with its dev extras into $(VENV) (the first time: a few minutes)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
@@ -30,13 +32,22 @@ types: $(VENV)/.dev-installed
 
 # coverage starts before pytest: ctxlog's own pytest plugin imports ctxlog
 # while pytest starts, before a pytest plugin could begin measuring.
-pytest: $(VENV)/.dev-installed
+pytest: $(VENV)/.dev-installed redis-server
 	$(PY) -m coverage erase
 	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=90
 
-test: lint types pytest
+test: test-notice lint types pytest
+
+test-notice:
+	@echo "make test: lint, types, then the whole suite with coverage: several minutes"
+	@echo "(real servers and workers start on 127.0.0.1; PYTEST_ARGS=... narrows it)"
+
+# the task-queue tests run against a real Redis: as root, Debian's package is installed
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 # the docs site (MkDocs, Material theme, API reference from the docstrings) into site/
 docs: $(VENV)/.dev-installed

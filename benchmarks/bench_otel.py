@@ -13,6 +13,12 @@ bound (request_id, user_id, tenant):
   here as a filter because that package is not a dependency;
 * ``ctxlog.current()`` with and without a span.
 
+Targets: installed with no span current, the filter costs at most 1.5x the
+plain filter; inside a span, at most 2x.  The filter caches what it adds on
+the context's identity and, for the span ids, on OpenTelemetry's current
+context (one ``ContextVar.get()`` away), so a span's ids are formatted once
+per span, not once per record.
+
 Figures are net nanoseconds per operation (net of creating the LogRecord):
 the median over many short runs, taken round-robin so that a burst of load
 elsewhere hits every row alike; a ratio is the median of the per-run ratios
@@ -26,7 +32,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from _harness import Op, Result, make_record, quick, timed, timed_records
+from _harness import Op, Result, make_record, quick, timed, timed_records, verdict
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -37,6 +43,12 @@ __all__ = ["main"]
 
 CONTEXT: dict[str, Any] = {"request_id": "6f1c2a9e3d414b8f9a570c2e8d7b1f34", "user_id": 4217}
 CONTEXT["tenant"] = "acme"
+
+#: With ctxlog.otel installed and no span current, the filter's cost against
+#: the plain filter's (the same filter, ctxlog.otel not installed).
+TARGET_NO_SPAN = 1.5
+#: The same, inside a span (two more keys on every record).
+TARGET_SPAN = 2.0
 
 
 class _OtelInstrumentationFilter(logging.Filter):
@@ -143,6 +155,12 @@ def main() -> None:
     ]:
         value = records.ns(key)
         print(f"  {label:<58}{value:>8,.0f} ns {records.ratio(key, 'plain'):>6.2f}x")
+    print("targets")
+    for key, label, limit in [
+        ("no_span", "installed, no span current, against not installed", TARGET_NO_SPAN),
+        ("span", "installed, inside a span, against not installed", TARGET_SPAN),
+    ]:
+        print(f"  {label:<58}{verdict(records.ratio(key, 'plain'), limit)}")
     print("ctxlog.current(), 3 keys bound, ctxlog.otel installed")
     for key, label in [("no_span", "no span current"), ("span", "inside a span")]:
         value = current.ns(key)

@@ -27,10 +27,7 @@ from ctxlog._context import (
     unregister,
 )
 from ctxlog._errors import ContextError
-from ctxlog._handoff import Thread, ThreadPoolExecutor, wrap
 from ctxlog._memo import memoize
-from ctxlog._snapshot import Snapshot, snapshot
-from ctxlog.headers import outgoing_headers
 from ctxlog.stdlib import (
     ContextFilter,
     configure,
@@ -41,18 +38,45 @@ from ctxlog.stdlib import (
 if TYPE_CHECKING:
     from ctxlog._asyncio import asyncio_exception_handler, install_asyncio_handler
     from ctxlog._configs import load_config
+    from ctxlog._handoff import Thread, ThreadPoolExecutor, wrap
     from ctxlog._process import ProcessPoolExecutor
     from ctxlog._queue import QueueHandler
+    from ctxlog._redact import (
+        BEARER_TOKEN,
+        CARD_NUMBER,
+        DEFAULT_SENSITIVE_KEYS,
+        JWT,
+        Pattern,
+        Redactor,
+    )
+    from ctxlog._sampling import TailSamplingHandler
+    from ctxlog._snapshot import Snapshot, snapshot
+    from ctxlog.headers import outgoing_headers
 
 __version__ = "0.1.0.dev0"
 
-# Loaded on first use: they import multiprocessing / logging.handlers / asyncio.
+# Loaded on first use: what an application that only binds and logs never
+# calls (threads and pools, snapshots and their codecs, headers, process pools,
+# queue handlers, asyncio, redaction, sampling) stays off ``import ctxlog``.
 _LAZY = {
+    "Thread": "ctxlog._handoff",
+    "ThreadPoolExecutor": "ctxlog._handoff",
+    "wrap": "ctxlog._handoff",
+    "Snapshot": "ctxlog._snapshot",
+    "snapshot": "ctxlog._snapshot",
+    "outgoing_headers": "ctxlog.headers",
     "ProcessPoolExecutor": "ctxlog._process",
     "QueueHandler": "ctxlog._queue",
     "asyncio_exception_handler": "ctxlog._asyncio",
     "install_asyncio_handler": "ctxlog._asyncio",
     "load_config": "ctxlog._configs",
+    "BEARER_TOKEN": "ctxlog._redact",
+    "CARD_NUMBER": "ctxlog._redact",
+    "DEFAULT_SENSITIVE_KEYS": "ctxlog._redact",
+    "JWT": "ctxlog._redact",
+    "Pattern": "ctxlog._redact",
+    "Redactor": "ctxlog._redact",
+    "TailSamplingHandler": "ctxlog._sampling",
 }
 
 
@@ -73,12 +97,19 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = [
+__all__ = [  # noqa: RUF022 -- plain sorted() order, as a test holds it (constants among classes)
+    "BEARER_TOKEN",
+    "CARD_NUMBER",
     "ContextError",
     "ContextFilter",
+    "DEFAULT_SENSITIVE_KEYS",
+    "JWT",
+    "Pattern",
     "ProcessPoolExecutor",
     "QueueHandler",
+    "Redactor",
     "Snapshot",
+    "TailSamplingHandler",
     "Thread",
     "ThreadPoolExecutor",
     "Token",

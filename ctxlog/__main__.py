@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ctxlog._check import CheckReport, check_files
+from ctxlog._check import MAX_LINE_BYTES, OUTSIDE_LOGGERS, CheckReport, check_files
+
+#: Exit statuses of ``python -m ctxlog check``.
+EXIT_OK, EXIT_PROBLEMS, EXIT_UNREADABLE, EXIT_EMPTY = 0, 1, 2, 3
 
 
 def _print_problems(report: CheckReport, limit: int) -> None:
@@ -45,25 +48,32 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    outside = [] if args.no_outside else list(OUTSIDE_LOGGERS)
     try:
         report = check_files(
             args.files,
             key=args.key,
             ignore_loggers=args.ignore_logger,
+            outside_loggers=[*outside, *args.outside_logger],
             # Progress only for a person watching: never into a file or a pipe.
             progress=sys.stderr if sys.stderr.isatty() else None,
+            max_line_bytes=args.max_line_bytes,
         )
     except OSError as exc:
         print(
             f"python -m ctxlog check: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr
         )
-        return 2
+        return EXIT_UNREADABLE
     if args.format == "json":
         print(json.dumps(report.as_dict(args.limit)))
     else:
         print(report.summary())
         _print_problems(report, args.limit)
-    return 0 if report.ok else 1
+        if report.empty:
+            print("  no log line to check: is this the stream the service logs to?")
+    if report.empty:
+        return EXIT_EMPTY
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -97,11 +107,25 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _size(text: str) -> int:
+    """An argparse type: a number of bytes, ``64M`` or ``512K`` or ``1G`` too."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    unit = units.get(text[-1:].upper(), 1)
+    digits = text[:-1] if unit != 1 else text
+    if not digits.isdigit() or int(digits) < 1:
+        msg = f"expected a size in bytes such as 1048576, 512K or 64M, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(digits) * unit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m ctxlog``."""
     from ctxlog import __version__  # noqa: PLC0415 -- the package, once the CLI runs
 
-    parser = argparse.ArgumentParser(prog="python -m ctxlog", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ctxlog",
+        description="The demo, the log checker and the ready logging configurations.",
+    )
     parser.add_argument("--version", action="version", version=f"ctxlog {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -117,14 +141,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.set_defaults(func=_demo)
 
-    check = sub.add_parser("check", help="check JSON log lines for missing or crossed ids")
+    check = sub.add_parser(
+        "check",
+        help="check JSON log lines for missing or crossed ids",
+        description="Check JSON log lines: each carries its request's id, none names another's.",
+        epilog=(
+            "exit status: 0 every line is right, 1 problems found, 2 a file cannot be read "
+            "(or the command line is wrong), 3 no line to check (an empty log)"
+        ),
+    )
     check.add_argument("files", nargs="+", help="JSON lines files; - reads standard input")
     check.add_argument("--key", default="request_id", help="the id field (default request_id)")
     check.add_argument(
         "--ignore-logger",
         action="append",
         default=[],
-        help="skip lines of this logger (repeatable)",
+        metavar="NAME",
+        help="skip every line of this logger (repeatable)",
+    )
+    check.add_argument(
+        "--outside-logger",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=(
+            "a logger whose lines without an id (and without a traceback) belong to no "
+            "request: counted as outside requests, not as missing (repeatable; added to "
+            f"{', '.join(OUTSIDE_LOGGERS)})"
+        ),
+    )
+    check.add_argument(
+        "--no-outside",
+        action="store_true",
+        help="no default outside loggers: every line without an id is missing",
+    )
+    check.add_argument(
+        "--max-line-bytes",
+        type=_size,
+        default=MAX_LINE_BYTES,
+        metavar="SIZE",
+        help="a longer line is reported as too long, not read into memory (default 64M)",
     )
     check.add_argument("--limit", type=_count(0), default=20, help="problems to print (default 20)")
     check.add_argument(
@@ -146,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run() -> int:
-    """:func:`main`, quiet when the reader of its output goes away (``| head``)."""
+    """`main`, quiet when the reader of its output goes away (``| head``)."""
     try:
         status = main()
         sys.stdout.flush()
@@ -155,6 +211,9 @@ def _run() -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # what a shell reports for a command ended by SIGPIPE
+    except KeyboardInterrupt:
+        print("python -m ctxlog: interrupted", file=sys.stderr)
+        return 130  # what a shell reports for a command ended by SIGINT
     return status
 
 

@@ -4,13 +4,15 @@ asyncio logs "Task exception was never retrieved" when a failed task is
 collected and "Exception in callback ..." when a callback raises, through
 its default exception handler, on the ``asyncio`` logger, in whatever context
 is current then: the failing task's request id is not there.
-:func:`install_asyncio_handler` gives the loop a handler that runs the
+[`install_asyncio_handler`][ctxlog._asyncio.install_asyncio_handler] gives the loop a handler that
+runs the
 default one inside the failing task's (or callback's) context.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import weakref
 from collections.abc import Callable, Coroutine
@@ -48,9 +50,10 @@ def asyncio_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str
     context of the task or callback that failed, so its line carries that
     work's request id.
 
-    For ``loop.set_exception_handler()``; :func:`install_asyncio_handler` sets it.
+    For ``loop.set_exception_handler()``;
+    [`install_asyncio_handler`][ctxlog._asyncio.install_asyncio_handler] sets it.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     ctx = _context_of(context)
     if ctx is None:
@@ -62,18 +65,41 @@ def asyncio_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str
         loop.default_exception_handler(context)
 
 
+def _takes_context(factory: Any) -> bool:
+    """Whether *factory* accepts ``context=`` (a parameter of that name, or ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        # No signature to read (a C callable): asyncio itself passes context= to
+        # any factory when create_task() is given one, so assume it takes it.
+        return True
+    return any(
+        p.kind is p.VAR_KEYWORD or (p.name == "context" and p.kind is not p.POSITIONAL_ONLY)
+        for p in parameters
+    )
+
+
 def _remembering_factory(previous: Any) -> Any:
+    # create_task() calls a factory as (loop, coro) unless it was given a
+    # context, so a (loop, coro) factory keeps working as long as the wrapper
+    # adds context= only where the factory takes it.
+    previous_takes_context = previous is None or _takes_context(previous)
+
     def factory(
         loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
     ) -> asyncio.Future[Any]:
-        ctx = kwargs.get("context") or copy_context()
-        if sys.version_info >= (3, 11):
+        given = kwargs.get("context")
+        # An empty Context is falsy: only None means "none given".
+        ctx = copy_context() if given is None else given
+        if previous_takes_context and sys.version_info >= (3, 11):
             kwargs["context"] = ctx
         task: asyncio.Future[Any] = (
             previous(loop, coro, **kwargs)
             if previous is not None
             else asyncio.Task(coro, loop=loop, **kwargs)
         )
+        # A (loop, coro) factory's task copies the current context itself, so
+        # ctx holds the same values (not what the task binds later).
         _created_in[task] = ctx
         return task
 
@@ -85,16 +111,22 @@ def install_asyncio_handler(loop: asyncio.AbstractEventLoop | None = None) -> No
     """Make asyncio's "Task exception was never retrieved" and "Exception in
     callback" lines carry the context of the task or callback that failed.
 
-    Sets :func:`asyncio_exception_handler` on *loop* (default: the running
-    loop).  On Python 3.10 and 3.11, where a task does not give its context
-    away, it also wraps the loop's task factory to remember the context each
-    task is created in (what the task bound itself after that is not there).
+    Sets `ctxlog.asyncio_exception_handler` on
+    *loop* (default: the running loop).  On Python 3.10 and 3.11, where a task
+    does not give its context away, it also wraps the loop's task factory (the
+    default one, or the one already set) to remember the context each task runs
+    in.  The wrapper keeps ``create_task()``'s meaning: a task given
+    ``context=`` (an empty ``contextvars.Context()`` too) runs in that context,
+    and a factory that takes only ``(loop, coro)`` is still called that way.
+    On 3.10, and with such a factory, the line has the values the task was
+    created with, not what the task bound itself later.
     Call it at start-up, inside the loop: ``asyncio.run(main())`` with
-    ``ctxlog.install_asyncio_handler()`` first in ``main``.
+    ``ctxlog.install_asyncio_handler()`` first in ``main``; a task factory set
+    after it replaces the wrapper.
+
+    *New in version 0.1.0.*
 
     :raises ContextError: no loop is given and none is running.
-
-    .. versionadded:: 0.1.0
     """
     if loop is None:
         try:

@@ -2,7 +2,7 @@
 
 ``python -m ctxlog config NAME`` prints one (for ``uvicorn --log-config``,
 gunicorn, Celery or Django settings to point at a file);
-:func:`load_config` returns one as the dict ``logging.config.dictConfig``
+[`load_config`][ctxlog._configs.load_config] returns one as the dict ``logging.config.dictConfig``
 takes.
 """
 
@@ -37,16 +37,16 @@ def config_text(name: str) -> str:
 
 
 def load_config(name: str = "logging-json.json") -> dict[str, Any]:
-    """Return a shipped configuration as a dict for :func:`logging.config.dictConfig`.
+    """Return a shipped configuration as a dict for `logging.config.dictConfig`.
 
     ``logging.config.dictConfig(ctxlog.load_config("logging-json.json"))`` sets
     up what ``configure()`` does; the files are listed in the docs, and by
     ``python -m ctxlog config --list``.  A ``.yaml`` file needs PyYAML.
 
+    *New in version 0.1.0.*
+
     :raises ContextError: there is no such file.
     :raises ImportError: a ``.yaml`` file was asked for and PyYAML is missing.
-
-    .. versionadded:: 0.1.0
     """
     text = config_text(name)
     if name.endswith(".json"):

@@ -2,7 +2,7 @@
 units of work (``scope``/``annotate``) and generators in a private context.
 
 Every function here reads and writes the context through
-:data:`ctxlog._store.store`; none touches the ContextVar itself.
+`ctxlog._store.store`; none touches the ContextVar itself.
 """
 
 from __future__ import annotations
@@ -78,19 +78,20 @@ GENERATOR_HINT: Final = (
 
 
 def register(var: ContextVar[Any], name: str | None = None) -> None:
-    """Merge a foreign :class:`~contextvars.ContextVar` into the context under *name*.
+    """Merge a foreign `ContextVar` into the context under *name*.
 
     *name* defaults to ``var.name``.  The variable is read each time the context
-    is read (by :func:`current`, :func:`get`, the logging filter and processors);
+    is read (by [`current`][ctxlog.current], [`get`][ctxlog.get], the logging filter and
+    processors);
     while it is unset and has no default it is skipped.  A value bound with
-    :func:`bind` (or annotated with :func:`annotate`) under the same name wins
+    [`bind`][ctxlog.bind] (or annotated with [`annotate`][ctxlog.annotate]) under the same name wins
     over the registered variable.  Registering the same variable again changes
     its name.
 
+    *New in version 0.1.0.*
+
     :raises ContextError: *var* is not a ContextVar, or *name* is empty or
         already used by another registered variable.
-
-    .. versionadded:: 0.1.0
     """
     if not isinstance(var, ContextVar):
         msg = f"register() takes a contextvars.ContextVar, not {type(var).__name__}."
@@ -101,11 +102,11 @@ def register(var: ContextVar[Any], name: str | None = None) -> None:
 
 
 def unregister(var: ContextVar[Any]) -> None:
-    """Stop merging *var*, registered with :func:`register`.
+    """Stop merging *var*, registered with [`register`][ctxlog.register].
+
+    *New in version 0.1.0.*
 
     :raises ContextError: *var* is not registered.
-
-    .. versionadded:: 0.1.0
     """
     store.remove_provider(var, "unregister")
 
@@ -118,7 +119,7 @@ def unregister(var: ContextVar[Any]) -> None:
 def get(key: str, default: Any = None) -> Any:
     """Return the value bound (annotated, or registered) under *key*, else *default*.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return store.value(key, default)
 
@@ -129,7 +130,7 @@ def current() -> Mapping[str, Any]:
 
     The mapping never changes afterwards, whatever is bound later.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     merged = store.merged()
     # The store's own mapping when nothing is merged; a copy otherwise.
@@ -142,11 +143,12 @@ def current() -> Mapping[str, Any]:
 
 
 class Token:
-    """Returned by :func:`set` and :func:`clear`; pass it to :func:`reset`.
+    """Returned by [`set`][ctxlog.set] and [`clear`][ctxlog.clear]; pass it to
+    [`reset`][ctxlog.reset].
 
     A token can be used once, in the context it was created in.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     __slots__ = ("_token", "_used")
@@ -157,9 +159,9 @@ class Token:
 
     @property
     def used(self) -> bool:
-        """True once the token has been passed to :func:`reset`.
+        """True once the token has been passed to [`reset`][ctxlog.reset].
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         return self._used
 
@@ -169,15 +171,15 @@ class Token:
 
 
 def set(**values: Any) -> Token:  # noqa: A001 -- the public name of the API
-    """Bind *values* until :func:`reset` is called with the returned token.
+    """Bind *values* until [`reset`][ctxlog.reset] is called with the returned token.
 
-    The imperative form of :func:`bind`, for hook-style code (a "before request"
+    The imperative form of [`bind`][ctxlog.bind], for hook-style code (a "before request"
     and an "after request" callback).  Prefer ``with bind(...)`` where a block
     fits.
 
-    :raises ContextError: a key is empty.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: a key is empty.
     """
     if "" in values:
         check_key("", "set")
@@ -185,24 +187,24 @@ def set(**values: Any) -> Token:  # noqa: A001 -- the public name of the API
 
 
 def clear() -> Token:
-    """Empty the bound context; returns a token that :func:`reset` restores.
+    """Empty the bound context; returns a token that [`reset`][ctxlog.reset] restores.
 
     Registered variables are not touched (they belong to their owners), and
     neither is the unit of work: its annotated values stay until it ends.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return Token(store.replace({}))
 
 
 def reset(token: Token) -> None:
-    """Restore the context to what it was before the :func:`set` or :func:`clear`
+    """Restore the context to what it was before the [`set`][ctxlog.set] or [`clear`][ctxlog.clear]
     that returned *token*.
+
+    *New in version 0.1.0.*
 
     :raises ContextError: *token* was already reset, was created in another
         context (another task or thread), or is not a ctxlog token.
-
-    .. versionadded:: 0.1.0
     """
     if not isinstance(token, Token):
         msg = (
@@ -240,15 +242,15 @@ def reset(token: Token) -> None:
 class Reusable(Generic[E]):
     """A reusable, reentrant context manager that is also a decorator.
 
-    Each entry pushes what :meth:`_push` returns on a per-object list, so one
+    Each entry pushes what `_push` returns on a per-object list, so one
     object can be entered by several tasks or threads at once and each leaves
     its own entry; a decorated function gets a fresh entry per call.
 
-    Subclasses provide :meth:`_push` (make the change, return what undoes it),
-    :meth:`_pop` (undo one entry; raise :class:`ValueError` or
-    :class:`RuntimeError`, before changing anything, when the entry was made
-    in another context), :meth:`_pop_foreign` (leave an entry made in another
-    context: raise, or restore what can be) and :attr:`_generators`.
+    Subclasses provide `_push` (make the change, return what undoes it),
+    `_pop` (undo one entry; raise `ValueError` or
+    `RuntimeError`, before changing anything, when the entry was made
+    in another context), `_pop_foreign` (leave an entry made in another
+    context: raise, or restore what can be) and `_generators`.
     """
 
     __slots__ = ("_entries",)
@@ -256,9 +258,13 @@ class Reusable(Generic[E]):
     _entries: list[E]
 
     #: A decorated generator function runs in a private context for the whole
-    #: iteration (see :func:`isolate`) when this is None; otherwise decorating
+    #: iteration (see [`isolate`][ctxlog.isolate]) when this is None; otherwise decorating
     #: one raises ContextError with this message, formatted with its qualname.
     _generators: ClassVar[str | None] = None
+
+    #: Whether an exception leaving the block marks the innermost unit of work
+    #: as failed (``scope``: the unit it opened).
+    _marks_failure: ClassVar[bool] = False
 
     def _push(self) -> E:
         raise NotImplementedError
@@ -335,12 +341,13 @@ class Reusable(Generic[E]):
 
         ``async def`` functions are wrapped around the awaited body; generator
         functions (sync and async) run in a private context for the whole
-        iteration (see :func:`isolate`), or are refused.
+        iteration (see [`isolate`][ctxlog.isolate]), or are refused.
         """
         # Imported here: inspect costs more to import than the rest of ctxlog's core.
         import inspect  # noqa: PLC0415
 
         push, pop, pop_foreign = self._push, self._pop, self._pop_foreign
+        fails = self._marks_failure
         is_agen = inspect.isasyncgenfunction(fn)
         if is_agen or inspect.isgeneratorfunction(fn):
             if self._generators is not None:
@@ -363,6 +370,10 @@ class Reusable(Generic[E]):
                 entry = push()
                 try:
                     return await coro_fn(*args, **kwargs)
+                except Exception:
+                    if fails:
+                        store.fail()
+                    raise
                 finally:
                     try:
                         pop(entry)
@@ -376,6 +387,10 @@ class Reusable(Generic[E]):
             entry = push()
             try:
                 return fn(*args, **kwargs)
+            except Exception:
+                if fails:
+                    store.fail()
+                raise
             finally:
                 try:
                     pop(entry)
@@ -392,8 +407,9 @@ _restore: Final = store.restore
 
 
 class Binding(Reusable[VarToken[dict[str, Any]]]):
-    """Shared machinery of :class:`bind`, :class:`unbind` and ``Snapshot.apply()``:
-    an entry is the store token of what :meth:`_push` bound."""
+    """Shared machinery of [`bind`][ctxlog.bind], [`unbind`][ctxlog.unbind] and
+    ``Snapshot.apply()``:
+    an entry is the store token of what `_push` bound."""
 
     __slots__ = ()
 
@@ -438,14 +454,16 @@ class bind(Binding):  # noqa: N801 -- a function-like name, as the API fixes it
     block restores exactly the previous context, also when an exception
     propagates.
 
-    >>> with bind(request_id="r-1"):
-    ...     get("request_id")
-    'r-1'
+    ```python
+    with ctxlog.bind(request_id="r-1"):
+        assert ctxlog.get("request_id") == "r-1"
+    assert ctxlog.get("request_id") is None
+    ```
+
+    *New in version 0.1.0.*
 
     :raises ContextError: a key is empty, or the block is left in another context
-        than it was entered in (a bind held across ``yield``; see :func:`isolate`).
-
-    .. versionadded:: 0.1.0
+        than it was entered in (a bind held across ``yield``; see [`isolate`][ctxlog.isolate]).
     """
 
     __slots__ = ("_values",)
@@ -476,12 +494,12 @@ class bind(Binding):  # noqa: N801 -- a function-like name, as the API fixes it
 class unbind(Binding):  # noqa: N801 -- see bind
     """Hide *keys* for the duration of a block or of each call; restore them after.
 
-    Same shapes as :class:`bind`.  Hiding a key that is not bound is allowed.
+    Same shapes as [`bind`][ctxlog.bind].  Hiding a key that is not bound is allowed.
     A registered variable or an annotated value of that name is hidden too.
 
-    :raises ContextError: a key is not a non-empty string.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: a key is not a non-empty string.
     """
 
     __slots__ = ("_keys",)
@@ -505,14 +523,14 @@ class scope(Reusable[UnitEntry]):  # noqa: N801 -- see bind
 
     Works as ``with scope(...)``, ``async with scope(...)`` and as a decorator
     on sync and ``async def`` functions (a new unit per call).  It binds
-    *values* as :class:`bind` does, and the unit owns two things for as long
+    *values* as [`bind`][ctxlog.bind] does, and the unit owns two things for as long
     as it is open:
 
-    * its **request-wide values**, added with :func:`annotate` from any task or
+    * its **request-wide values**, added with [`annotate`][ctxlog.annotate] from any task or
       thread working for it, also from copies of the context made before the
       call (a thread started earlier, a FastAPI sync dependency running in the
-      thread pool), and carried by :func:`ctxlog.snapshot`, ctxlog's executors
-      and :mod:`ctxlog.celery` like bound values;
+      thread pool), and carried by [`ctxlog.snapshot`][ctxlog.snapshot], ctxlog's executors
+      and [`ctxlog.celery`][ctxlog.celery] like bound values;
     * its **memoize cache**: ``@memoize`` functions cache inside the innermost
       unit (``cache_scope()`` is another name for ``scope()``).
 
@@ -522,13 +540,13 @@ class scope(Reusable[UnitEntry]):  # noqa: N801 -- see bind
     (its lines keep the values it had; its memoized calls call through).
 
     The ASGI, WSGI and Django middlewares open one per request, and
-    :mod:`ctxlog.celery` one per task.
+    [`ctxlog.celery`][ctxlog.celery] one per task.
+
+    *New in version 0.1.0.*
 
     :raises ContextError: a key is empty, the block is left in another context
         than it was entered in, or the decorator is put on a generator
         function (open the unit inside the generator instead).
-
-    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_values",)
@@ -549,6 +567,19 @@ class scope(Reusable[UnitEntry]):  # noqa: N801 -- see bind
 
     _pop = staticmethod(store.close_unit)
 
+    # Failed work: what waits for the unit's outcome (tail sampling) hears it.
+    _marks_failure = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Exception):
+            store.fail()
+        super().__exit__(exc_type, exc, tb)
+
     def _pop_foreign(self, entry: UnitEntry, exc: BaseException | None) -> None:
         store.end(entry[UNIT])
         msg = (
@@ -563,26 +594,27 @@ class scope(Reusable[UnitEntry]):  # noqa: N801 -- see bind
         return f"ctxlog.scope({args})"
 
 
-#: Another name for :class:`scope`: ``with cache_scope():`` opens a unit of
-#: work, whose memoize cache is what ``@memoize`` uses.
-#:
-#: .. versionadded:: 0.1.0
 cache_scope: Final = scope
+"""Another name for [`scope`][ctxlog.scope]: ``with cache_scope():`` opens a unit of
+work, whose memoize cache is what ``@memoize`` uses.
+
+*New in version 0.1.0.*
+"""
 
 
 def annotate(**values: Any) -> None:
-    """Add *values* to the innermost unit of work (see :class:`scope`).
+    """Add *values* to the innermost unit of work (see [`scope`][ctxlog.scope]).
 
     Every line logged for the unit from then on carries them, from whichever
     task or thread logs it, including threads started and context copies made
-    before the call.  A value bound with :func:`bind` under the same key wins
+    before the call.  A value bound with [`bind`][ctxlog.bind] under the same key wins
     inside its block; leaving the unit drops the annotated values; units never
     share them.  Safe to call from many threads at once: nothing is lost.
 
-    :raises ContextError: a key is empty, no unit of work is open (open one
-        with :class:`scope`, or use :func:`bind`), or the unit has ended.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: a key is empty, no unit of work is open (open one
+        with [`scope`][ctxlog.scope], or use [`bind`][ctxlog.bind]), or the unit has ended.
     """
     for key in values:
         check_key(key, "annotate")
@@ -609,7 +641,7 @@ def annotate(**values: Any) -> None:
 
 
 class Isolated(Generator[Y, S, R]):
-    """A generator whose every step runs in one private :class:`Context`."""
+    """A generator whose every step runs in one private `Context`."""
 
     __slots__ = ("_ctx", "_gen")
 
@@ -645,10 +677,10 @@ def isolate(gen: Generator[Y, S, R]) -> Generator[Y, S, R]:
     called: the generator sees what was bound then, not what the consumer binds
     later.
 
+    *New in version 0.1.0.*
+
     :raises ContextError: *gen* is not a generator object (pass ``gen()``, not
         ``gen``).
-
-    .. versionadded:: 0.1.0
     """
     if not isinstance(gen, Generator):
         hint = " (call the generator function: isolate(gen()))" if callable(gen) else ""
@@ -658,7 +690,7 @@ def isolate(gen: Generator[Y, S, R]) -> Generator[Y, S, R]:
 
 
 class AsyncIsolated(AsyncGenerator[Y, S]):
-    """An async generator whose every step runs in one private :class:`Context`."""
+    """An async generator whose every step runs in one private `Context`."""
 
     __slots__ = ("__weakref__", "_agen", "_ctx", "_hooked")
 
@@ -708,7 +740,7 @@ class AsyncIsolated(AsyncGenerator[Y, S]):
 def _finalize_isolated(
     ctx: Context, loop_finalizer: Callable[[Any], object], agen: AsyncGenerator[Any, Any]
 ) -> None:
-    """The inner generator of an abandoned :func:`aisolate` wrapper is being
+    """The inner generator of an abandoned [`aisolate`][ctxlog.aisolate] wrapper is being
     collected: let the event loop close it, in its private context."""
     loop_finalizer(AsyncIsolated(agen, ctx, hooked=True))
 
@@ -750,12 +782,12 @@ class _Yield:
 
 
 def aisolate(agen: AsyncGenerator[Y, S]) -> AsyncGenerator[Y, S]:
-    """Async counterpart of :func:`isolate`: every step of *agen* (``asend``,
+    """Async counterpart of [`isolate`][ctxlog.isolate]: every step of *agen* (``asend``,
     ``athrow``, ``aclose``) runs in one private copy of the current context.
 
-    :raises ContextError: *agen* is not an async generator object.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: *agen* is not an async generator object.
     """
     if not isinstance(agen, AsyncGenerator):
         hint = " (call the generator function: aisolate(agen()))" if callable(agen) else ""

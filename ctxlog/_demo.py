@@ -1,24 +1,26 @@
 """The real demo: a Starlette service under uvicorn on 127.0.0.1, under concurrent load.
 
-Each request to ``/orders/{n}`` goes through :class:`ctxlog.asgi.RequestContextMiddleware`,
+Each request to ``/orders/{n}`` goes through
+[`ctxlog.asgi.RequestContextMiddleware`][ctxlog.asgi.RequestContextMiddleware],
 then fans out: asyncio tasks, a ``@ctxlog.memoize`` lookup shared by those tasks
 (one call per request thanks to the per-request ``cache_scope``), a
 ``ctxlog.ThreadPoolExecutor`` thread writing to SQLite through SQLAlchemy, an
 async SQLAlchemy query (aiosqlite), a background task, sometimes a streamed
 body, and sometimes a call to another endpoint of the service with
-:func:`ctxlog.outgoing_headers`.  Every message names the request it belongs
+[`ctxlog.outgoing_headers`][ctxlog.outgoing_headers].  Every message names the request it belongs
 to (the id is passed along explicitly, not read from the context), and SQL
 parameters hold it too, so a line that carries another request's id shows up.
 
 A few hundred httpx requests run concurrently, some with hostile
 ``X-Request-ID`` headers.  Then every JSON line is checked: by
-:func:`ctxlog._check.check_lines` (no line without an id, none mentioning
+`ctxlog._check.check_lines` (no line without an id, none mentioning
 another request's id) and against what each request must have written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import random
@@ -34,7 +36,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ctxlog
+from ctxlog._check import CheckReport, check_lines
+from ctxlog.asgi import RequestContextMiddleware
+from ctxlog.headers import is_valid_request_id, new_request_id
+from ctxlog.stdlib import json_formatter
+
+
+def _missing(exc: ImportError) -> str:
+    """The package an ImportError is about: its own name, or the name of the import
+    that caused it (SQLAlchemy raises its own ImportError, without a name, for a
+    missing greenlet)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ImportError) and cause.name:
+            return cause.name.partition(".")[0]
+        cause = cause.__cause__ or cause.__context__
+    return str(exc)
+
+
 try:
+    # The async SQLite driver and what SQLAlchemy's asyncio engine runs on: only
+    # SQLAlchemy loads them, late; imported here so that a missing one is named
+    # now, not in a traceback from the middle of the demo.
+    for _needed in ("aiosqlite", "greenlet"):
+        importlib.import_module(_needed)
     import httpx
     import sqlalchemy as sa
     import uvicorn
@@ -45,18 +71,14 @@ try:
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 except ImportError as exc:  # pragma: no cover -- the dev extras install all of it
+    _name = _missing(exc)
     msg = (
-        f"The demo needs {exc.name}, which is not installed: "
+        f"The demo needs {_name}, which is not installed: "
         "pip install 'ctxlog-correlation[demo]' (or run `python -m ctxlog demo --simulated`, "
         "which needs python-json-logger only)."
     )
-    raise ImportError(msg, name=exc.name) from exc
+    raise ImportError(msg, name=_name) from exc
 
-import ctxlog
-from ctxlog._check import CheckReport, check_lines
-from ctxlog.asgi import RequestContextMiddleware
-from ctxlog.headers import is_valid_request_id, new_request_id
-from ctxlog.stdlib import json_formatter
 
 __all__ = ["DemoResult", "main", "run"]
 

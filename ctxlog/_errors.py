@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["ContextError", "check_collection", "check_flag", "check_key"]
+from collections.abc import Mapping
+
+__all__ = ["ContextError", "check_collection", "check_flag", "check_key", "check_no_options"]
 
 
 class ContextError(RuntimeError):
@@ -10,8 +12,12 @@ class ContextError(RuntimeError):
 
     The message says what happened and how to fix it.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
+
+    # Where users import it from: tracebacks say ctxlog.ContextError, and
+    # pickle (a process pool handing the error back) finds it there too.
+    __module__ = "ctxlog"
 
 
 def check_key(key: object, where: str) -> None:
@@ -46,3 +52,29 @@ def check_collection(value: object, option: str, where: str) -> None:
             "not a string."
         )
         raise ContextError(msg)
+
+
+def check_no_options(unknown: Mapping[str, object], where: str, known: tuple[str, ...]) -> None:
+    """Refuse the options *where* does not take (a typo in a ``dictConfig``
+    entry), naming the closest known one: ``dictConfig`` itself only says
+    "Unable to configure filter", with this error as its cause.
+
+    :raises ContextError: *unknown* is not empty.
+    """
+    if not unknown:
+        return
+    import difflib  # noqa: PLC0415 -- only on the way to an error
+
+    given = sorted(unknown)
+    hints = [
+        f"{match[0]!r} for {name!r}"
+        for name in given
+        if (match := difflib.get_close_matches(name, known, n=1))
+    ]
+    names = ", ".join(repr(name) for name in given)
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    msg = (
+        f"{where}() got unknown options: {names}{hint}. Its options are "
+        f'{", ".join(known)}; in a dictConfig entry, every key besides "()" is one of them.'
+    )
+    raise ContextError(msg)

@@ -1,8 +1,8 @@
 """Handing the context over to other threads: ``wrap``, ``Thread``, ``ThreadPoolExecutor``.
 
-Everything here follows one rule, the one :func:`asyncio.to_thread` follows:
+Everything here follows one rule, the one `asyncio.to_thread` follows:
 copy the context in the caller, run the work inside the copy (``ctx.run``) in
-the worker, one fresh copy per hand-over.  A :class:`contextvars.Context` is
+the worker, one fresh copy per hand-over.  A `contextvars.Context` is
 never entered by two threads at once ("cannot enter context") and a worker
 never keeps one task's context for the next.  A copy shares the unit of work
 of the context it was made from: what the work annotates reaches the unit.
@@ -40,10 +40,10 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
     and what one call binds never reaches the next.  ``async def`` functions
     run each step of the awaited body in the copy; generator functions (sync
     and async) run each step of the iteration in the copy (as
-    :func:`ctxlog.isolate` does).  ``functools.wraps`` keeps the name and
+    [`ctxlog.isolate`][ctxlog.isolate] does).  ``functools.wraps`` keeps the name and
     signature.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     if not callable(fn):
         msg = f"wrap() takes a function (or any callable), not {type(fn).__name__}."
@@ -133,20 +133,20 @@ def _run_reporting(thread: threading.Thread, run: Callable[[], object]) -> None:
 
 
 class Thread(threading.Thread):
-    """A :class:`threading.Thread` that runs in a copy of the caller's context.
+    """A `threading.Thread` that runs in a copy of the caller's context.
 
-    The copy is taken when :meth:`start` is called, in the thread that calls
+    The copy is taken when [`start`][ctxlog.Thread.start] is called, in the thread that calls
     it: the Python 3.14 semantics (``sys.flags.thread_inherit_context``), on
     every supported version and whatever that flag says.  ``run()`` overridden
-    in a subclass runs in the copy too, and so does :func:`threading.excepthook`
+    in a subclass runs in the copy too, and so does `threading.excepthook`
     for an exception the thread lets out (a hook that logs writes the
     context).  Pass ``context=`` to run in a given
-    :class:`contextvars.Context` instead (as on 3.14; it must not be entered
+    `contextvars.Context` instead (as on 3.14; it must not be entered
     elsewhere at the same time).
 
-    :raises RuntimeError: :meth:`start` is called twice (as for any thread).
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises RuntimeError: [`start`][ctxlog.Thread.start] is called twice (as for any thread).
     """
 
     def __init__(
@@ -178,9 +178,9 @@ class Thread(threading.Thread):
     def start(self) -> None:
         """Start the thread in a copy of the calling thread's current context.
 
-        :raises RuntimeError: the thread was already started.
+        *New in version 0.1.0.*
 
-        .. versionadded:: 0.1.0
+        :raises RuntimeError: the thread was already started.
         """
         if self._ctxlog_started:
             msg = "threads can only be started once"
@@ -206,9 +206,10 @@ class Thread(threading.Thread):
 
 
 class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
-    """A drop-in :class:`concurrent.futures.ThreadPoolExecutor` that carries context.
+    """A drop-in `concurrent.futures.ThreadPoolExecutor` that carries context.
 
-    :meth:`submit` (and so :meth:`map`) copies the submitter's context and runs
+    [`submit`][ctxlog.ThreadPoolExecutor.submit] (and so `map`) copies the submitter's context and
+    runs
     the call inside that copy in the worker: one fresh copy per submission,
     dropped when the call returns, so a worker never keeps one task's context
     for the next.  Worker threads themselves start in an empty context (the
@@ -216,11 +217,13 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
 
     As the event loop's default executor it makes
     ``loop.run_in_executor(None, fn)`` carry the context, which plain asyncio
-    does not::
+    does not:
 
-        loop.set_default_executor(ctxlog.ThreadPoolExecutor())
+    ```python
+    loop.set_default_executor(ctxlog.ThreadPoolExecutor())
+    ```
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     def submit(
@@ -228,9 +231,9 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
     ) -> concurrent.futures.Future[R]:
         """Schedule ``fn(*args, **kwargs)`` in a copy of the caller's context.
 
-        :raises RuntimeError: the executor is shut down.
+        *New in version 0.1.0.*
 
-        .. versionadded:: 0.1.0
+        :raises RuntimeError: the executor is shut down.
         """
         # A worker thread started during this call must not inherit the caller's
         # context (Python 3.14+ threads can): hand it an empty one.

@@ -1,20 +1,19 @@
 """Per-unit memoization: ``@memoize`` caches inside the innermost unit of work.
 
-A unit of work (:func:`ctxlog.scope`) is typically one request: a web
+A unit of work ([`ctxlog.scope`][ctxlog.scope]) is typically one request: a web
 middleware opens one, and every memoized call made while handling the request
 (in its asyncio tasks, or in threads it hands work to through ctxlog's
 executors, ``wrap`` or ``Thread``) shares one cache that is dropped when the
 unit ends.
 
-The unit owns its cache (:class:`ctxlog._store.Unit`); the cache is also
-reachable through a ContextVar of its own, :data:`MEMO`, which the store sets
+The unit owns its cache (`ctxlog._store.Unit`); the cache is also
+reachable through a ContextVar of its own, `MEMO`, which the store sets
 and resets with the unit, so that a cache hit costs one ``ContextVar.get()``
 and two dict subscripts.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import threading
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from ctxlog._errors import ContextError
 
 if TYPE_CHECKING:
     import asyncio
+    import concurrent.futures
 
 __all__ = ["MEMO", "Scope", "close_scope", "memoize", "new_scope"]
 
@@ -43,6 +43,9 @@ class _Flight:
     __slots__ = ("future", "thread")
 
     def __init__(self) -> None:
+        # Only on a cache miss: concurrent.futures stays off `import ctxlog`.
+        import concurrent.futures  # noqa: PLC0415
+
         self.thread = threading.get_ident()
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -367,14 +370,14 @@ def memoize(
     fn: Callable[P, R] | None = None, /, *, maxsize: int | None = None
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Cache a function's results inside the innermost unit of work
-    (:func:`ctxlog.scope`, also spelled :func:`ctxlog.cache_scope`).
+    ([`ctxlog.scope`][ctxlog.scope], also spelled [`ctxlog.cache_scope`][ctxlog.cache_scope]).
 
     ``@memoize`` or ``@memoize(maxsize=128)`` on a sync or ``async def``
     function or method.  Inside a scope, a call with the same arguments
     returns the cached result; outside any scope the function is called
     through, uncached.  Concurrent callers of one key in one scope share one
     call in progress: threads (that share the scope through
-    :func:`ctxlog.wrap`, :class:`ctxlog.Thread` or ctxlog's executors) wait for
+    [`ctxlog.wrap`][ctxlog.wrap], [`ctxlog.Thread`][ctxlog.Thread] or ctxlog's executors) wait for
     it; asyncio tasks await it, and the call runs as its own task, so a caller
     that is cancelled does not cancel or fail the others (it is cancelled only
     when every caller is).  An exception reaches every caller sharing the call
@@ -382,15 +385,15 @@ def memoize(
     of results one scope keeps for this function (least recently used first
     out); ``None`` keeps all of them until the scope ends.
 
-    Keys are built as :func:`functools.lru_cache` builds them: ``f(1, b=2)``
+    Keys are built as `functools.lru_cache` builds them: ``f(1, b=2)``
     and ``f(b=2, a=1)`` are different keys; arguments must be hashable.
+
+    *New in version 0.1.0.*
 
     :raises TypeError: (when called) an argument is not hashable; the message
         names the function.
     :raises ContextError: (when decorating) *maxsize* is not a positive int or
         ``None``, or *fn* is a generator function.
-
-    .. versionadded:: 0.1.0
     """
     if maxsize is not None and (
         not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1

@@ -1,17 +1,27 @@
 """The engine the request-context middlewares share: options, the request id
 and trace id of one request, and its unit of work.
 
-:mod:`ctxlog.asgi` and :mod:`ctxlog.wsgi` read the headers the way their
-protocol gives them and hand them to one :class:`Policy`; it validates the
+[`ctxlog.asgi`][ctxlog.asgi] and [`ctxlog.wsgi`][ctxlog.wsgi] read the headers the way their
+protocol gives them and hand them to one `Policy`; it validates the
 options once, picks the request id, and opens and closes the request's unit
-of work (:func:`ctxlog.scope`) through the store.
+of work ([`ctxlog.scope`][ctxlog.scope]) through the store.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeAlias
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from contextvars import Context
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 from ctxlog._errors import ContextError, check_collection, check_flag
 from ctxlog._store import UnitEntry, store
@@ -20,22 +30,30 @@ from ctxlog.headers import (
     ALLOWED_CHARS,
     MAX_REQUEST_ID_LENGTH,
     REQUEST_FIELDS,
+    check_baggage_keys,
     check_header_name,
     escape_rejected,
     generate_request_id,
     is_valid_request_id,
     match_request_id,
+    parse_baggage,
     parse_traceparent,
     safe_field,
     transform_request_id,
 )
 
-__all__ = ["Incoming", "Policy"]
+__all__ = ["BODY_ERROR", "ContextAsyncBody", "ContextBody", "InContext", "Incoming", "Policy"]
 
 #: What a middleware binds for one request: (values to bind, the request id,
-#: the incoming trace flags, why a header value was rejected or ``None``).
-#: A plain tuple: it is built on every request.
-Incoming: TypeAlias = tuple[dict[str, Any], str, str, str | None]
+#: the incoming trace flags or ``None`` when no traceparent came, why a header
+#: value was rejected or ``None``).  A plain tuple: it is built on every request.
+Incoming: TypeAlias = tuple[dict[str, Any], str, str | None, str | None]
+
+_T = TypeVar("_T")
+
+#: What a middleware logs, in the request's context, when producing a response
+#: body raises; the error then goes on to the server.
+BODY_ERROR: Final = "Exception while producing the response body"
 
 
 class Policy:
@@ -43,6 +61,7 @@ class Policy:
 
     __slots__ = (
         "_default_limit",
+        "baggage",
         "echo",
         "environ_key",
         "generator",
@@ -74,6 +93,7 @@ class Policy:
         trace_key: str,
         max_length: int,
         update_request_header: bool,
+        baggage: Iterable[str] = (),
         where: str,
     ) -> None:
         check_header_name(header, where)
@@ -136,7 +156,16 @@ class Policy:
         managed = {key, *fields}
         if traceparent:
             managed.add(trace_key)
-        self.managed = frozenset(managed)
+        #: The W3C Baggage keys bound from the ``baggage`` header.
+        self.baggage: frozenset[str] = frozenset(check_baggage_keys(baggage, where))
+        taken = self.baggage & managed
+        if taken:
+            msg = (
+                f"{where}(baggage=...): {sorted(taken)} already hold the request id, the "
+                "trace id or a request field; a baggage entry must not replace them."
+            )
+            raise ContextError(msg)
+        self.managed = frozenset(managed | self.baggage)
 
     def accept(self, raw: str | bytes | None, count: int) -> tuple[str, str | None]:
         """Pick the request id from the header value *raw*, sent *count* times.
@@ -193,7 +222,9 @@ class Policy:
         """Everything to bind for one request (request id, trace id, request fields)."""
         request_id, rejection = self.accept(raw_id, id_count)
         values: dict[str, Any] = {self.key: request_id}
-        flags = "01"
+        # None, not "01": the unit then holds no sampling decision of the caller
+        # (what goes on to the next service is still "01": Store.trace_flags).
+        flags = None
         if self.traceparent and traceparent_count == 1:
             parsed = parse_traceparent(raw_traceparent)
             if parsed is not None:
@@ -210,13 +241,25 @@ class Policy:
                 values["client"] = safe_field(client, ALLOWED_CHARS)
         return values, request_id, flags, rejection
 
-    def from_environ(self, environ: Mapping[str, Any]) -> Incoming:
-        """:meth:`incoming` for a WSGI environ (or Django's ``request.META``)."""
-        raw = environ.get(self.environ_key)
+    def add_baggage(self, incoming: Incoming, raw: str | bytes | list[bytes] | None) -> None:
+        """Add the *baggage* keys found in the ``baggage`` header value(s) *raw*
+        to what `incoming` found (a hostile header adds nothing raw)."""
+        if raw:
+            incoming[0].update(parse_baggage(raw, self.baggage))
+
+    def from_environ(self, environ: Mapping[str, Any], id_key: str | None = None) -> Incoming:
+        """`incoming` for a WSGI environ (or Django's ``request.META``);
+        *id_key*: where the id header is, when not under `environ_key`."""
+        raw = environ.get(self.environ_key if id_key is None else id_key)
+        count = 0
         if raw is not None:
             # Whitespace around a field value is not part of it (RFC 9110, 5.5);
             # not every WSGI server strips it.
             raw = raw.strip(" \t")
+            # Servers join a repeated header with commas, which is what a comma
+            # in a field value means (RFC 9110, 5.3): refused as repeated, as
+            # the ASGI middleware refuses repeats, whatever the validator says.
+            count = raw.count(",") + 1
         traceparent = environ.get("HTTP_TRACEPARENT")
         traceparent_count = 0
         if traceparent is not None:
@@ -229,18 +272,22 @@ class Policy:
             path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
             if "REMOTE_ADDR" in environ:
                 client = f"{environ['REMOTE_ADDR']}:{environ.get('REMOTE_PORT', '')}".rstrip(":")
-        return self.incoming(
+        incoming = self.incoming(
             raw,
-            0 if raw is None else 1,
+            count,
             traceparent,
             traceparent_count,
             method=environ.get("REQUEST_METHOD"),
             path=path,
             client=client,
         )
+        if self.baggage:
+            # Servers join repeated header lines with commas, as baggage allows.
+            self.add_baggage(incoming, environ.get("HTTP_BAGGAGE"))
+        return incoming
 
     def open(self, incoming: Incoming, logger: logging.Logger) -> UnitEntry:
-        """Open the request's unit of work, binding what :meth:`incoming` found,
+        """Open the request's unit of work, binding what `incoming` found,
         and log the one warning about a rejected header.
 
         Every managed key is replaced or removed, never assumed absent: a
@@ -267,4 +314,120 @@ class Policy:
             "traceparent": self.traceparent,
             "update_request_header": self.update_request_header,
             "transformer": self.transformer,
+            "baggage": tuple(sorted(self.baggage)),
         }
+
+
+class ContextBody(Iterator[_T]):
+    """A response body each step of which (``iter``, ``next``) runs in *ctx*,
+    the request's context, whichever thread and context the server iterates
+    it from.  An error raised by a step is logged there, on *logger*
+    (`BODY_ERROR`, with the traceback: the line carries the request's
+    id), then raised on to the server."""
+
+    __slots__ = ("_ctx", "_iter", "_logger", "_source")
+
+    def __init__(self, source: Iterable[_T], ctx: Context, logger: logging.Logger) -> None:
+        self._source = source
+        self._ctx = ctx
+        self._logger = logger
+        self._iter: Iterator[_T] | None = None
+
+    def __iter__(self) -> ContextBody[_T]:
+        return self
+
+    def __next__(self) -> _T:
+        ctx = self._ctx
+        try:
+            it = self._iter
+            if it is None:
+                it = self._iter = ctx.run(iter, self._source)
+            return ctx.run(next, it)
+        except StopIteration:
+            raise
+        except Exception:
+            ctx.run(store.fail)  # a failed request, for what waits on its outcome
+            ctx.run(self._logger.error, BODY_ERROR, exc_info=True)
+            raise
+
+
+class ContextAsyncBody(AsyncIterator[_T]):
+    """`ContextBody` for an async iterable: each step of each
+    ``__anext__`` runs in *ctx* (see `InContext`)."""
+
+    __slots__ = ("_ctx", "_iter", "_logger", "_source")
+
+    def __init__(self, source: AsyncIterable[_T], ctx: Context, logger: logging.Logger) -> None:
+        self._source = source
+        self._ctx = ctx
+        self._logger = logger
+        self._iter: AsyncIterator[_T] | None = None
+
+    def __aiter__(self) -> ContextAsyncBody[_T]:
+        return self
+
+    def __anext__(self) -> InContext[_T]:
+        return InContext(self._ctx, self._next, self._logger)
+
+    def _next(self) -> Awaitable[_T]:
+        it = self._iter
+        if it is None:
+            it = self._iter = aiter(self._source)
+        return it.__anext__()
+
+
+class InContext(Generic[_T]):
+    """An awaitable that runs *make*, and then every step of the awaitable it
+    returns, in *ctx*, as an asyncio task runs its coroutine in its own
+    context: the code behind it sees the request's context whichever task
+    awaits it, and no token it sets is ever reset from another context.
+
+    With a *logger*, an error it raises (other than ``StopAsyncIteration``) is
+    logged there first, in *ctx* (`BODY_ERROR`).
+    """
+
+    __slots__ = ("_ctx", "_logger", "_make")
+
+    def __init__(
+        self,
+        ctx: Context,
+        make: Callable[[], Awaitable[_T]],
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._make = make
+        self._logger = logger
+
+    def __await__(self) -> Generator[Any, Any, _T]:
+        ctx = self._ctx
+        try:
+            steps = ctx.run(_steps, self._make)
+            sent: Any = None
+            error: BaseException | None = None
+            while True:
+                try:
+                    out = (
+                        ctx.run(steps.send, sent) if error is None else ctx.run(steps.throw, error)
+                    )
+                except StopIteration as stop:
+                    result: _T = stop.value
+                    return result
+                error = None
+                try:
+                    sent = yield out
+                except GeneratorExit:
+                    ctx.run(steps.close)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 -- the awaiting task's: passed on, as a task does
+                    sent, error = None, exc
+        except StopAsyncIteration:
+            raise
+        except Exception:
+            ctx.run(store.fail)
+            if self._logger is not None:
+                ctx.run(self._logger.error, BODY_ERROR, exc_info=True)
+            raise
+
+
+def _steps(make: Callable[[], Awaitable[_T]]) -> Generator[Any, Any, _T]:
+    return make().__await__()

@@ -1,6 +1,6 @@
 """``ProcessPoolExecutor``: the submitter's context, pickled, bound in the worker process.
 
-Kept apart from :mod:`ctxlog._handoff` because it imports :mod:`multiprocessing`,
+Kept apart from `ctxlog._handoff` because it imports `multiprocessing`,
 which ``import ctxlog`` should not pay for; ``ctxlog.ProcessPoolExecutor`` loads
 this module on first use.
 """
@@ -32,9 +32,10 @@ def _call_with_payload(
 
 
 class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
-    """A drop-in :class:`concurrent.futures.ProcessPoolExecutor` that carries context.
+    """A drop-in `concurrent.futures.ProcessPoolExecutor` that carries context.
 
-    :meth:`submit` (and so :meth:`map`, per chunk) takes a :func:`snapshot` of
+    [`submit`][ctxlog._process.ProcessPoolExecutor.submit] (and so `map`, per chunk) takes a
+    [`snapshot`][ctxlog.snapshot] of
     the submitter's context and sends its values with the call; the worker
     process runs the call with exactly those values bound, in a fresh context
     that is dropped afterwards.  Works with every start method (``fork``,
@@ -42,16 +43,17 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     forked worker does not inherit the submitter's values either.
 
     Bound values must be picklable.  By default a value that is not makes
-    :meth:`submit` raise :class:`ContextError` naming the key (nothing is lost
+    [`submit`][ctxlog._process.ProcessPoolExecutor.submit] raise
+    [`ContextError`][ctxlog.ContextError] naming the key (nothing is lost
     silently); ``on_unpicklable="str"`` sends ``str(value)`` instead.  A value
     that cannot be unpickled in the worker (a class the worker cannot import)
-    fails that call with a :class:`ContextError`, never the pool.
+    fails that call with a [`ContextError`][ctxlog.ContextError], never the pool.
 
-    All other arguments are those of :class:`concurrent.futures.ProcessPoolExecutor`.
+    All other arguments are those of `concurrent.futures.ProcessPoolExecutor`.
+
+    *New in version 0.1.0.*
 
     :raises ContextError: *on_unpicklable* is not ``"raise"`` or ``"str"``.
-
-    .. versionadded:: 0.1.0
     """
 
     def __init__(
@@ -68,11 +70,11 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     ) -> concurrent.futures.Future[R]:
         """Schedule ``fn(*args, **kwargs)`` in a worker, with the caller's context bound.
 
+        *New in version 0.1.0.*
+
         :raises ContextError: a bound value cannot be pickled (unless
             ``on_unpicklable="str"``).
         :raises RuntimeError: the executor is shut down or broken.
-
-        .. versionadded:: 0.1.0
         """
         payload = dump_payload(dict(store.merged()), self.on_unpicklable)
         # Processes forked during this call copy the calling thread's context:

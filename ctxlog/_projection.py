@@ -1,6 +1,6 @@
 """The projection: from the context to what a log record or event carries.
 
-One object does it for the stdlib :class:`~ctxlog.ContextFilter`, the record
+One object does it for the stdlib [`ContextFilter`][ctxlog.ContextFilter], the record
 factory and the structlog processor: the ``fields`` allow-list, ``defaults``,
 renaming keys that collide with the output's own names, ``nest_under``, and a
 cache keyed on the identity of the store's mapping (and of the unit of work's
@@ -11,12 +11,23 @@ while the context does not change.
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from ctxlog._errors import ContextError, check_collection
 from ctxlog._store import UNIT_KEY, Unit, store
 
-__all__ = ["LINE_FIELDS", "RENAME_PREFIX", "UNCACHED", "ConflictPolicy", "Projection", "free_key"]
+if TYPE_CHECKING:
+    from ctxlog._redact import Redactor
+
+__all__ = [
+    "LINE_FIELDS",
+    "RENAME_PREFIX",
+    "UNCACHED",
+    "Cache",
+    "ConflictPolicy",
+    "Projection",
+    "free_key",
+]
 
 ConflictPolicy = Literal["rename", "drop"]
 
@@ -43,9 +54,13 @@ def free_key(key: str, taken: Container[str]) -> str:
 
 _read: Final = store.read
 
-#: The cache of a projection that has prepared nothing yet: (store mapping, its
-#: unit or None, that unit's values, the prepared attributes).
-UNCACHED: Final[tuple[object, Unit | None, object, dict[str, Any]]] = (object(), None, None, {})
+#: What a projection's cache holds: the store's mapping, its unit or None, that
+#: unit's values, the prepared attributes, the store's providers and their
+#: stamp (``None`` without providers) when they were prepared.
+Cache: TypeAlias = tuple[object, Unit | None, object, dict[str, Any], object, object]
+
+#: The cache of a projection that has prepared nothing yet.
+UNCACHED: Final[Cache] = (object(), None, None, {}, object(), object())
 
 
 class Projection:
@@ -59,6 +74,8 @@ class Projection:
         ``ctx_<key>``) or ``"drop"``.
     :param reserved: names the output owns; *reserved_are* says what they are.
     :param where: the caller's name, for error messages.
+    :param redactor: replaces the secrets in what is added (once per context:
+        the result is cached like the rest).
 
     :raises ContextError: an option is invalid.
     """
@@ -70,6 +87,7 @@ class Projection:
         "fields",
         "nest_under",
         "on_conflict",
+        "redactor",
         "reserved",
     )
 
@@ -83,6 +101,7 @@ class Projection:
         reserved: frozenset[str] = frozenset(),
         reserved_are: str = "names the output owns",
         where: str,
+        redactor: Redactor | None = None,
     ) -> None:
         if on_conflict not in ("rename", "drop"):
             msg = f"{where}(on_conflict={on_conflict!r}): use 'rename' or 'drop'."
@@ -112,11 +131,12 @@ class Projection:
         # The defaults under the names they land as.  A default applies to its
         # key whether or not the key is in *fields*: a format that names it
         # (``%(request_id)s``) must never fail.
+        self.redactor = redactor
         self._defaults = self._renamed(self.defaults)
-        self.cache = UNCACHED
+        self.cache: Cache = UNCACHED
 
     def _renamed(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """*data* with reserved keys renamed (:func:`free_key`) or dropped; a
+        """*data* with reserved keys renamed (`free_key`) or dropped; a
         renamed key never overwrites another key."""
         reserved = self.reserved
         if reserved.isdisjoint(data):
@@ -137,13 +157,19 @@ class Projection:
         out = self._renamed(selected)
         for key, value in self._defaults.items():
             out.setdefault(key, value)
+        if self.redactor is not None:
+            return self.redactor.redact_mapping(out)
         return out
 
     def current(self) -> dict[str, Any]:
-        """:meth:`prepare` of the current context, from the cache while it holds."""
+        """`prepare` of the current context, from the cache while it holds."""
         raw = _read()
+        providers = store.providers
+        # Providers (ctxlog.otel's span ids) are asked for their stamp, not
+        # their values: one call while the span stays the same.
+        stamp = store.stamp() if providers else None
         cache = self.cache
-        if cache[0] is raw and not store.providers:
+        if cache[0] is raw and cache[4] is providers and cache[5] is stamp:
             unit = cache[1]
             if unit is None or unit.values is cache[2]:
                 return cache[3]
@@ -153,12 +179,14 @@ class Projection:
         # the older values.
         values = None if unit is None else unit.values
         out = self.prepare(store.merged(raw))
-        if not store.providers:
-            self.cache = (raw, unit, values, out)
+        self.cache = (raw, unit, values, out, providers, stamp)
         return out
 
     def describe(self) -> str:
-        return (
+        text = (
             f"fields={self.fields!r}, defaults={self.defaults!r}, "
             f"nest_under={self.nest_under!r}, on_conflict={self.on_conflict!r}"
         )
+        if self.redactor is not None:
+            text += f", redact={self.redactor!r}"
+        return text

@@ -1,6 +1,6 @@
 """``QueueHandler``: records that carry the caller's context across a queue.
 
-Kept apart from :mod:`ctxlog._handoff` because :mod:`logging.handlers` is a
+Kept apart from `ctxlog._handoff` because `logging.handlers` is a
 heavy import; ``ctxlog.QueueHandler`` loads this module on first use.
 """
 
@@ -33,24 +33,24 @@ def _pickle_safe(value: Any) -> Any:
 
 
 class QueueHandler(logging.handlers.QueueHandler):
-    """A :class:`logging.handlers.QueueHandler` that carries the context with the record.
+    """A `logging.handlers.QueueHandler` that carries the context with the record.
 
     It captures the context when the record is handled, on the thread that
-    logs (a :class:`ctxlog.ContextFilter` built from *fields*, *defaults*,
+    logs (a [`ctxlog.ContextFilter`][ctxlog.ContextFilter] built from *fields*, *defaults*,
     *nest_under* and *on_conflict* is attached), so the
-    :class:`~logging.handlers.QueueListener`'s handlers, on their own thread,
+    `QueueListener`'s handlers, on their own thread,
     write the right fields.
 
-    When the queue pickles what it carries (a :mod:`multiprocessing` queue;
-    *picklable* ``None`` detects it: anything but :class:`queue.Queue` and
-    :class:`queue.SimpleQueue`), every record attribute that cannot be pickled,
+    When the queue pickles what it carries (a `multiprocessing` queue;
+    *picklable* ``None`` detects it: anything but `queue.Queue` and
+    `queue.SimpleQueue`), every record attribute that cannot be pickled,
     such as a bound lock or connection, is replaced by its ``str()`` before the
     record is queued.  A plain ``QueueHandler`` would hand such a record to the
     queue's feeder thread, which fails to pickle it and drops it.
 
-    :raises ContextError: a filter option is invalid.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: a filter option is invalid.
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class QueueHandler(logging.handlers.QueueHandler):
         """Format the message into the record (as the base class does), then make
         every attribute picklable if the queue pickles.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         prepared = super().prepare(record)
         if self.picklable and isinstance(prepared, logging.LogRecord):

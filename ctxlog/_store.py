@@ -1,13 +1,13 @@
 """The store: the one ContextVar behind every log line, and the verbs that use it.
 
 Everything ctxlog knows about "the current work" lives in one
-:class:`contextvars.ContextVar` holding a ``dict`` that is never mutated once
+`contextvars.ContextVar` holding a ``dict`` that is never mutated once
 it is set (copy-on-write), so reading the whole context is one
 ``ContextVar.get()`` whatever else lives in the process's contexts, and a
 reader can cache work keyed on the dict's identity.
 
 Nothing outside this module touches that variable.  The API, one object
-(:data:`store`) with a handful of verbs, is what the rest of ctxlog (the
+(`store`) with a handful of verbs, is what the rest of ctxlog (the
 public functions, the logging filter, the structlog processor, the
 middlewares, Celery, OpenTelemetry) calls:
 
@@ -22,15 +22,19 @@ middlewares, Celery, OpenTelemetry) calls:
 ``detach(mapping)``       the same, outside any unit; ``reattach()`` undoes it
 ``restore(token)``        undo a ``bind``/``hide``/``replace``
 ``open_unit(...)``        open a unit of work; ``close_unit(entry)`` ends it
+``leave_unit(entry)``     restore what was there, the unit left open (``end``)
 ``unit()``                the innermost open unit of work, or ``None``
 ``annotate(values)``      add request-wide values to the innermost unit
+``fail(unit)``            mark a unit of work as failed (an error, a 5xx)
+``on_end(unit, fn)``      call *fn* once when the unit ends
 ``add_provider(...)``     merge a foreign ContextVar or a computed value
 ``remove_provider(...)``  stop merging it
+``stamp``                 how a reader tells the providers' values are unchanged
 ``set_trace_source(fn)``  where ``outgoing_headers()`` takes trace flags from
 ``save()``/``load(s)``    the process-wide state, for test isolation
 ========================  ====================================================
 
-The unit of work (:class:`Unit`) rides in the mapping under the one key no
+The unit of work (`Unit`) rides in the mapping under the one key no
 caller can bind, the empty string: every bind carries it along at no cost,
 and context copies made earlier (a thread pool's, a thread's) still reach it.
 Its values live in the unit object, not in the mapping, which is what lets a
@@ -60,6 +64,7 @@ __all__ = [
     "Unit",
     "UnitEntry",
     "VarToken",
+    "never_same",
     "store",
 ]
 
@@ -94,45 +99,88 @@ MISSING: Final = _Marker("missing")
 
 class Provider(Protocol):
     """What the store merges besides bound values: a ContextVar, or an object
-    whose ``get()`` computes the value now, or returns :data:`MISSING`."""
+    whose ``get()`` computes the value now, or returns `MISSING`.
+
+    A provider may also have a ``stamp`` attribute: a function returning an
+    object that stays the same (``is``) for as long as ``get()`` would return
+    the same value (``ctxlog.otel``'s: OpenTelemetry's current context, which
+    is never changed once made).  When every provider has one, readers cache
+    on it (see `Store.stamp`) instead of asking each provider per read.
+    """
 
     def get(self) -> Any: ...
+
+
+def never_same() -> object:
+    """The stamp of providers that cannot say their values are unchanged:
+    never the same twice, so nothing is cached on it."""
+    return object()
+
+
+def _stamp_of(providers: tuple[tuple[Provider, str], ...]) -> Callable[[], object]:
+    """The one stamp function all *providers* share, else `never_same`."""
+    found: Callable[[], object] = never_same
+    for source, _ in providers:
+        stamp: Callable[[], object] | None = getattr(source, "stamp", None)
+        if stamp is None or (found is not never_same and stamp is not found):
+            # Several stamps would need a tuple per read, never `is` the last
+            # one: such a set of providers is read uncached.
+            return never_same
+        found = stamp
+    return found
 
 
 class Unit:
     """One unit of work (a request, a task, a job): its request-wide values,
     its memoize cache and the trace flags of its incoming request.
 
-    ``values`` is a dict that is never mutated: :meth:`Store.annotate`
+    ``values`` is a dict that is never mutated: `Store.annotate`
     replaces it under one lock (annotations are rare; a lock per unit would
     cost every request), so readers need no lock and may cache on its
     identity.
     """
 
-    __slots__ = ("__weakref__", "memo", "open", "trace_flags", "values")
+    __slots__ = (
+        "__weakref__",
+        "ending",
+        "failed",
+        "kept",
+        "memo",
+        "open",
+        "trace_flags",
+        "values",
+    )
 
     def __init__(self, values: dict[str, Any], trace_flags: str | None) -> None:
         self.values = values
         self.trace_flags = trace_flags
         self.memo = new_scope()
         self.open = True
+        #: Set by `Store.fail`: the work ended in an error (an exception,
+        #: a 5xx response, a failed task).  Read by what `Store.on_end` calls.
+        self.failed = False
+        #: What `Store.on_end` registered; ``None`` (the common case) when nothing.
+        self.ending: list[Callable[[Unit], None]] | None = None
+        #: What others keep for this unit, by owner (tail sampling's held lines):
+        #: it lives and goes with the unit.  ``None`` when nothing.
+        self.kept: dict[object, Any] | None = None
 
     def __repr__(self) -> str:
         state = "open" if self.open else "closed"
         return f"<ctxlog unit of work ({state}) {self.values!r}>"
 
 
-#: What :meth:`Store.open_unit` returns, for :meth:`Store.close_unit`: the
+#: What `Store.open_unit` returns, for `Store.close_unit`: the
 #: store's token, the memoize cache's token, and the unit (``entry[UNIT]``).
 #: A plain tuple: one is made for every request.
 UnitEntry: TypeAlias = tuple[VarToken[dict[str, Any]], VarToken[Any], Unit]
 
-#: The index of the unit in a :data:`UnitEntry`.
+#: The index of the unit in a `UnitEntry`.
 UNIT: Final = 2
 
 
 class Detached(NamedTuple):
-    """What :meth:`Store.detach` returns, for :meth:`Store.reattach`."""
+    """What `Store.detach` returns, for `Store.reattach`."""
 
     token: VarToken[dict[str, Any]]
     memo_token: VarToken[Any]
@@ -145,18 +193,18 @@ class _State(NamedTuple):
 
 
 class Store:
-    """The verbs over the one ContextVar; :data:`store` is the only instance."""
+    """The verbs over the one ContextVar; `store` is the only instance."""
 
-    __slots__ = ("_lock", "hiding", "providers", "trace_source")
+    __slots__ = ("_lock", "hiding", "providers", "stamp", "trace_source")
 
-    #: The raw mapping: bound values, the unit under :data:`UNIT_KEY`, and
-    #: :data:`HIDDEN` markers.  Never mutate it.  Use :meth:`merged` for the
+    #: The raw mapping: bound values, the unit under `UNIT_KEY`, and
+    #: `HIDDEN` markers.  Never mutate it.  Use `merged` for the
     #: context itself; this is for readers that cache on its identity.
     read = staticmethod(_VAR.get)
 
-    #: Set the raw mapping as it is: the one write under :meth:`bind`, for the
-    #: hot path that writes :meth:`bind` out (``ctxlog.bind``).  The caller
-    #: builds the mapping from :meth:`read`, so the unit of work rides along.
+    #: Set the raw mapping as it is: the one write under [`bind`][ctxlog.bind], for the
+    #: hot path that writes [`bind`][ctxlog.bind] out (``ctxlog.bind``).  The caller
+    #: builds the mapping from `read`, so the unit of work rides along.
     write = staticmethod(_VAR.set)
 
     #: Undo what the ``bind``/``hide``/``replace`` that returned *token* did.
@@ -167,6 +215,12 @@ class Store:
     def __init__(self) -> None:
         #: (provider, name) pairs merged into every read; replaced, never mutated.
         self.providers: tuple[tuple[Provider, str], ...] = ()
+        #: The function whose result is the same object (``is``) for as long
+        #: as every provider's value stays the same, so that a reader may
+        #: cache what it made of the context on (mapping, ``providers``, stamp);
+        #: `never_same` when some provider cannot say (a registered
+        #: ContextVar).  Set before ``providers``: read it after them.
+        self.stamp: Callable[[], object] = never_same
         #: True once a HIDDEN marker was stored: readers then remove markers.
         self.hiding = False
         #: ``trace_id -> flags or None``: set by ``ctxlog.otel``.
@@ -210,7 +264,7 @@ class Store:
         return out
 
     def value(self, key: str, default: Any = None) -> Any:
-        """One key of :meth:`merged`, without building it."""
+        """One key of `merged`, without building it."""
         data = _VAR.get()
         value = data.get(key, MISSING) if key else MISSING
         if value is HIDDEN:
@@ -246,7 +300,7 @@ class Store:
 
     def hide(self, keys: Iterable[str]) -> VarToken[dict[str, Any]]:
         """Bind a mapping in which *keys* are hidden: removed, and shadowed
-        (a :data:`HIDDEN` marker) where a unit or a provider may supply them."""
+        (a `HIDDEN` marker) where a unit or a provider may supply them."""
         old = _VAR.get()
         keys = frozenset(keys)
         new = {k: v for k, v in old.items() if k not in keys}
@@ -267,13 +321,13 @@ class Store:
 
     def detach(self, mapping: Mapping[str, Any]) -> Detached:
         """Make *mapping* the whole context, outside any unit of work (its
-        values and its memoize cache out of reach) until :meth:`reattach`."""
+        values and its memoize cache out of reach) until `reattach`."""
         new = dict(mapping)
         new.pop(UNIT_KEY, None)
         return Detached(_VAR.set(new or EMPTY), MEMO.set(None))
 
     def reattach(self, detached: Detached) -> None:
-        """Undo :meth:`detach`.  Raises what :meth:`restore` raises, before
+        """Undo `detach`.  Raises what `restore` raises, before
         changing anything."""
         _VAR.reset(detached.token)
         MEMO.reset(detached.memo_token)
@@ -310,19 +364,62 @@ class Store:
         """End the unit: restore what was there, drop its values and its cache.
 
         Raises ``ValueError`` (nothing changed) when *entry* belongs to another
-        context, as :meth:`restore` does.
+        context, as `restore` does.
         """
         token, memo_token, unit = entry
         _VAR.reset(token)
         MEMO.reset(memo_token)
-        unit.open = False
-        close_scope(unit.memo)
+        self.end(unit)
+
+    def leave_unit(self, entry: UnitEntry) -> None:
+        """Restore what was there before the unit was opened, and leave the unit
+        open: it lives on in the copies of the context made while it was (the
+        one a streamed response body is produced in), until `end`.
+
+        Raises ``ValueError`` (nothing changed) when *entry* belongs to another
+        context, as `restore` does.
+        """
+        token, memo_token, _ = entry
+        _VAR.reset(token)
+        MEMO.reset(memo_token)
 
     def end(self, unit: Unit) -> None:
         """Drop *unit*'s values and cache without restoring the context (a
-        context that is being thrown away, or that cannot be restored here)."""
-        unit.open = False  # one write: annotate() checks it under its lock
+        context that is being thrown away, or that cannot be restored here),
+        then call what `on_end` registered, once."""
+        with _ANNOTATE:  # annotate() and on_end() check `open` under it
+            was_open = unit.open
+            unit.open = False
+            ending = unit.ending
+            unit.ending = None
         close_scope(unit.memo)
+        if was_open and ending is not None:
+            for fn in ending:
+                _call_ending(fn, unit)
+
+    def fail(self, unit: Unit | None = None) -> None:
+        """Mark *unit* (default: the innermost unit of the current context) as
+        failed; nothing happens outside any unit."""
+        if unit is None:
+            unit = _VAR.get().get(UNIT_KEY)
+            if unit is None:
+                return
+        unit.failed = True
+
+    def on_end(self, unit: Unit, fn: Callable[[Unit], None]) -> bool:
+        """Call *fn(unit)* once when *unit* ends (after its context is restored).
+
+        Returns ``False``, registering nothing, when the unit has ended already.
+        An exception *fn* raises is reported on ``sys.stderr``, never raised.
+        """
+        with _ANNOTATE:
+            if not unit.open:
+                return False
+            if unit.ending is None:
+                unit.ending = [fn]
+            else:
+                unit.ending.append(fn)
+        return True
 
     def annotate(self, values: Mapping[str, Any]) -> Unit | None:
         """Add *values* to the innermost open unit; ``None`` when there is none."""
@@ -352,7 +449,7 @@ class Store:
                     )
                     raise ContextError(msg)
             kept = tuple((s, n) for s, n in self.providers if s is not source)
-            self.providers = (*kept, (source, name))
+            self._set_providers((*kept, (source, name)))
 
     def remove_provider(self, source: Provider, where: str) -> None:
         """Stop merging *source*.
@@ -364,7 +461,13 @@ class Store:
             if len(kept) == len(self.providers):
                 msg = f"{where}(): {source!r} is not registered with ctxlog.register()."
                 raise ContextError(msg)
-            self.providers = kept
+            self._set_providers(kept)
+
+    def _set_providers(self, providers: tuple[tuple[Provider, str], ...]) -> None:
+        # The stamp first: a reader that sees the new providers never pairs
+        # them with the stamp of the old ones.
+        self.stamp = _stamp_of(providers)
+        self.providers = providers
 
     def provider_names(self) -> frozenset[str]:
         """The names the providers' values are merged under."""
@@ -373,7 +476,7 @@ class Store:
     # -- trace flags -------------------------------------------------------
 
     def set_trace_source(self, source: Callable[[str], str | None] | None) -> None:
-        """Where :meth:`trace_flags` looks first (``None``: nowhere)."""
+        """Where `trace_flags` looks first (``None``: nowhere)."""
         self.trace_source = source
 
     def trace_flags(self, trace_id: str) -> str:
@@ -396,12 +499,24 @@ class Store:
         return _State(self.providers, self.hiding, self.trace_source)
 
     def load(self, state: object) -> None:
-        """Restore what :meth:`save` returned."""
+        """Restore what `save` returned."""
         if not isinstance(state, _State):
             msg = f"Store.load() takes what Store.save() returned, not {type(state).__name__}."
             raise TypeError(msg)
         with self._lock:
-            self.providers, self.hiding, self.trace_source = state
+            self._set_providers(state.providers)
+            self.hiding, self.trace_source = state.hiding, state.trace_source
+
+
+def _call_ending(fn: Callable[[Unit], None], unit: Unit) -> None:
+    try:
+        fn(unit)
+    except Exception:  # noqa: BLE001 -- ending a unit never fails the request
+        import sys  # noqa: PLC0415 -- only on this rare path
+        import traceback  # noqa: PLC0415 -- same
+
+        sys.stderr.write(f"ctxlog: {fn!r} failed when a unit of work ended:\n")
+        traceback.print_exc(file=sys.stderr)
 
 
 #: The store.

@@ -1,20 +1,22 @@
 """Turning any bound value into something a log line or a header can hold.
 
-One place for it: the JSON lines of :mod:`ctxlog.stdlib` and of
-:mod:`ctxlog.structlog`, the snapshot's header codec and the queue handler
+One place for it: the JSON lines of [`ctxlog.stdlib`][ctxlog.stdlib] and of
+[`ctxlog.structlog`][ctxlog.structlog], the snapshot's header codec and the queue handler
 all use these, so a value one output can write is written the same way by
 the others, and no value can cost a line.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import math
 import re
+import sys
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ctxlog._redact import Redactor
 
 __all__ = [
     "JSON_SAFE_DEPTH",
@@ -22,12 +24,13 @@ __all__ = [
     "escape_unsafe",
     "json_safe",
     "orjson_dumps_line",
+    "outbound",
     "placeholder",
     "rfc3339",
     "safe_str",
 ]
 
-#: How deep :func:`json_safe` follows containers before writing ``str()`` of the rest.
+#: How deep `json_safe` follows containers before writing ``str()`` of the rest.
 JSON_SAFE_DEPTH: Final = 32
 
 # What a JSON string may hold raw but a line must not: DEL and the C1 controls
@@ -46,7 +49,7 @@ def placeholder(value: object) -> str:
 
 
 def safe_str(value: Any) -> str:
-    """``str(value)``, or :func:`placeholder` when ``__str__`` raises."""
+    """``str(value)``, or `placeholder` when ``__str__`` raises."""
     try:
         return str(value)
     except Exception:  # noqa: BLE001 -- a broken __str__ must not break the line
@@ -66,7 +69,7 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
     depth: int = JSON_SAFE_DEPTH,
     default: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """A copy of *value* made only of what :func:`json.dumps` writes as strict JSON.
+    """A copy of *value* made only of what `json.dumps` writes as strict JSON.
 
     Plain ``str``/``int``/``float``/``bool``/``None``, ``dict`` with string
     keys and ``list``; subclasses are read through the base type's own methods
@@ -74,7 +77,7 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
     and ints too long to print become strings, dates and times their ISO
     form, containers nested deeper than *depth* (or circular) ``str()``, other
     objects what *default* makes of them (then ``str()``).  Anything that
-    raises on the way becomes :func:`placeholder`.
+    raises on the way becomes `placeholder`.
     """
     kind = type(value)
     if kind is str or kind is bool or value is None:
@@ -103,13 +106,29 @@ def json_safe(  # noqa: PLR0911 -- one return per kind of value reads best
                 }
             items = list.__iter__(value) if issubclass(kind, list) else tuple.__iter__(value)
             return [json_safe(item, depth - 1, default) for item in items]
-        if issubclass(kind, datetime.date | datetime.time):
+        # No date or time can exist before the module that defines them is loaded.
+        datetime = sys.modules.get("datetime")
+        if datetime is not None and issubclass(kind, datetime.date | datetime.time):
             return str(value.isoformat())
         if default is not None:
             return json_safe(default(value), depth - 1)
         return safe_str(value)
     except Exception:  # noqa: BLE001 -- whatever a value does, the line is written
         return placeholder(value)
+
+
+def outbound(values: Mapping[str, Any], redactor: Redactor | None = None) -> dict[str, Any]:
+    """*values* (the bound context, a record's own fields) as they leave the
+    process for a telemetry backend: an OpenTelemetry log record's
+    attributes, a Sentry event's context.
+
+    Each value is made `json_safe` (nested mappings and sequences keep their
+    shape; other objects become text, never raising); keys become text.  The
+    one place such values pass through: *redactor*, when given, replaces the
+    secrets in what is left, so every backend gets the same redaction.
+    """
+    safe = {_key(key): json_safe(value) for key, value in values.items()}
+    return safe if redactor is None else redactor.redact_mapping(safe)
 
 
 def escape_unsafe(text: str) -> str:
@@ -126,25 +145,54 @@ def dumps_line(obj: Any, **kwargs: Any) -> str:
     The common case is one plain ``json.dumps``.  When it fails on any value
     (a non-string mapping key, NaN, an int too long to print, deep or circular
     nesting, a value whose methods raise), the line is written from
-    :func:`json_safe` instead of being lost.  Keyword arguments are those of
-    :func:`json.dumps` (``default`` included); ``allow_nan`` is always off.
+    `json_safe` instead of being lost.  Keyword arguments are those of
+    `json.dumps` (``default`` included); ``allow_nan`` is always off.
     """
     kwargs["allow_nan"] = False
+    encode = _encoder(kwargs) if kwargs.keys() <= _CACHED_OPTIONS else None
     try:
-        text = json.dumps(obj, **kwargs)
+        text = encode(obj) if encode is not None else _json().dumps(obj, **kwargs)
     except Exception:  # noqa: BLE001 -- any failure: the safe copy below never fails
         default = kwargs.pop("default", None)
         kwargs.pop("cls", None)
-        text = json.dumps(json_safe(obj, default=default), **kwargs)
+        text = _json().dumps(json_safe(obj, default=default), **kwargs)
     return escape_unsafe(text)
 
 
+#: The options a log line's callers pass (ctxlog's formatter, structlog's
+#: renderer): for these, one encoder per set of values is kept.  ``json.dumps``
+#: with any option builds a new ``JSONEncoder`` per call: a sixth of a line.
+_CACHED_OPTIONS: Final = frozenset({"default", "ensure_ascii", "allow_nan", "sort_keys"})
+_encoders: dict[tuple[Any, ...], Callable[[Any], str]] = {}
+
+
+def _encoder(options: dict[str, Any]) -> Callable[[Any], str] | None:
+    try:
+        key = tuple(sorted(options.items()))
+        encode = _encoders.get(key)
+    except TypeError:  # an unhashable default: no cache
+        return None
+    if encode is None:
+        if len(_encoders) >= 32:  # a few formatters per process; never a leak
+            _encoders.clear()
+        encode = _encoders[key] = _json().JSONEncoder(**options).encode
+    return encode
+
+
+def _json() -> Any:
+    # Loaded with the first line written: json stays off `import ctxlog` for an
+    # application that writes no JSON.
+    import json  # noqa: PLC0415
+
+    return json
+
+
 def orjson_dumps_line(dumps: Callable[..., bytes]) -> Callable[..., str]:
-    """:func:`dumps_line` with *dumps* (``orjson.dumps``) for the common case.
+    """`dumps_line` with *dumps* (``orjson.dumps``) for the common case.
 
     Whatever orjson refuses (ints over 64 bits, non-string keys, deep or
     circular nesting, lone surrogates, a *default* that fails) is written by
-    :func:`dumps_line` instead.
+    `dumps_line` instead.
     """
 
     def line(obj: Any, *, default: Callable[[Any], Any] | None = None, **_: Any) -> str:

@@ -22,16 +22,16 @@ from ctxlog.headers import (
 
 __all__ = ["ASGIApp", "Message", "Receive", "RequestContextMiddleware", "Scope", "Send"]
 
-#: An ASGI connection scope.
 Scope: TypeAlias = MutableMapping[str, Any]
-#: An ASGI event message.
+"""An ASGI connection scope."""
 Message: TypeAlias = MutableMapping[str, Any]
-#: The ASGI ``receive`` callable.
+"""An ASGI event message."""
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
-#: The ASGI ``send`` callable.
+"""The ASGI ``receive`` callable."""
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
-#: An ASGI 3 application.
+"""The ASGI ``send`` callable."""
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""An ASGI 3 application."""
 
 _logger: Final = logging.getLogger("ctxlog.asgi")
 
@@ -52,18 +52,27 @@ class RequestContextMiddleware:
       sent and its value passes *validator*; otherwise it uses a new id from
       *generator* and, when a value was rejected (invalid, empty, too long,
       repeated), logs **one** warning on the ``ctxlog.asgi`` logger with the
-      value escaped and truncated (:func:`ctxlog.headers.escape_rejected`) —
+      value escaped and truncated
+      ([`ctxlog.headers.escape_rejected`][ctxlog.headers.escape_rejected]) —
       the raw value never reaches a log line or a response header;
     * binds it under *key*, plus the trace id of a valid W3C ``traceparent``
       under *trace_key* (when *traceparent* is on) and the *request_fields*
       asked for (``"method"``, ``"path"``, ``"client"``);
-    * opens a unit of work (:func:`ctxlog.scope`) for the request: its
-      memoize cache, and what :func:`ctxlog.annotate` adds;
+    * binds the entries of the W3C ``baggage`` header whose keys *baggage*
+      names, each under its own key (`ctxlog.headers.parse_baggage`: other
+      entries, malformed ones and unsafe values are left out);
+    * opens a unit of work ([`ctxlog.scope`][ctxlog.scope]) for the request: its
+      memoize cache, and what [`ctxlog.annotate`][ctxlog.annotate] adds;
     * echoes the id in the response (and websocket accept) headers, unless
       *echo* is off or the application set that header itself;
-    * with *update_request_header* (the default), hands the application a
-      scope whose *header* holds that same id, once: a view that reads the
-      header sees the id the lines carry, never a rejected or missing value;
+    * with *update_request_header* (the default), gives the scope's
+      ``headers`` a new list in which *header* holds that same id, once: a
+      view that reads the header sees the id the lines carry, never a
+      rejected or missing value.  The scope stays the one the server sent
+      (only its ``headers`` entry is replaced, the server's list is left
+      alone), so what the application writes into it (the router's
+      ``route``, ``endpoint`` and ``path_params``, an authentication
+      middleware's ``user``) reaches the middlewares around this one;
     * keeps all of it bound until the application returns: streamed bodies,
       background tasks and tasks the request starts carry the id.
 
@@ -93,11 +102,11 @@ class RequestContextMiddleware:
     picked (accepted or generated) before it is bound and echoed; like
     *generator*'s, its result must be printable ASCII without spaces.
 
+    *New in version 0.1.0.*
+
     :raises ctxlog.ContextError: an option is invalid (at construction), or
         the *generator* or *transformer* returns something that cannot be
         sent in a header.
-
-    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_policy", "app", "error_response")
@@ -118,6 +127,7 @@ class RequestContextMiddleware:
         max_length: int = MAX_REQUEST_ID_LENGTH,
         error_response: bool = True,
         update_request_header: bool = True,
+        baggage: Iterable[str] = (),
     ) -> None:
         check_flag(error_response, "error_response", "RequestContextMiddleware")
         self.app = app
@@ -134,6 +144,7 @@ class RequestContextMiddleware:
             trace_key=trace_key,
             max_length=max_length,
             update_request_header=update_request_header,
+            baggage=baggage,
             where="RequestContextMiddleware",
         )
 
@@ -171,12 +182,19 @@ class RequestContextMiddleware:
             )
         else:
             incoming = policy.incoming(raw_id, id_count, raw_traceparent, traceparent_count)
+        if policy.baggage:
+            policy.add_baggage(
+                incoming, [v for n, v in scope.get("headers", ()) if n == b"baggage"]
+            )
         pair = (wanted, incoming[1].encode("ascii"))
         if policy.update_request_header and (id_count != 1 or raw_id != pair[1]):
             # The application reads the id the lines carry, never a rejected one.
-            # A new scope: the server's own is left as it sent it.
+            # The one scope, with a new headers list (the server's is left as it
+            # sent it): what the application writes into the scope (the router's
+            # "route", "endpoint" and "path_params", an auth "user") must reach
+            # the middlewares around this one.
             kept = [h for h in scope.get("headers", ()) if h[0] != wanted]
-            scope = {**scope, "headers": [*kept, pair]}
+            scope["headers"] = [*kept, pair]
         echo = policy.echo
         started = False
 
@@ -184,6 +202,8 @@ class RequestContextMiddleware:
             nonlocal started
             if message["type"] in _START_TYPES:
                 started = True
+                if message.get("status", 200) >= 500:
+                    store.fail(unit[UNIT])  # a failed request, for what waits on its outcome
                 if echo:
                     headers = message.get("headers") or ()
                     if not isinstance(headers, list | tuple):
@@ -202,6 +222,9 @@ class RequestContextMiddleware:
                         message = {**message, "headers": [*headers, pair]}
             await send(message)
 
+        # The Starlette application this middleware runs inside, if any: read
+        # now, since one the application holds writes itself into the scope.
+        outside = scope.get("app")
         unit = policy.open(incoming, _logger)
         try:
             await self.app(scope, receive, send_with_id)
@@ -212,12 +235,13 @@ class RequestContextMiddleware:
             # ServerErrorMiddleware, which sits outside added middlewares), and
             # must carry the id.  Servers run each request in a task of its own,
             # whose context ends with it; the next request sets every key anew.
+            store.fail(unit[UNIT])
             store.end(unit[UNIT])
             if (
                 not started
                 and self.error_response
                 and kind == "http"
-                and not _answered_outside(scope)
+                and not _answered_outside(outside)
             ):
                 await _send_error(send, pair if echo else None)
             raise
@@ -230,7 +254,7 @@ class RequestContextMiddleware:
         return f"ctxlog.asgi.RequestContextMiddleware({self.app!r}, {self._policy.describe()!r})"
 
 
-def _answered_outside(scope: Scope) -> bool:
+def _answered_outside(app: object) -> bool:
     """Whether the Starlette application this middleware runs inside answers
     an unhandled error with a response of its own making.
 
@@ -239,10 +263,11 @@ def _answered_outside(scope: Scope) -> bool:
     with the application's ``exception_handlers[500]`` or ``[Exception]``
     handler, or its debug page — but only if no response was started.  A
     ``500`` sent here first would silently replace that response.  Starlette
-    puts itself in ``scope["app"]`` before its stack runs; read without
-    importing Starlette.
+    puts itself in ``scope["app"]`` before its stack runs: *app* is what was
+    there when this middleware was called (an application this middleware
+    wraps writes itself there later, and has run its handler by the time
+    its error gets here); read without importing Starlette.
     """
-    app = scope.get("app")
     if app is None:
         return False
     if getattr(app, "debug", False) is True:

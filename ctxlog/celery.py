@@ -2,12 +2,12 @@
 
 ``ctxlog.celery.install()`` connects three Celery signals:
 
-- ``before_task_publish``: the bound context (what :func:`ctxlog.snapshot`
+- ``before_task_publish``: the bound context (what [`ctxlog.snapshot`][ctxlog.snapshot]
   holds, minus what ctxlog computes itself such as the OpenTelemetry ids)
-  goes into one message header, :data:`CONTEXT_HEADER`, as the JSON that
-  :meth:`ctxlog.Snapshot.to_headers` writes;
+  goes into one message header, [`CONTEXT_HEADER`][ctxlog.celery.CONTEXT_HEADER], as the JSON that
+  [`ctxlog.Snapshot.to_headers`][ctxlog.Snapshot.to_headers] writes;
 - ``task_prerun``: the worker opens a unit of work for the task
-  (:func:`ctxlog.scope`) holding only the header's values plus ``task_id``
+  ([`ctxlog.scope`][ctxlog.scope]) holding only the header's values plus ``task_id``
   and ``task_name``, so nothing from an earlier task on the same process,
   thread or greenlet can show through;
 - ``task_postrun`` (which Celery sends even when the task raised): the
@@ -24,7 +24,6 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,16 +37,21 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
+from ctxlog import _jobs
 from ctxlog._errors import ContextError, check_collection, check_key
-from ctxlog._snapshot import CONTEXT_HEADER as _SNAPSHOT_HEADER
-from ctxlog._snapshot import Snapshot
-from ctxlog._store import UNIT, UnitEntry, store
-from ctxlog.headers import generate_request_id, new_request_id
+from ctxlog._store import store
+from ctxlog.headers import (
+    BAGGAGE_HEADER,
+    baggage_header,
+    check_baggage_keys,
+    new_request_id,
+    parse_baggage,
+)
 
 __all__ = ["CONTEXT_HEADER", "install", "installed", "uninstall"]
 
-#: The message header the context travels in, by default.
-CONTEXT_HEADER: Final = "ctxlog_context"
+CONTEXT_HEADER: Final = _jobs.FIELD
+"""The message header the context travels in, by default."""
 
 _log: Final = logging.getLogger("ctxlog.celery")
 
@@ -66,24 +70,11 @@ _UID_POSTRUN: Final = "ctxlog.celery.task_postrun"
 
 @dataclass(frozen=True)
 class _Options:
-    keys: frozenset[str] | None
     header: str
-    task_id_key: str | None
-    task_name_key: str | None
     parent_task_id_key: str | None
     root_task_id_key: str | None
-    request_id_key: str | None
-    generator: Callable[[], str]
-
-    @property
-    def task_keys(self) -> frozenset[str]:
-        keys = (
-            self.task_id_key,
-            self.task_name_key,
-            self.parent_task_id_key,
-            self.root_task_id_key,
-        )
-        return frozenset(k for k in keys if k is not None)
+    baggage: frozenset[str]
+    job: _jobs.JobOptions
 
 
 _options: _Options | None = None
@@ -92,7 +83,7 @@ _lock = threading.Lock()
 #: Per running task (keyed by its request object, which Celery keeps on its
 #: request stack from before ``task_prerun`` to after ``task_postrun``): the
 #: task's unit of work, and the mapping it replaced.
-_running: dict[int, tuple[UnitEntry, dict[str, Any]]] = {}
+_running: dict[int, _jobs.JobEntry] = {}
 
 
 def install(
@@ -105,6 +96,7 @@ def install(
     root_task_id_key: str | None = "root_task_id",
     request_id_key: str | None = "request_id",
     generator: Callable[[], str] = new_request_id,
+    baggage: Iterable[str] = (),
 ) -> None:
     """Carry the context from task publishers to the tasks, and bind task fields in workers.
 
@@ -115,7 +107,8 @@ def install(
     - *keys*: carry only these keys (default: every bound key).  Applied on
       both sides: a worker binds only these keys from a message.
     - *header*: the message header holding the context (default
-      :data:`CONTEXT_HEADER`, ``"ctxlog_context"``).  Publishers and workers
+      [`CONTEXT_HEADER`][ctxlog.celery.CONTEXT_HEADER], ``"ctxlog_context"``).  Publishers and
+      workers
       must agree on it.
     - *task_id_key* / *task_name_key*: the keys the worker binds the task's
       id and name under, ``None`` to bind neither.
@@ -127,12 +120,18 @@ def install(
       fresh id from *generator* at publish time, so that all the work a beat
       schedule, a script or a worker starts shares one id along its chain;
       ``None`` turns this off.
+    - *baggage*: W3C Baggage keys.  The publisher sends the values bound
+      under them in a ``baggage`` message header (unless one is there
+      already: OpenTelemetry's Celery instrumentation writes its own), and
+      the worker binds those keys from the ``baggage`` header of a message,
+      whoever published it (values from ctxlog's own header win); parsed as
+      `ctxlog.headers.parse_baggage` does, so a hostile header binds nothing raw.
 
-    What is carried: the values bound with :func:`ctxlog.bind` (and friends)
-    and registered ContextVars, as :func:`ctxlog.snapshot` has them, but not
+    What is carried: the values bound with [`ctxlog.bind`][ctxlog.bind] (and friends)
+    and registered ContextVars, as [`ctxlog.snapshot`][ctxlog.snapshot] has them, but not
     the task fields of a task that publishes another one (the new task gets
     its own), nor values ctxlog computes itself (the OpenTelemetry ids of
-    :mod:`ctxlog.otel`: OpenTelemetry's Celery instrumentation carries the
+    [`ctxlog.otel`][ctxlog.otel]: OpenTelemetry's Celery instrumentation carries the
     trace, and the worker's own span is the one to show).  A context that
     cannot travel (over 8 KiB as JSON, a control character in a value) is
     left out with a warning on the ``ctxlog.celery`` logger; the task is
@@ -141,18 +140,18 @@ def install(
 
     Tasks run eagerly (``task.apply()``, ``task_always_eager``) run in the
     caller's context: there the task fields and the header's values are
-    added to it, and removed after.  Calling :func:`install` again replaces
+    added to it, and removed after.  Calling [`install`][ctxlog.celery.install] again replaces
     the options.
 
     Works with Celery's message protocol 2 (the default since Celery 4).
 
+    *New in version 0.1.0.*
+
     :raises ContextError: a key is empty, *header* is not a plain name (a
         letter, then letters, digits, ``_ . -``, at most 64) or is a name
-        Celery uses itself, or *task_id_key* equals *task_name_key*.
-
-    .. versionadded:: 0.1.0
+        Celery uses itself, *task_id_key* equals *task_name_key*, or a
+        *baggage* key is not a W3C token or is one of the task keys.
     """
-    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
     if not isinstance(header, str) or _HEADER_NAME(header) is None:
         msg = (
             f"ctxlog.celery.install(header={header!r}): give a plain name such as "
@@ -194,28 +193,41 @@ def install(
             "returns a new id."
         )
         raise ContextError(msg)
-    with _lock:
-        _options = _Options(
-            allowed,
+    baggage_keys = frozenset(check_baggage_keys(baggage, "ctxlog.celery.install"))
+    clashing = baggage_keys.intersection(k for option, k in given if option != "request_id_key")
+    if clashing:
+        msg = (
+            f"ctxlog.celery.install(baggage=...): {sorted(clashing)} are task keys the "
+            "worker binds itself; a baggage entry must not replace them."
+        )
+        raise ContextError(msg)
+    more = frozenset(k for k in (parent_task_id_key, root_task_id_key) if k is not None)
+    _load_state(
+        _Options(
             header,
-            task_id_key,
-            task_name_key,
             parent_task_id_key,
             root_task_id_key,
-            request_id_key,
-            generator,
+            baggage_keys,
+            _jobs.JobOptions(
+                allowed,
+                task_id_key,
+                task_name_key,
+                request_id_key,
+                generator,
+                more,
+                _jobs.Where(_log, header),
+            ),
         )
-        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
-        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
-        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
+    )
 
 
 def uninstall() -> None:
-    """Disconnect what :func:`install` connected.  Does nothing when not installed.
+    """Disconnect what [`install`][ctxlog.celery.install] connected.  Does nothing when not
+    installed.
 
     A task running at that moment still gets its context restored when it ends.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     global _options  # noqa: PLW0603 -- see install()
     with _lock:
@@ -229,11 +241,30 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
-    """Return whether :func:`install` is in effect.
+    """Return whether [`install`][ctxlog.celery.install] is in effect.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return _options is not None
+
+
+def _save_state() -> _Options | None:
+    """What `install` is in effect with (``None``: not installed), for
+    `_load_state`; ctxlog's pytest plugin saves it around each test."""
+    return _options
+
+
+def _load_state(options: _Options | None) -> None:
+    """Put back what `_save_state` returned: installed with *options*, or not."""
+    global _options  # noqa: PLW0603 -- one installation per process, like Celery's signals
+    if options is None:
+        uninstall()
+        return
+    with _lock:
+        _options = options
+        _signals.before_task_publish.connect(_on_publish, weak=False, dispatch_uid=_UID_PUBLISH)
+        _signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid=_UID_PRERUN)
+        _signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid=_UID_POSTRUN)
 
 
 # --------------------------------------------------------------------------
@@ -241,45 +272,18 @@ def installed() -> bool:
 # --------------------------------------------------------------------------
 
 
-def _outgoing(options: _Options) -> dict[str, Any]:
-    """The values to carry: the merged context without computed values and task fields."""
-    bound = store.read()
-    data: dict[str, Any] = dict(store.merged(bound))
-    for source, name in store.providers:
-        # A provider (not a ContextVar) computes a value for wherever it is read:
-        # the worker computes its own.  A value bound under the same name travels.
-        if not isinstance(source, ContextVar) and name not in bound:
-            data.pop(name, None)
-    for key in options.task_keys:
-        data.pop(key, None)
-    if options.keys is not None:
-        data = {k: v for k, v in data.items() if k in options.keys}
-    return data
-
-
 def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
     """``before_task_publish``: write the context into the message headers."""
     options = _options
     if options is None or headers is None:
         return
-    data = _outgoing(options)
-    key = options.request_id_key
-    if key is not None and data.get(key) is None:
-        # Work no request started: the chain it begins shares one fresh id.
-        try:
-            data[key] = generate_request_id(options.generator)
-        except ContextError as exc:  # Celery would swallow it: say so, publish anyway
-            _log.warning(
-                "Task %s was published without a request id: %s", kwargs.get("sender"), exc
-            )
-    if not data:
-        return
-    try:
-        text = Snapshot(data).to_headers()[_SNAPSHOT_HEADER]
-    except ContextError as exc:
-        _log.warning("The context of task %s was not sent with it: %s", kwargs.get("sender"), exc)
-        return
-    headers[options.header] = text
+    text = _jobs.envelope(kwargs.get("sender"), options=options.job)
+    if options.baggage and BAGGAGE_HEADER not in headers:
+        sent = baggage_header((key, store.value(key)) for key in sorted(options.baggage))
+        if sent is not None:
+            headers[BAGGAGE_HEADER] = sent
+    if text is not None:
+        headers[options.header] = text
 
 
 # --------------------------------------------------------------------------
@@ -290,22 +294,15 @@ def _on_publish(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
 def _incoming(options: _Options, task: Any, task_id: Any) -> dict[str, Any]:
     """What to bind for *task*: the values from its message, then its task fields."""
     request = task.request
-    raw = request.get(options.header)
-    values: dict[str, Any] = {}
-    if raw is not None:
-        try:
-            values = dict(Snapshot.from_headers([(_SNAPSHOT_HEADER, raw)]))
-        except ContextError as exc:
-            why = str(exc).replace(_SNAPSHOT_HEADER, options.header)
-            _log.warning(
-                "Ignored the %s header of task %s[%s]: %s", options.header, task.name, task_id, why
-            )
-        if options.keys is not None:
-            values = {k: v for k, v in values.items() if k in options.keys}
-    if options.task_id_key is not None:
-        values[options.task_id_key] = task_id
-    if options.task_name_key is not None:
-        values[options.task_name_key] = task.name
+    values = _jobs.read_envelope(
+        request.get(options.header),
+        job=f"{task.name}[{task_id}]",
+        options=options.job,
+    )
+    if options.baggage:
+        found = parse_baggage(request.get(BAGGAGE_HEADER), options.baggage)
+        values = {**found, **values}
+    values = _jobs.job_values(values, task_id=task_id, task_name=task.name, options=options.job)
     for key, known in (
         (options.parent_task_id_key, request.get("parent_id")),
         (options.root_task_id_key, request.get("root_id")),
@@ -326,12 +323,10 @@ def _on_prerun(
         return
     request = task.request
     values = _incoming(options, task, task_id)
-    before = store.read()
     # A worker starts from nothing: whatever its thread held (another task's
     # values, had anything gone wrong) must not show through.  An eager task
     # runs inside its caller, whose context it shares.
-    entry = store.open_unit(values, fresh=not request.is_eager)
-    _running[id(request)] = (entry, before)
+    _running[id(request)] = _jobs.begin_values(values, fresh=not request.is_eager)
 
 
 def _on_postrun(
@@ -343,14 +338,6 @@ def _on_postrun(
         return
     entry = _running.pop(id(task.request), None)
     if entry is not None:
-        unit, before = entry
-        try:
-            store.close_unit(unit)
-        except (ValueError, RuntimeError):
-            # Not the context prerun ran in (a pool that moved the task between
-            # contexts): undo our binding only if it is what this context holds.
-            store.end(unit[UNIT])
-            if store.unit() is unit[UNIT]:
-                store.detach(before)
+        _jobs.end_job(entry)
     if _options is None and not _running:
         _signals.task_postrun.disconnect(_on_postrun, dispatch_uid=_UID_POSTRUN)

@@ -2,9 +2,10 @@
 
 A sync or gthread worker writes its access line after the application's
 response is finished, in the worker thread, outside the context the WSGI
-middleware ran the request in: :class:`ctxlog.ContextFilter` finds nothing
+middleware ran the request in: [`ctxlog.ContextFilter`][ctxlog.ContextFilter] finds nothing
 bound there.  The id is still on the response, in the header the middleware
-echoes.  :class:`AccessLogFilter`, on the ``gunicorn.access`` logger, takes it
+echoes.  [`AccessLogFilter`][ctxlog.gunicorn.AccessLogFilter], on the ``gunicorn.access`` logger,
+takes it
 from there and puts it on the record under the context key, where the JSON
 formatter (or ``%(request_id)s``) finds it.
 
@@ -35,13 +36,13 @@ class AccessLogFilter(logging.Filter):
     ``"loggers": {"gunicorn.access": {"filters": ["access_id"], ...}}``), with
     the *header* and *key* the WSGI middleware uses.  A record that already
     has *key* keeps it; a response without the header adds nothing (the
-    handler's :class:`ctxlog.ContextFilter` default then shows).  Values that
+    handler's [`ctxlog.ContextFilter`][ctxlog.ContextFilter] default then shows).  Values that
     could not have been sent by the middleware (not printable ASCII, spaces)
     are ignored.
 
-    :raises ctxlog.ContextError: *header* or *key* is invalid.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ctxlog.ContextError: *header* or *key* is invalid.
     """
 
     def __init__(self, header: str = REQUEST_ID_HEADER, key: str = "request_id") -> None:

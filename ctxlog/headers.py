@@ -1,29 +1,36 @@
 """Request ids and trace context at the edges of the process.
 
 Validation of incoming request ids (a strict allow-list, the length checked
-before any regular expression runs), W3C ``traceparent`` parsing, the headers
-to pass to the next service (:func:`outgoing_headers`) and the escaping used
-when a rejected value is mentioned in a log line.  Standard library only: the
-ASGI and WSGI middlewares (:mod:`ctxlog.asgi`, :mod:`ctxlog.wsgi`) build on it.
+before any regular expression runs), W3C ``traceparent`` and ``baggage``
+parsing, the headers to pass to the next service (`outgoing_headers`) and
+the escaping used when a rejected value is mentioned in a log line.  Standard library only: the
+ASGI and WSGI middlewares ([`ctxlog.asgi`][ctxlog.asgi], [`ctxlog.wsgi`][ctxlog.wsgi]) build on it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import Final, NamedTuple
+from urllib.parse import quote, unquote
 
-from ctxlog._errors import ContextError
+from ctxlog._errors import ContextError, check_collection
 from ctxlog._store import store
 
 __all__ = [
     "ALLOWED_BYTES",
     "ALLOWED_CHARS",
+    "BAGGAGE_HEADER",
+    "MAX_BAGGAGE_BYTES",
+    "MAX_BAGGAGE_ENTRIES",
+    "MAX_BAGGAGE_VALUE_LENGTH",
     "MAX_REQUEST_ID_LENGTH",
     "REQUEST_FIELDS",
     "REQUEST_ID_HEADER",
     "TraceParent",
+    "baggage_header",
+    "check_baggage_keys",
     "check_header_name",
     "escape_rejected",
     "forwardable",
@@ -32,35 +39,38 @@ __all__ = [
     "match_request_id",
     "new_request_id",
     "outgoing_headers",
+    "parse_baggage",
     "parse_traceparent",
     "safe_field",
     "transform_request_id",
 ]
 
-#: The header a request id is read from and echoed in, by default.
 REQUEST_ID_HEADER: Final = "X-Request-ID"
+"""The header a request id is read from and echoed in, by default."""
 
-#: The longest request id the default validator accepts.
 MAX_REQUEST_ID_LENGTH: Final = 128
+"""The longest request id the default validator accepts."""
 
-#: The request fields the middlewares can bind besides the id (off by default):
-#: the HTTP method, the URL path (escaped like a rejected value when it holds a
-#: character outside the request-id alphabet or ``/``) and the client address
-#: as ``host:port`` (escaped likewise when it holds a character outside the
-#: request-id alphabet: a proxy header may have set it).
 REQUEST_FIELDS: Final = frozenset({"method", "path", "client"})
+"""The request fields the middlewares can bind besides the id (off by default):
+the HTTP method, the URL path (escaped like a rejected value when it holds a
+character outside the request-id alphabet or ``/``) and the client address
+as ``host:port`` (escaped likewise when it holds a character outside the
+request-id alphabet: a proxy header may have set it).
+"""
 
-#: The characters of a request id the default validator accepts.
 ALLOWED_CHARS: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
 )
-#: The same characters as bytes: ``value.translate(None, ALLOWED_BYTES)`` is empty
-#: exactly when every byte of *value* is one of them (a C-speed check of raw
-#: header bytes, for the middlewares' default validator).
+"""The characters of a request id the default validator accepts."""
 ALLOWED_BYTES: Final = "".join(sorted(ALLOWED_CHARS)).encode("ascii")
+"""The same characters as bytes: ``value.translate(None, ALLOWED_BYTES)`` is empty
+exactly when every byte of *value* is one of them (a C-speed check of raw
+header bytes, for the middlewares' default validator).
+"""
 # Explicit ASCII ranges: ``\w`` or ``\d`` would let non-ASCII digits and letters in.
-#: Full-matches a string of request-id characters.
 match_request_id: Final = re.compile(r"[A-Za-z0-9._:\-]+").fullmatch
+"""Full-matches a string of request-id characters."""
 
 # A traceparent is 55 characters in version 00; later versions may append
 # fields.  Anything longer than this is refused before the regex sees it.
@@ -96,12 +106,13 @@ def is_valid_request_id(value: object) -> bool:
     """Return whether *value* is acceptable as a request id from a header.
 
     The default validator of the middlewares: a ``str`` of 1 to
-    :data:`MAX_REQUEST_ID_LENGTH` characters, each one of ``A-Z a-z 0-9 . _ : -``
+    [`MAX_REQUEST_ID_LENGTH`][ctxlog.headers.MAX_REQUEST_ID_LENGTH] characters, each one of ``A-Z
+    a-z 0-9 . _ : -``
     (ASCII only; no spaces, tabs, control characters or quotes).  UUIDs, ULIDs,
     and the ids of most proxies and tracing systems pass.  The length is
     checked first, so a megabyte header costs no regex work.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return (
         isinstance(value, str)
@@ -124,7 +135,7 @@ def generate_request_id(generator: Callable[[], str]) -> str:
 def transform_request_id(transformer: Callable[[str], str], request_id: str) -> str:
     """Pass *request_id* through *transformer* and check that the result can be sent on.
 
-    :raises ContextError: as :func:`generate_request_id`.
+    :raises ContextError: as [`generate_request_id`][ctxlog.headers.generate_request_id].
     """
     return _sendable(transformer(request_id), "transformer", transformer)
 
@@ -144,7 +155,7 @@ def new_request_id() -> str:
 
     The default generator of the middlewares.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     # uuid.uuid4().hex without building a UUID object (a third of the cost):
     # the version (4) and variant (RFC 4122) bits set on 16 random bytes.
@@ -158,7 +169,7 @@ class TraceParent(NamedTuple):
     """A parsed W3C ``traceparent`` header (`Trace Context
     <https://www.w3.org/TR/trace-context/>`_): all fields lowercase hex.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     version: str
@@ -183,7 +194,7 @@ def parse_traceparent(value: str | bytes | None) -> TraceParent | None:
     ``-``-separated fields (ignored), all-zero trace or parent ids refused.
     Values longer than 512 characters are refused before any parsing.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     if value is None or len(value) > _TRACEPARENT_CAP:
         return None
@@ -198,6 +209,161 @@ def parse_traceparent(value: str | bytes | None) -> TraceParent | None:
     if trace_id == _ZERO_TRACE or parent_id == _ZERO_SPAN:
         return None
     return TraceParent(version, trace_id, parent_id, flags)
+
+
+BAGGAGE_HEADER: Final = "baggage"
+"""The W3C Baggage header (lowercase: ASGI and HTTP/2 give header names so)."""
+MAX_BAGGAGE_ENTRIES: Final = 180
+"""The most list members of a ``baggage`` header read or written (W3C Baggage:
+at least 64 must be propagated; OpenTelemetry reads up to 180).
+"""
+MAX_BAGGAGE_BYTES: Final = 8192
+"""The most bytes of ``baggage`` read or written, all header lines together."""
+MAX_BAGGAGE_VALUE_LENGTH: Final = 1024
+"""The longest baggage value bound, after percent-decoding, in characters."""
+
+# A key is an RFC 9110 token; a value is made of baggage-octets (printable
+# ASCII but space, DQUOTE, comma, semicolon and backslash), percent-encoded
+# beyond that.  OWS around "=" and the members is allowed.
+_BAGGAGE_KEY: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_BAGGAGE_MEMBER: Final = re.compile(
+    r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*"
+    r"([\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*)[ \t]*"
+).fullmatch
+# A "%" that does not start an escape: unquote() would keep it as it is.
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})").search
+# What quote() leaves alone in a value: the baggage-octets but "%".
+_BAGGAGE_SAFE: Final = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in '"%,;\\')
+
+
+def check_baggage_keys(keys: object, where: str) -> tuple[str, ...]:
+    """The baggage keys of an option, checked: a collection of W3C tokens.
+
+    *New in version 0.1.0.*
+
+    :raises ContextError: *keys* is a string, or holds something that is not a
+        non-empty token (``A-Z a-z 0-9`` and ``!#$%&'*+-.^_`|~``).
+    """
+    check_collection(keys, "baggage", where)
+    if not isinstance(keys, Iterable):
+        msg = f"{where}(baggage={keys!r}): give a collection of baggage keys, e.g. ('tenant',)."
+        raise ContextError(msg)
+    out = tuple(keys)
+    for key in out:
+        if not isinstance(key, str) or _BAGGAGE_KEY(key) is None:
+            msg = (
+                f"{where}(baggage=...): {key!r} is not a baggage key (a non-empty token of "
+                "A-Z a-z 0-9 and !#$%&'*+-.^_`|~)."
+            )
+            raise ContextError(msg)
+    return out
+
+
+def parse_baggage(
+    value: str | bytes | Iterable[str | bytes] | None, keys: Collection[str] | None = None
+) -> dict[str, str]:
+    """Parse W3C ``baggage`` header values into ``{key: value}``; never raises.
+
+    *value* is one header value or the values of several ``baggage`` lines
+    (read in order, as if joined by commas).  Per the
+    [W3C Baggage](https://www.w3.org/TR/baggage/) format: comma-separated
+    ``key=value`` members, optional whitespace around them, values
+    percent-decoded as UTF-8, properties after ``;`` parsed past and not kept;
+    a key sent twice keeps its last value.  With *keys*, only those keys are
+    returned.
+
+    Bounded work and a safety floor, whatever is sent: at most
+    `MAX_BAGGAGE_ENTRIES` members and `MAX_BAGGAGE_BYTES` bytes are read (a
+    member that crosses the limit, and all after it, are dropped); a member
+    that is not well formed, whose value is not valid percent-encoded UTF-8,
+    holds a control or line-breaking character once decoded, or is longer
+    than `MAX_BAGGAGE_VALUE_LENGTH`, is dropped: nothing raw reaches a line.
+
+    *New in version 0.1.0.*
+    """
+    out: dict[str, str] = {}
+    if value is None:
+        return out
+    parts = [value] if isinstance(value, str | bytes) else value
+    budget = MAX_BAGGAGE_BYTES
+    entries = MAX_BAGGAGE_ENTRIES
+    try:
+        for part in parts:
+            if not isinstance(part, str | bytes):
+                continue
+            # One more byte than the budget: a member cut there is seen as too long.
+            head = part[: budget + 1]
+            text = head.decode("latin-1") if isinstance(head, bytes) else head
+            for member in text.split(","):
+                if entries <= 0 or budget <= 0:
+                    return out
+                size = len(member) + 1
+                budget -= size
+                if budget < -1:
+                    return out
+                entries -= 1
+                _baggage_member(member, keys, out)
+            if budget <= 0 or entries <= 0:
+                break
+            budget -= 1  # the comma that joins header lines
+    except Exception:  # noqa: BLE001 -- a hostile header must never fail a request
+        return out
+    return out
+
+
+def _baggage_member(member: str, keys: Collection[str] | None, out: dict[str, str]) -> None:
+    pair = member.split(";", 1)[0]
+    if not pair.strip(" \t"):
+        return  # an empty member (",,"): skipped, as OWS-only members are
+    match = _BAGGAGE_MEMBER(pair)
+    if match is None:
+        return
+    key, raw = match.groups()
+    if keys is not None and key not in keys:
+        return
+    if "%" in raw:
+        if _BAD_ESCAPE(raw) is not None:
+            return
+        try:
+            decoded = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            return
+    else:
+        decoded = raw
+    if len(decoded) <= MAX_BAGGAGE_VALUE_LENGTH and decoded.isprintable():
+        out[key] = decoded
+
+
+def baggage_header(values: Iterable[tuple[str, object]]) -> str | None:
+    """A ``baggage`` header value for *values* (``(key, value)`` pairs), or
+    ``None`` when there is nothing to send.
+
+    Keys that are not tokens and values that are not ``str``, ``int`` or
+    ``float`` (``bool`` included) are left out; values are percent-encoded;
+    members past `MAX_BAGGAGE_ENTRIES` or `MAX_BAGGAGE_BYTES` are left out
+    whole.
+
+    *New in version 0.1.0.*
+    """
+    members: list[str] = []
+    size = -1
+    for key, value in values:
+        if not isinstance(key, str) or _BAGGAGE_KEY(key) is None:
+            continue
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, int | float):
+            text = str(value)
+        else:
+            continue
+        if len(text) > MAX_BAGGAGE_VALUE_LENGTH or not text.isprintable():
+            continue
+        member = f"{key}={quote(text, safe=_BAGGAGE_SAFE)}"
+        if len(members) >= MAX_BAGGAGE_ENTRIES or size + 1 + len(member) > MAX_BAGGAGE_BYTES:
+            break
+        members.append(member)
+        size += 1 + len(member)
+    return ",".join(members) or None
 
 
 def forwardable(value: object) -> bool:
@@ -217,6 +383,7 @@ def outgoing_headers(
     key: str = "request_id",
     trace_key: str = "trace_id",
     span_key: str = "span_id",
+    baggage: Iterable[str] = (),
 ) -> dict[str, str]:
     """Return the headers that carry the current request id and trace to the next service.
 
@@ -230,12 +397,17 @@ def outgoing_headers(
       Its parent id is the span id bound under *span_key* when there is a valid
       one, else a new random one for this hop; its flags are those of the
       incoming request (``01``, sampled, when there was none), or those of the
-      active OpenTelemetry span when :func:`ctxlog.otel.install` is in effect
-      and the trace is that span's.
+      active OpenTelemetry span when [`ctxlog.otel.install`][ctxlog.otel.install] is in effect
+      and the trace is that span's;
+    * ``baggage`` (W3C Baggage), when *baggage* names keys: the values bound
+      under those keys (``str``, ``int``, ``float``; others are left out),
+      percent-encoded, within the W3C limits.
 
     Pass the result to your HTTP client: ``httpx.get(url, headers=outgoing_headers())``.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
+
+    :raises ContextError: *baggage* holds a key that is not a W3C token.
     """
     out: dict[str, str] = {}
     get = store.value
@@ -252,6 +424,11 @@ def outgoing_headers(
             if not isinstance(span_id, str) or _HEX16(span_id) is None or span_id == _ZERO_SPAN:
                 span_id = _new_span_id()
             out["traceparent"] = f"00-{trace_id}-{span_id}-{store.trace_flags(trace_id)}"
+    if baggage:
+        keys = check_baggage_keys(baggage, "outgoing_headers")
+        sent = baggage_header((key, get(key)) for key in keys)
+        if sent is not None:
+            out[BAGGAGE_HEADER] = sent
     return out
 
 
@@ -283,7 +460,7 @@ def escape_rejected(value: str | bytes, limit: int = _ESCAPE_LIMIT) -> str:
     (when longer than the cap) cannot appear in it.  ``bytes`` are read as
     Latin-1, as HTTP header bytes are.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     size = len(value)
     head = value[:limit]

@@ -4,16 +4,17 @@ No conftest is needed.  It gives every test:
 
 * **isolation**: each test starts with an empty context, outside any unit of
   work; whatever it leaves bound, set, annotated, registered or installed
-  (the record factory, ``ctxlog.celery`` and ``ctxlog.otel`` hooks) is undone
-  after it;
+  (the record factory, the ``ctxlog.celery``, ``ctxlog.otel`` and
+  ``ctxlog.structlog`` hooks) is undone after it, and a hook it uninstalled
+  is installed again as it was;
 * **a leak check**: ``--ctxlog-leaks={ignore,warn,fail}`` (or the ini option
   ``ctxlog_leaks``).  ``warn``, the default, lists the leaking tests at the
   end of the run and changes no outcome; ``fail`` fails a leaking test in its
   teardown, naming what leaked; ``ignore`` says nothing.  The marker
   ``@pytest.mark.ctxlog_leaks("ignore")`` sets it for one test or module;
 * **caplog with the context**: ``caplog.records`` carry the context as
-  attributes, as :class:`ctxlog.ContextFilter` adds it;
-* the fixture **ctxlog_capture**: the list :func:`ctxlog.testing.capture`
+  attributes, as [`ctxlog.ContextFilter`][ctxlog.ContextFilter] adds it;
+* the fixture **ctxlog_capture**: the list [`ctxlog.testing.capture`][ctxlog.testing.capture]
   fills for the running test.
 
 Disable it with ``-p no:ctxlog``.
@@ -107,7 +108,8 @@ def _ctxlog_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def ctxlog_capture() -> Iterator[list[dict[str, Any]]]:
-    """Every record logged during the test, as :func:`ctxlog.testing.capture` gives it."""
+    """Every record logged during the test, as [`ctxlog.testing.capture`][ctxlog.testing.capture]
+    gives it."""
     with capture() as lines:
         yield lines
 
@@ -144,7 +146,7 @@ def _with_context_on_caplog() -> None:
     plugin's) keep records that carry the context.
 
     Each keeps a copy of the record with the context added, as
-    :class:`ctxlog.ContextFilter` adds it: a filter would add it to the
+    [`ctxlog.ContextFilter`][ctxlog.ContextFilter] adds it: a filter would add it to the
     record itself, which the test's own handlers also see.
     """
     for handler in logging.getLogger().handlers:

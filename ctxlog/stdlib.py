@@ -1,4 +1,4 @@
-"""stdlib :mod:`logging` integration: the filter, the record factory, ``configure()``.
+"""stdlib `logging` integration: the filter, the record factory, ``configure()``.
 
 Everything here reads the store with one ``ContextVar.get()`` per record and
 caches the prepared attributes per distinct context mapping, so the cost of a
@@ -11,12 +11,15 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal, NoReturn
 
-from ctxlog._errors import ContextError, check_flag
+from ctxlog._errors import ContextError, check_flag, check_no_options
 from ctxlog._projection import LINE_FIELDS, UNCACHED, ConflictPolicy, Projection, free_key
 from ctxlog._store import store
 from ctxlog._values import dumps_line, orjson_dumps_line, rfc3339
+
+if TYPE_CHECKING:
+    from ctxlog._redact import Redactor
 
 __all__ = [
     "RESERVED_ATTRS",
@@ -28,12 +31,22 @@ __all__ = [
     "uninstall_record_factory",
 ]
 
-#: Attributes a :class:`logging.LogRecord` has (or that formatters add) which a
-#: context key must never overwrite.  ``taskName`` is listed on every Python
-#: version so a config behaves the same on 3.10 and 3.12+.
 RESERVED_ATTRS: Final[frozenset[str]] = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None))
 ) | {"message", "asctime", "taskName", "exc_info", "exc_text", "stack_info"}
+"""Attributes a `logging.LogRecord` has (or that formatters add) which a
+context key must never overwrite.  ``taskName`` is listed on every Python
+version so a config behaves the same on 3.10 and 3.12+.
+"""
+
+NOT_EXTRA: Final[frozenset[str]] = RESERVED_ATTRS | {"color_message"}
+"""What a JSON line never writes as an ``extra=`` value: the record's own
+attributes, and uvicorn's ``color_message`` (its message again, with ANSI
+colour codes for a terminal).
+"""
+
+#: The options of ContextFilter (the keys of its dictConfig entry).
+_FILTER_OPTIONS: Final = ("fields", "defaults", "nest_under", "on_conflict", "redact")
 
 #: How many attributes ``LogRecord()`` sets on this Python version (see ContextFilter.filter).
 _PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
@@ -42,15 +55,17 @@ _PLAIN_RECORD_LEN: Final = len(vars(logging.LogRecord("", 0, "", 0, "", (), None
 _read_store: Final = store.read
 
 
-def _record_projection(
+def _record_projection(  # noqa: PLR0917 -- the filter's and the factory's options, in order
     where: str,
     fields: Iterable[str] | None,
     defaults: Mapping[str, Any] | None,
     nest_under: str | None,
     on_conflict: ConflictPolicy,
+    redactor: Redactor | None = None,
 ) -> Projection:
     """The projection of the context onto a LogRecord's attributes."""
     return Projection(
+        redactor=redactor,
         fields=fields,
         defaults=defaults,
         nest_under=nest_under,
@@ -66,9 +81,13 @@ class ContextFilter(logging.Filter):
 
     Attach it to **handlers** (a filter on a logger does not see records
     propagated from child loggers), or to a ``QueueHandler`` so the context is
-    captured on the thread that logs.  From ``dictConfig``::
+    captured on the thread that logs.  From ``dictConfig``:
 
-        "filters": {"ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}}
+    ```python
+    "filters": {"ctx": {"()": "ctxlog.ContextFilter", "defaults": {"request_id": "-"}}}
+    ```
+
+    *New in version 0.1.0.*
 
     :param fields: only these keys are added (an allow-list); default: all.
     :param defaults: values for keys that are not bound, so that a format such
@@ -76,16 +95,19 @@ class ContextFilter(logging.Filter):
     :param nest_under: add one attribute of this name holding a ``dict`` of the
         context, instead of one attribute per key.
     :param on_conflict: what to do with a key that collides with a standard
-        :class:`~logging.LogRecord` attribute (``name``, ``msg``, ``levelname``,
+        `LogRecord` attribute (``name``, ``msg``, ``levelname``,
         ``taskName``, ...): ``"rename"`` stores it as ``ctx_<key>``, ``"drop"``
         leaves it out.
+    :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` for the
+        defaults: secrets in the context and in ``extra=`` values are replaced,
+        and with patterns, in the message too (the JSON formatter's
+        ``redact=`` also covers the exception text).
 
     A key passed with ``extra=`` in the log call wins over the bound context.
     The filter never drops a record and never raises into the log call.
 
-    :raises ContextError: an option is invalid (at construction).
-
-    .. versionadded:: 0.1.0
+    :raises ContextError: an option is invalid, or unknown (a typo in a
+        ``dictConfig`` entry), at construction.
     """
 
     def __init__(
@@ -95,17 +117,27 @@ class ContextFilter(logging.Filter):
         defaults: Mapping[str, Any] | None = None,
         nest_under: str | None = None,
         on_conflict: ConflictPolicy = "rename",
+        redact: Redactor | bool | None = None,
+        **unknown: NoReturn,  # a typo in a dictConfig entry: refused by name below
     ) -> None:
         super().__init__()
-        projection = _record_projection("ContextFilter", fields, defaults, nest_under, on_conflict)
+        check_no_options(unknown, "ContextFilter", _FILTER_OPTIONS)
+        redactor = _redactor(redact, "ContextFilter")
+        projection = _record_projection(
+            "ContextFilter", fields, defaults, nest_under, on_conflict, redactor
+        )
         self._projection = projection
+        self.redact = redactor
         self.fields = projection.fields
         self.defaults = projection.defaults
         self.nest_under = projection.nest_under
         self.on_conflict: ConflictPolicy = projection.on_conflict
         # What filter()'s common path reads its cache from: the projection when
-        # the attributes land flat, else one whose cache never matches.
-        self._flat: Projection | _NeverCached = projection if nest_under is None else _NeverCached()
+        # the attributes land flat, else one whose cache never matches.  A
+        # redactor with patterns rewrites every message: no common path then
+        # (a check for it there would cost every other filter 6 % a record).
+        flat = nest_under is None and not (redactor is not None and redactor.patterns)
+        self._flat: Projection | _NeverCached = projection if flat else _NeverCached()
 
     def prepare(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Return the attributes this filter adds for the context *data*.
@@ -113,25 +145,25 @@ class ContextFilter(logging.Filter):
         Applies ``fields``, ``defaults`` and ``on_conflict``; the result is what
         lands on the record (flat) or under ``nest_under``.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         return self._projection.prepare(data)
 
     def attributes(self) -> dict[str, Any]:
         """The attributes this filter would add to a record logged right now.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         return self._projection.current()
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Add the context to *record*; always returns ``True``.
 
-        .. versionadded:: 0.1.0
+        *New in version 0.1.0.*
         """
         try:
             attrs = record.__dict__
-            raw, unit, values, prepared = self._flat.cache
+            raw, unit, values, prepared, providers, stamp = self._flat.cache
             # The common path, for every record, is Projection.current()'s cache
             # check written out: the record holds just the attributes LogRecord()
             # sets, none of which can be a context attribute (those are never
@@ -139,14 +171,19 @@ class ContextFilter(logging.Filter):
             # it longer: the key check below.  Written out, it costs 6-9 %
             # less per record than the call (benchmarks/bench_core.py, "through
             # Projection.current()" against "ctxlog.ContextFilter").
+            # With providers (ctxlog.otel), their stamp stands for their values:
+            # one call, the same object while the span stays the same.
             if (
                 raw is _read_store()
                 and len(attrs) == _PLAIN_RECORD_LEN
-                and not store.providers
+                and providers is store.providers
                 and (unit is None or unit.values is values)
+                and (not providers or stamp is store.stamp())
             ):
                 attrs.update(prepared)
                 return True
+            if self.redact is not None:
+                _redact_record(self.redact, record)
             out = self._projection.current()
             # Membership through keys(): the record factory's __dict__ answers
             # False to `in` for what it added (so extra= may overwrite it), but
@@ -170,6 +207,36 @@ class ContextFilter(logging.Filter):
 
     def __repr__(self) -> str:
         return f"ctxlog.ContextFilter({self._projection.describe()})"
+
+
+def _redactor(redact: Redactor | bool | None, where: str) -> Redactor | None:
+    if redact is None or redact is False:
+        return None  # the common case: the redaction module is not even loaded
+    from ctxlog._redact import resolve_redactor  # noqa: PLC0415 -- loaded when used
+
+    return resolve_redactor(redact, where)
+
+
+def _redact_message(redactor: Redactor, record: logging.LogRecord) -> None:
+    """The message, formatted now, with the patterns applied."""
+    message = record.getMessage()
+    redacted = redactor.text(message)
+    if redacted is not message and redacted != message:
+        record.msg = redacted
+        record.args = None
+
+
+def _redact_record(redactor: Redactor, record: logging.LogRecord) -> None:
+    """Secrets in ``extra=`` values (what the record holds beyond LogRecord's
+    own attributes), then in the message."""
+    attrs = record.__dict__
+    for key in [k for k in attrs if k not in RESERVED_ATTRS]:
+        value = attrs[key]
+        new = redactor.replacement if redactor.sensitive(key) else redactor.redact(value)
+        if new is not value:
+            attrs[key] = new
+    if redactor.patterns:
+        _redact_message(redactor, record)
 
 
 class _NeverCached:
@@ -250,18 +317,18 @@ def install_record_factory(
     nest_under: str | None = None,
     on_conflict: ConflictPolicy = "rename",
 ) -> None:
-    """Add the context to every :class:`~logging.LogRecord` when it is created.
+    """Add the context to every `LogRecord` when it is created.
 
-    The alternative to :class:`ContextFilter` when records reach handlers on
+    The alternative to [`ContextFilter`][ctxlog.stdlib.ContextFilter] when records reach handlers on
     another thread (a ``QueueHandler``/``QueueListener``) or when no handler
     should need a filter: the context is captured on the thread that logs.
     Chains the factory installed before; calling it again only updates the
     options (it never wraps twice).  A key passed with ``extra=`` still wins
     and never raises ``KeyError: Attempt to overwrite``.
 
-    Options are those of :class:`ContextFilter`.
+    Options are those of [`ContextFilter`][ctxlog.stdlib.ContextFilter].
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     projection = _record_projection(
         "install_record_factory", fields, defaults, nest_under, on_conflict
@@ -275,14 +342,15 @@ def install_record_factory(
 
 
 def uninstall_record_factory() -> None:
-    """Restore the record factory that :func:`install_record_factory` wrapped.
+    """Restore the record factory that
+    [`install_record_factory`][ctxlog.stdlib.install_record_factory] wrapped.
 
     Does nothing when ctxlog's factory is not installed.
 
+    *New in version 0.1.0.*
+
     :raises ContextError: another factory was installed on top of ctxlog's
         (uninstall that one first, or the chain would break).
-
-    .. versionadded:: 0.1.0
     """
     with _factory_lock:
         factory = logging.getLogRecordFactory()
@@ -332,6 +400,9 @@ def _json_formatter_class() -> type[Any]:
         in), then hands it to the serializer.
         """
 
+        #: Set by ``json_formatter(redact=...)``: applied to the whole line.
+        redactor: Redactor | None = None
+
         def format(self, record: logging.LogRecord) -> str:
             msg = record.msg
             record.message = "" if isinstance(msg, dict) else record.getMessage()
@@ -342,7 +413,7 @@ def _json_formatter_class() -> type[Any]:
                 "message": record.message,
             }
             for key, value in record.__dict__.items():
-                if key not in RESERVED_ATTRS:
+                if key not in NOT_EXTRA:
                     data[free_key(key, data) if key in _LINE_FIELDS else key] = value
             if isinstance(msg, dict):
                 # A dict logged as the message: its keys win, as extra= does.
@@ -354,6 +425,9 @@ def _json_formatter_class() -> type[Any]:
                 data["exception"] = record.exc_text
             if record.stack_info:
                 data["stack"] = self.formatStack(record.stack_info)
+            redactor = self.redactor
+            if redactor is not None:
+                data = redactor.redact_mapping(data)
             text: str = self.json_serializer(data, default=self.json_default, ensure_ascii=False)
             return text
 
@@ -387,7 +461,12 @@ def _serializer(kind: Serializer) -> Callable[..., str]:
     return orjson_dumps_line(orjson.dumps)
 
 
-def json_formatter(serializer: Serializer = "auto") -> logging.Formatter:
+def json_formatter(
+    serializer: Serializer = "auto",
+    *,
+    redact: Redactor | bool | None = None,
+    **unknown: NoReturn,  # a typo in a dictConfig entry: refused by name below
+) -> logging.Formatter:
     """Return the JSON-lines formatter ``configure()`` uses (python-json-logger's
     ``JsonFormatter``, set up for ctxlog).
 
@@ -406,18 +485,30 @@ def json_formatter(serializer: Serializer = "auto") -> logging.Formatter:
     *serializer*: ``"orjson"`` writes with orjson (``pip install
     'ctxlog-correlation[orjson]'``; a third less per line), ``"json"`` with the standard
     library, ``"auto"`` (the default) with orjson when it is installed.  The
-    line is the same either way (NaN and infinities are ``null``).
+    values are the same either way (NaN and infinities are ``null``); the
+    spacing is not: orjson writes compact lines.
+
+    *redact*: a [`Redactor`][ctxlog.Redactor], or ``True`` for the defaults:
+    applied to the whole line (the context, ``extra=`` values, and with
+    patterns the message and the exception text).
+
+    *New in version 0.1.0.*
 
     :raises ImportError: python-json-logger (or orjson, when asked for) is not
         installed; the message names the extra to install.
-    :raises ContextError: *serializer* is not one of the three.
-
-    .. versionadded:: 0.1.0
+    :raises ContextError: *serializer* is not one of the three, *redact* is
+        neither a ``Redactor`` nor a bool, or another option is given (a typo in
+        a ``dictConfig`` entry).
     """
+    check_no_options(unknown, "json_formatter", ("serializer", "redact"))
+    redactor = _redactor(redact, "json_formatter")
     dumps = _serializer(serializer)
     formatter: logging.Formatter = _json_formatter_class()(
         "%(message)s", json_ensure_ascii=False, json_serializer=dumps
     )
+    if redactor is not None:
+        # The class (made at run time: its base is optional) declares the attribute.
+        formatter.redactor = redactor  # type: ignore[attr-defined]
     return formatter
 
 
@@ -431,34 +522,43 @@ def configure(
     on_conflict: ConflictPolicy = "rename",
     formatter: logging.Formatter | None = None,
     replace_handlers: bool = False,
+    redact: Redactor | bool | None = None,
 ) -> logging.Handler:
     """Set up root logging in one call: JSON lines on *stream* with the context.
 
-    Installs one :class:`logging.StreamHandler` on the root logger, writing to
+    Installs one `logging.StreamHandler` on the root logger, writing to
     *stream* (default: ``sys.stderr``) through python-json-logger, with a
-    :class:`ContextFilter` built from *fields*, *defaults*, *nest_under* and
+    [`ContextFilter`][ctxlog.stdlib.ContextFilter] built from *fields*, *defaults*, *nest_under* and
     *on_conflict* attached, and sets the root level to *level*.  Calling it
     again replaces the handler an earlier call installed (and only that one);
     other handlers are left alone, so after ``logging.basicConfig()`` every
     line is written twice (once by basicConfig's handler): pass
     *replace_handlers* to remove every other root handler first.  Pass
-    *formatter* to write something other than JSON.  Returns the handler.
+    *formatter* to write something other than JSON.  *redact* (a
+    [`Redactor`][ctxlog.Redactor], or ``True`` for the defaults) replaces
+    secrets in every line: on the filter, and on the JSON formatter when
+    *formatter* is not given.  Returns the handler.
 
     *level* is a number or a level name in any case (``"debug"``).  Nothing
     changes when an argument is invalid.
 
+    *New in version 0.1.0.*
+
     :raises ImportError: python-json-logger is missing (``pip install 'ctxlog-correlation[json]'``).
     :raises ValueError: *level* is not a known level name.
     :raises ContextError: a filter option is invalid.
-
-    .. versionadded:: 0.1.0
     """
     check_flag(replace_handlers, "replace_handlers", "configure")
+    redactor = _redactor(redact, "configure")
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(json_formatter() if formatter is None else formatter)
+    handler.setFormatter(json_formatter(redact=redactor) if formatter is None else formatter)
     handler.addFilter(
         ContextFilter(
-            fields=fields, defaults=defaults, nest_under=nest_under, on_conflict=on_conflict
+            fields=fields,
+            defaults=defaults,
+            nest_under=nest_under,
+            on_conflict=on_conflict,
+            redact=redactor,
         )
     )
     setattr(handler, _CONFIGURED_MARK, True)

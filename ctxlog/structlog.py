@@ -1,27 +1,31 @@
-"""structlog integration: the processor, and a drop-in for :mod:`structlog.contextvars`.
+"""structlog integration: the processor, and a drop-in for `structlog.contextvars`.
 
 ``merge_context`` is a structlog processor that adds ctxlog's context to every
 event dict with one ``ContextVar.get()``.  structlog's own ``merge_contextvars``
 walks every ContextVar in the context on each call, so its cost grows with
 everything else the application keeps in contextvars; this one does not.
 
-The module also mirrors :mod:`structlog.contextvars` function for function
+The module also mirrors `structlog.contextvars` function for function
 (``bind_contextvars``, ``bound_contextvars``, ``merge_contextvars``, ...),
 backed by ctxlog's store: existing code switches with one import line, and a
 value bound either way is seen by the structlog processor *and* by
-:class:`ctxlog.ContextFilter` on stdlib records::
+[`ctxlog.ContextFilter`][ctxlog.ContextFilter] on stdlib records:
 
-    from ctxlog.structlog import bind_contextvars, bound_contextvars, merge_contextvars
+```python
+from ctxlog.structlog import bind_contextvars, bound_contextvars, merge_contextvars
+```
 
 Importing this module imports structlog; ``import ctxlog`` never does.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, overload
@@ -44,10 +48,12 @@ from ctxlog._errors import ContextError, check_key
 from ctxlog._projection import LINE_FIELDS, Projection, free_key
 from ctxlog._store import UNIT_KEY, VarToken, store
 from ctxlog._values import dumps_line, rfc3339
-from ctxlog.stdlib import RESERVED_ATTRS
+from ctxlog.stdlib import NOT_EXTRA
 
 if TYPE_CHECKING:
     from structlog.typing import BindableLogger, EventDict, Processor, WrappedLogger
+
+    from ctxlog._redact import Redactor
 
 __all__ = [
     "JSON_RENDERING",
@@ -56,6 +62,9 @@ __all__ = [
     "STRUCTLOG_KEY_PREFIX",
     "STRUCTLOG_KEY_PREFIX_LEN",
     "ContextVarsToken",
+    "Redact",
+    "TailSampling",
+    "UnmergedContextWarning",
     "bind_contextvars",
     "bound_contextvars",
     "clear_contextvars",
@@ -80,13 +89,14 @@ _MISSING: Final = object()
 # values bound with the real structlog.contextvars (opt-in interop)
 # --------------------------------------------------------------------------
 
-#: structlog's prefix for the names of its ContextVars, re-exported so code that
-#: reads ``structlog.contextvars.STRUCTLOG_KEY_PREFIX`` keeps working.
 STRUCTLOG_KEY_PREFIX: Final[str] = getattr(
     _structlog_contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_"
 )
-#: ``len(STRUCTLOG_KEY_PREFIX)``.
+"""structlog's prefix for the names of its ContextVars, re-exported so code that
+reads ``structlog.contextvars.STRUCTLOG_KEY_PREFIX`` keeps working.
+"""
 STRUCTLOG_KEY_PREFIX_LEN: Final[int] = len(STRUCTLOG_KEY_PREFIX)
+"""``len(STRUCTLOG_KEY_PREFIX)``."""
 
 
 def _structlog_values_from_registry(registry: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,7 +141,8 @@ _structlog_values: Final = _pick_structlog_reader(
 
 
 class _ContextMerger:
-    """The processor :func:`merge_context` returns when given options."""
+    """The processor [`merge_context`][ctxlog.structlog.merge_context] returns when given
+    options."""
 
     __slots__ = ("_projection", "structlog_contextvars")
 
@@ -161,13 +172,25 @@ class _ContextMerger:
             )
         else:
             prepared = projection.current()
-        return _merge_into(event_dict, prepared)
+        merged = _merge_into(event_dict, prepared)
+        redactor = projection.redactor
+        if redactor is not None:
+            # The call's keywords and the event too (the context is redacted already,
+            # once per context, by the projection).
+            return _redact_event(redactor, merged)
+        return merged
 
     def __repr__(self) -> str:
         return (
             f"ctxlog.structlog.merge_context(fields={self.fields!r}, "
             f"defaults={self.defaults!r}, "
-            f"structlog_contextvars={self.structlog_contextvars!r})"
+            f"structlog_contextvars={self.structlog_contextvars!r}"
+            + (
+                ""
+                if self._projection.redactor is None
+                else f", redact={self._projection.redactor!r}"
+            )
+            + ")"
         )
 
 
@@ -184,10 +207,6 @@ def _merge_into(event_dict: EventDict, prepared: Mapping[str, Any]) -> EventDict
     return event_dict
 
 
-#: Keys structlog's processors and renderers act on, and the names of the JSON
-#: line: a context key of one of these names is added as ``ctx_<key>`` (bound
-#: ``exc_info=True`` would attach a traceback to every line, ``_record`` break
-#: every call).
 RESERVED_KEYS: Final = frozenset(
     {
         "event",
@@ -202,15 +221,23 @@ RESERVED_KEYS: Final = frozenset(
         *LINE_FIELDS,
     }
 )
+"""Keys structlog's processors and renderers act on, and the names of the JSON
+line: a context key of one of these names is added as ``ctx_<key>`` (bound
+``exc_info=True`` would attach a traceback to every line, ``_record`` break
+every call).
+"""
 
 _LINE_FIELDS: Final = LINE_FIELDS[:3]  # what _line_fields() sets
 _HEAD: Final = LINE_FIELDS[:4]  # what comes first on the line
 
 
 def _projection(
-    fields: Iterable[str] | None = None, defaults: Mapping[str, Any] | None = None
+    fields: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    redactor: Redactor | None = None,
 ) -> Projection:
     return Projection(
+        redactor=redactor,
         fields=fields,
         defaults=defaults,
         reserved=RESERVED_KEYS,
@@ -219,7 +246,7 @@ def _projection(
     )
 
 
-#: The projection of :func:`merge_context` without options.
+#: The projection of [`merge_context`][ctxlog.structlog.merge_context] without options.
 _PLAIN: Final = _projection()
 
 
@@ -233,6 +260,7 @@ def merge_context(
     fields: Iterable[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     structlog_contextvars: bool = False,
+    redact: Redactor | bool | None = None,
 ) -> Processor: ...
 def merge_context(  # noqa: PLR0917 -- three positional processor args + options; see below
     logger: WrappedLogger = None,  # noqa: ARG001 -- the structlog processor signature
@@ -244,16 +272,19 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
     fields: Iterable[str] | None = None,
     defaults: Mapping[str, Any] | None = None,
     structlog_contextvars: bool = False,
+    redact: Redactor | bool | None = None,
 ) -> EventDict | Processor:
     """A structlog processor that adds the current context to the event dict.
 
     Put it where ``structlog.contextvars.merge_contextvars`` stands, first in
-    the chain::
+    the chain:
 
-        structlog.configure(processors=[merge_context, ..., JSONRenderer()])
+    ```python
+    structlog.configure(processors=[merge_context, ..., JSONRenderer()])
+    ```
 
-    It adds everything bound with :func:`ctxlog.bind` (or this module's
-    ``bind_contextvars``), annotated with :func:`ctxlog.annotate`, plus
+    It adds everything bound with [`ctxlog.bind`][ctxlog.bind] (or this module's
+    ``bind_contextvars``), annotated with [`ctxlog.annotate`][ctxlog.annotate], plus
     registered ContextVars, with one ``ContextVar.get()``: its cost does not
     depend on how many other ContextVars are alive.  A key already in the
     event dict (a keyword of the log call, a value bound on the logger) wins.
@@ -262,6 +293,8 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
 
     Called with keywords only, it returns a processor with options instead:
 
+    *New in version 0.1.0.*
+
     :param fields: only these keys are added (an allow-list); default: all.
     :param defaults: values for keys that are not bound, so a field is always
         present.
@@ -269,13 +302,16 @@ def merge_context(  # noqa: PLR0917 -- three positional processor args + options
         ``structlog.contextvars.bind_contextvars`` (for code that migrates
         gradually); ctxlog's value wins when both bind a key.  Costs one
         ``ContextVar.get()`` per key structlog has ever bound.
+    :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` for the
+        defaults: secrets in the context and in the event dict (the call's
+        keywords, and with patterns the event) are replaced.  For the
+        exception text too, put [`Redact`][ctxlog.structlog.Redact] after
+        ``format_exc_info``.
 
     :raises ContextError: an option is invalid (when the processor is built).
-
-    .. versionadded:: 0.1.0
     """
     if event_dict is None:
-        return _configured(fields, defaults, structlog_contextvars)
+        return _configured(fields, defaults, structlog_contextvars, redact)
     return _merge_into(event_dict, _PLAIN.current())
 
 
@@ -283,16 +319,41 @@ def _configured(
     fields: Iterable[str] | None,
     defaults: Mapping[str, Any] | None,
     structlog_contextvars: bool,
+    redact: Redactor | bool | None = None,
 ) -> Processor:
-    if fields is None and not defaults and not structlog_contextvars:
+    redactor = _redactor(redact, "merge_context")
+    if fields is None and not defaults and not structlog_contextvars and redactor is None:
         return merge_context
-    return _ContextMerger(_projection(fields, defaults), bool(structlog_contextvars))
+    return _ContextMerger(_projection(fields, defaults, redactor), bool(structlog_contextvars))
 
 
-#: Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
-#:
-#: .. versionadded:: 0.1.0
+def _redactor(redact: Redactor | bool | None, where: str) -> Redactor | None:
+    if redact is None or redact is False:
+        return None
+    from ctxlog._redact import resolve_redactor  # noqa: PLC0415 -- loaded when used
+
+    return resolve_redactor(redact, where)
+
+
+def _redact_event(redactor: Redactor, event_dict: EventDict) -> EventDict:
+    """*event_dict* with its secrets replaced; structlog's private keys
+    (``_record``, ``_from_structlog``) pass as they are."""
+    out: EventDict = {}
+    for key, value in event_dict.items():
+        if type(key) is str and key[:1] == "_":
+            out[key] = value
+        elif redactor.sensitive(key):
+            out[key] = redactor.replacement
+        else:
+            out[key] = redactor.redact(value)
+    return out
+
+
 merge_contextvars: Final = merge_context
+"""Drop-in name: ``structlog.contextvars.merge_contextvars`` reads ctxlog's store.
+
+*New in version 0.1.0.*
+"""
 
 
 # --------------------------------------------------------------------------
@@ -301,12 +362,12 @@ merge_contextvars: Final = merge_context
 
 #: structlog's own processor, as its default chain holds it.
 _STRUCTLOG_MERGE: Final = _structlog_contextvars.merge_contextvars
-#: What :func:`install` puts in its place: ctxlog's store, and what the real
+#: What [`install`][ctxlog.structlog.install] puts in its place: ctxlog's store, and what the real
 #: ``structlog.contextvars`` bound (nothing is lost; ctxlog wins a shared key).
 _DEFAULT_CHAIN_MERGE: Final = _ContextMerger(_PLAIN, structlog_contextvars=True)
 
 _install_lock = threading.Lock()
-#: (list, index) and (module, name) places :func:`install` changed, to undo.
+#: (list, index) and (module, name) places [`install`][ctxlog.structlog.install] changed, to undo.
 _replaced_items: list[tuple[list[Any], int]] = []
 _replaced_names: list[tuple[Any, str]] = []
 
@@ -332,20 +393,22 @@ def install() -> None:
     ``structlog.reset_defaults()`` or ``structlog.stdlib.recreate_defaults()``)
     holds structlog's own ``merge_contextvars``, copied there when structlog
     was imported: it cannot see values bound through this module or
-    :func:`ctxlog.bind`.  ``install()`` puts in its place a processor that
+    [`ctxlog.bind`][ctxlog.bind].  ``install()`` puts in its place a processor that
     merges ctxlog's context *and* whatever the real ``structlog.contextvars``
     bound (nothing is lost; ctxlog's value wins a shared key): in the chain
     in effect now (changed in place, so loggers made earlier see it too) and
     in the ones those two calls rebuild.  A chain configured *later* is taken
-    as written: put :func:`merge_context` in it.
+    as written: put [`merge_context`][ctxlog.structlog.merge_context] in it, or call ``install()``
+    again
+    after ``structlog.configure()``, which does the same for that chain (a
+    list; a tuple cannot be changed in place).
 
-    Idempotent; :func:`uninstall` undoes it.
+    Idempotent; [`uninstall`][ctxlog.structlog.uninstall] undoes it.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     with _install_lock:
-        if _replaced_items or _replaced_names:
-            return
+        _check_again()  # the chain changes in place
         for processors in _default_lists():
             for index, processor in enumerate(processors):
                 if processor is _STRUCTLOG_MERGE:
@@ -353,17 +416,20 @@ def install() -> None:
                     _replaced_items.append((processors, index))
         # recreate_defaults() and the config module name the function directly.
         for module in (_structlog_config, structlog.stdlib):
-            if getattr(module, "merge_contextvars", None) is _STRUCTLOG_MERGE:
+            if getattr(module, "merge_contextvars", None) is _STRUCTLOG_MERGE and not any(
+                m is module for m, _ in _replaced_names
+            ):
                 module.merge_contextvars = _DEFAULT_CHAIN_MERGE  # type: ignore[attr-defined]
                 _replaced_names.append((module, "merge_contextvars"))
 
 
 def uninstall() -> None:
-    """Undo :func:`install` (a no-op when it is not in effect).
+    """Undo [`install`][ctxlog.structlog.install] (a no-op when it is not in effect).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     with _install_lock:
+        _check_again()  # the chain changes in place
         # The lists changed, and the copies reset_defaults() made of them since.
         for processors in [*(p for p, _ in _replaced_items), *_default_lists()]:
             for index, processor in enumerate(processors):
@@ -377,11 +443,98 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
-    """Whether :func:`install` is in effect.
+    """Whether [`install`][ctxlog.structlog.install] is in effect.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return bool(_replaced_items or _replaced_names)
+
+
+def _save_state() -> bool:
+    """Whether [`install`][ctxlog.structlog.install] is in effect, for `_load_state` (it takes
+    no options); ctxlog's pytest plugin saves it around each test."""
+    return installed()
+
+
+def _load_state(was_installed: bool) -> None:
+    """Put back what `_save_state` returned."""
+    if was_installed:
+        install()
+    else:
+        uninstall()
+
+
+# --------------------------------------------------------------------------
+# values bound here that structlog's chain would never show
+# --------------------------------------------------------------------------
+
+
+class UnmergedContextWarning(UserWarning):
+    """Values bound through this module's ``bind_contextvars`` /
+    ``bound_contextvars`` are missing from structlog's lines: the processor
+    chain in effect merges only structlog's own context variables (it holds
+    ``structlog.contextvars.merge_contextvars`` and no
+    [`merge_context`][ctxlog.structlog.merge_context]).
+
+    Issued once per structlog configuration, at the first bind under it; the
+    message names the line that fixes it, `ctxlog.structlog.install()`.
+    Silence it with ``warnings.filterwarnings("ignore",
+    category=ctxlog.structlog.UnmergedContextWarning)``.
+
+    *New in version 0.1.0.*
+    """
+
+
+#: structlog's configuration object (private: its public reader,
+#: ``structlog.get_config()``, builds a dict per call, too much for every bind).
+#: Without it, nothing is checked.
+_STRUCTLOG_CONFIG: Final = getattr(_structlog_config, "_CONFIG", None)
+
+#: The chain last checked: a bind checks again only when structlog's
+#: configuration holds another one (install() and uninstall() reset it, as
+#: they change the chain in place).
+_checked_chain: object = None
+
+
+def _check_again() -> None:
+    """Forget which chain was checked: the next bind checks (and may warn) again.
+
+    ctxlog's pytest plugin calls it before each test, so that a test's
+    warnings do not depend on which tests ran before it.
+    """
+    global _checked_chain  # noqa: PLW0603 -- see _check_chain()
+    _checked_chain = None
+
+
+def _check_chain(chain: object, stacklevel: int) -> None:
+    """Warn (once for *chain*) when *chain* merges structlog's context variables only.
+
+    *stacklevel* points the warning at the caller's bind.
+    """
+    global _checked_chain  # noqa: PLW0603 -- one check per configuration
+    _checked_chain = chain
+    try:
+        processors = list(chain)  # type: ignore[call-overload]  # structlog takes any iterable
+    except TypeError:
+        return
+    if not any(p is _STRUCTLOG_MERGE for p in processors) or any(
+        p is merge_context or isinstance(p, _ContextMerger) for p in processors
+    ):
+        return
+    fix = (
+        "Add ctxlog.structlog.install() once at start-up, after structlog.configure() "
+        "if you call it: it puts ctxlog's merge in that chain"
+        if isinstance(chain, list)
+        else "Put ctxlog.structlog.merge_context in place of "
+        "structlog.contextvars.merge_contextvars in structlog.configure(processors=...) "
+        "(ctxlog.structlog.install() cannot change a tuple in place)"
+    )
+    msg = (
+        "Values bound through ctxlog.structlog are missing from structlog's lines: the "
+        "processor chain in effect merges only structlog's own context variables "
+        f"(structlog.contextvars.merge_contextvars). {fix}."
+    )
+    warnings.warn(msg, UnmergedContextWarning, stacklevel=stacklevel + 1)
 
 
 # --------------------------------------------------------------------------
@@ -398,14 +551,15 @@ class _TokenContextError(ContextError, ValueError):
 
 
 class ContextVarsToken:
-    """What :func:`bind_contextvars` maps each key to; pass it to :func:`reset_contextvars`.
+    """What [`bind_contextvars`][ctxlog.structlog.bind_contextvars] maps each key to; pass it to
+    [`reset_contextvars`][ctxlog.structlog.reset_contextvars].
 
     Plays the part of the ``contextvars.Token`` that structlog returns: one
     object stands for all the keys of one ``bind_contextvars`` call, and each
     key can be reset once, in the context it was bound in.  Only
-    :func:`bind_contextvars` makes them.
+    [`bind_contextvars`][ctxlog.structlog.bind_contextvars] makes them.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     __slots__ = ("_before", "_keys", "_set", "_token", "_used")
@@ -422,7 +576,7 @@ class ContextVarsToken:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """The keys the :func:`bind_contextvars` call bound."""
+        """The keys the [`bind_contextvars`][ctxlog.structlog.bind_contextvars] call bound."""
         return tuple(self._keys)
 
     def __repr__(self) -> str:
@@ -440,17 +594,21 @@ def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
     ``structlog.contextvars.bind_contextvars``.
 
     Later binds of the same key win; other keys are kept.  The values are seen
-    by :func:`merge_context` and by :class:`ctxlog.ContextFilter` alike.
-    Returns a mapping of each key to a token for :func:`reset_contextvars`.
+    by [`merge_context`][ctxlog.structlog.merge_context] and by
+    [`ctxlog.ContextFilter`][ctxlog.ContextFilter] alike.
+    Returns a mapping of each key to a token for
+    [`reset_contextvars`][ctxlog.structlog.reset_contextvars].
+
+    *New in version 0.1.0.*
 
     :raises ContextError: a key is empty.
-
-    .. versionadded:: 0.1.0
     """
     if not kw:
         return {}
     if "" in kw:
         check_key("", "bind_contextvars")
+    if _STRUCTLOG_CONFIG is not None and _STRUCTLOG_CONFIG.default_processors is not _checked_chain:
+        _check_chain(_STRUCTLOG_CONFIG.default_processors, stacklevel=2)
     before = store.read()
     token: ContextVarsToken = _new_token(ContextVarsToken)
     # kw: a fresh dict that only this call holds, safe for the store to keep.
@@ -463,19 +621,21 @@ def bind_contextvars(**kw: Any) -> Mapping[str, ContextVarsToken]:
 
 
 def reset_contextvars(**kw: ContextVarsToken) -> None:
-    """Restore each key of *kw* to what it was before the :func:`bind_contextvars`
+    """Restore each key of *kw* to what it was before the
+    [`bind_contextvars`][ctxlog.structlog.bind_contextvars]
     call that returned its token: the drop-in for
     ``structlog.contextvars.reset_contextvars``.
 
     Only the given keys change; whatever else was bound since stays.
 
-    :raises ContextError: a token is not from :func:`bind_contextvars`, is
+    *New in version 0.1.0.*
+
+    :raises ContextError: a token is not from
+        [`bind_contextvars`][ctxlog.structlog.bind_contextvars], is
         passed under a key it did not bind, or was already used for that key.
         A token used in another context (another asyncio task, thread or
         ``contextvars.Context``) raises a ``ContextError`` that is also a
         ``ValueError``, as ``ContextVar.reset`` does.
-
-    .. versionadded:: 0.1.0
     """
     first: ContextVarsToken | None = None
     for key, token in kw.items():
@@ -503,7 +663,8 @@ def reset_contextvars(**kw: ContextVarsToken) -> None:
 
 
 def _reset_checked(kw: Mapping[str, ContextVarsToken]) -> None:
-    """:func:`reset_contextvars` beyond the common case: check each key, restore each."""
+    """[`reset_contextvars`][ctxlog.structlog.reset_contextvars] beyond the common case: check each
+    key, restore each."""
     for i, (key, token) in enumerate(kw.items()):
         if (
             type(token) is not ContextVarsToken
@@ -571,7 +732,8 @@ def _restore_keys(
 
 
 def _misused(key: str, token: object) -> ContextError:
-    """The error for a token that :func:`reset_contextvars` cannot use for *key*."""
+    """The error for a token that [`reset_contextvars`][ctxlog.structlog.reset_contextvars] cannot
+    use for *key*."""
     if not isinstance(token, ContextVarsToken):
         msg = (
             f"reset_contextvars({key}=...) takes the tokens bind_contextvars() "
@@ -605,11 +767,11 @@ def unbind_contextvars(*keys: str) -> None:
     """Remove *keys* from the current context if they are there: the drop-in for
     ``structlog.contextvars.unbind_contextvars``.
 
-    A registered ContextVar of that name is hidden too (see :func:`ctxlog.unbind`).
+    A registered ContextVar of that name is hidden too (see [`ctxlog.unbind`][ctxlog.unbind]).
+
+    *New in version 0.1.0.*
 
     :raises ContextError: a key is not a non-empty string.
-
-    .. versionadded:: 0.1.0
     """
     if not keys:
         return
@@ -628,7 +790,7 @@ def clear_contextvars() -> None:
     (``ctxlog.bind`` blocks restore their values when they exit).  Registered
     ContextVars belong to their owners and are left alone.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     store.replace({})
 
@@ -637,10 +799,11 @@ def get_contextvars() -> dict[str, Any]:
     """Return a copy of the current context: the drop-in for
     ``structlog.contextvars.get_contextvars``.
 
-    The copy holds what :func:`merge_context` would add: the bound values and
+    The copy holds what [`merge_context`][ctxlog.structlog.merge_context] would add: the bound
+    values and
     registered ContextVars.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     return dict(store.merged())
 
@@ -650,7 +813,7 @@ def get_merged_contextvars(bound_logger: BindableLogger) -> dict[str, Any]:
     *bound_logger* (which wins): the drop-in for
     ``structlog.contextvars.get_merged_contextvars``.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     out = get_contextvars()
     out.update(structlog.get_context(bound_logger))
@@ -679,16 +842,17 @@ class bound_contextvars(Reusable[_State]):  # noqa: N801 -- the name of the stru
 
     On exit each key of *kw* goes back to the value it had before (or is
     removed), and nothing else changes: a key bound inside the block with
-    :func:`bind_contextvars` stays bound, as with structlog.  Works as
+    [`bind_contextvars`][ctxlog.structlog.bind_contextvars] stays bound, as with structlog.  Works
+    as
     ``with``, as ``async with``, and as a decorator on sync functions, on
     ``async def`` functions (bound around the awaited body, fresh per call) and
     on generator functions (bound for the whole iteration, in a private
-    context; see :func:`ctxlog.isolate`).  The decorator keeps the name,
+    context; see [`ctxlog.isolate`][ctxlog.isolate]).  The decorator keeps the name,
     signature and docstring.
 
-    :raises ContextError: a key is empty.
+    *New in version 0.1.0.*
 
-    .. versionadded:: 0.1.0
+    :raises ContextError: a key is empty.
     """
 
     __slots__ = ("_values",)
@@ -700,6 +864,11 @@ class bound_contextvars(Reusable[_State]):  # noqa: N801 -- the name of the stru
         self._entries = []
 
     def _push(self) -> _State:
+        if (
+            _STRUCTLOG_CONFIG is not None
+            and _STRUCTLOG_CONFIG.default_processors is not _checked_chain
+        ):
+            _check_chain(_STRUCTLOG_CONFIG.default_processors, stacklevel=3)  # via __enter__
         before = store.read()
         token = store.bind(dict(self._values))
         return token, before, store.read()
@@ -733,18 +902,19 @@ def _record_extras(
 ) -> EventDict:
     """Add the ``extra=`` values of a stdlib record to its event dict.
 
-    In a ``foreign_pre_chain``, before :func:`merge_context`: a value given in
+    In a ``foreign_pre_chain``, before [`merge_context`][ctxlog.structlog.merge_context]: a value
+    given in
     the log call wins over the context, as a structlog keyword does.  Standard
     LogRecord attributes (and ``message``/``asctime``, which another formatter
-    may have set) are left out; so is a key the event dict already has (its
-    ``event``).  structlog's own events are left alone: their keywords are in
-    the event dict already, and their record holds structlog's private
-    attributes (``_logger``, ``_name``).
+    may have set, and uvicorn's ``color_message``) are left out; so is a key
+    the event dict already has (its ``event``).  structlog's own events are
+    left alone: their keywords are in the event dict already, and their record
+    holds structlog's private attributes (``_logger``, ``_name``).
     """
     record = event_dict.get("_record")
     if isinstance(record, logging.LogRecord) and not event_dict.get("_from_structlog"):
         for key, value in record.__dict__.items():
-            if key not in RESERVED_ATTRS and key not in event_dict:
+            if key not in NOT_EXTRA and key not in event_dict:
                 event_dict[key] = value
     return event_dict
 
@@ -807,33 +977,226 @@ def _event_to_message(
     return head
 
 
-#: The processors structlog events and stdlib records share: a stdlib record's
-#: ``extra=`` values, the context (values given in the call win), then the
-#: line's ``time`` (RFC 3339 UTC, microseconds), ``level`` (``INFO``) and
-#: ``logger``, named and written as :func:`ctxlog.stdlib.json_formatter`
-#: writes them.  Use it in ``structlog.configure(processors=[*SHARED_PROCESSORS,
-#: ...])`` and as the ``foreign_pre_chain`` of
-#: ``structlog.stdlib.ProcessorFormatter`` (from a dictConfig file:
-#: ``"foreign_pre_chain": "ext://ctxlog.structlog.SHARED_PROCESSORS"``).
-#:
-#: .. versionadded:: 0.1.0
 SHARED_PROCESSORS: Final[tuple[Processor, ...]] = (
     _record_extras,
     merge_context,
     structlog.processors.StackInfoRenderer(),
     _line_fields,
 )
+"""The processors structlog events and stdlib records share: a stdlib record's
+``extra=`` values, the context (values given in the call win), then the
+line's ``time`` (RFC 3339 UTC, microseconds), ``level`` (``INFO``) and
+``logger``, named and written as [`ctxlog.stdlib.json_formatter`][ctxlog.stdlib.json_formatter]
+writes them.  Use it in ``structlog.configure(processors=[*SHARED_PROCESSORS,
+...])`` and as the ``foreign_pre_chain`` of
+``structlog.stdlib.ProcessorFormatter`` (from a dictConfig file:
+``"foreign_pre_chain": "ext://ctxlog.structlog.SHARED_PROCESSORS"``).
 
-#: The ``processors`` of a ``structlog.stdlib.ProcessorFormatter`` that writes
-#: the same JSON line as :func:`ctxlog.stdlib.json_formatter`: drops the
-#: formatter's private keys, renders a traceback into ``exception``, writes
-#: ``event`` as ``message``, then strict JSON on one line whatever the values
-#: (from a dictConfig file: ``"processors": "ext://ctxlog.structlog.JSON_RENDERING"``).
-#:
-#: .. versionadded:: 0.1.0
+*New in version 0.1.0.*
+"""
+
 JSON_RENDERING: Final[tuple[Processor, ...]] = (
     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
     structlog.processors.format_exc_info,
     _event_to_message,
     structlog.processors.JSONRenderer(serializer=dumps_line, ensure_ascii=False),
 )
+"""The ``processors`` of a ``structlog.stdlib.ProcessorFormatter`` that writes
+the same JSON line as [`ctxlog.stdlib.json_formatter`][ctxlog.stdlib.json_formatter]: drops the
+formatter's private keys, renders a traceback into ``exception``, writes
+``event`` as ``message``, then strict JSON on one line whatever the values
+(from a dictConfig file: ``"processors": "ext://ctxlog.structlog.JSON_RENDERING"``).
+
+*New in version 0.1.0.*
+"""
+
+
+# --------------------------------------------------------------------------
+# redaction and tail sampling
+# --------------------------------------------------------------------------
+
+
+class Redact:
+    """A processor that replaces the secrets in the whole event dict.
+
+    Put it after ``format_exc_info`` (so the exception text is covered) and
+    before the renderer.  What it covers is what
+    [`Redactor`][ctxlog.Redactor] describes: values under sensitive keys at
+    any depth, and with patterns every string.  structlog's private keys
+    (``_record``, ``_from_structlog``) pass as they are.
+
+    *New in version 0.1.0.*
+
+    :param redact: a [`Redactor`][ctxlog.Redactor], or ``True`` (the default)
+        for the defaults.
+    :raises ContextError: *redact* is neither.
+    """
+
+    __slots__ = ("redactor",)
+
+    def __init__(self, redact: Redactor | bool = True) -> None:
+        redactor = _redactor(redact, "Redact")
+        if redactor is None:
+            msg = "Redact(redact=False): leave the processor out instead."
+            raise ContextError(msg)
+        self.redactor = redactor
+
+    def __call__(
+        self,
+        logger: WrappedLogger,  # noqa: ARG002 -- the structlog processor signature
+        method_name: str,  # noqa: ARG002 -- same
+        event_dict: EventDict,
+    ) -> EventDict:
+        return _redact_event(self.redactor, event_dict)
+
+    def __repr__(self) -> str:
+        return f"ctxlog.structlog.Redact({self.redactor!r})"
+
+
+#: structlog's method names, as levels.
+_METHOD_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "err": logging.ERROR,
+    "exception": logging.ERROR,
+    "failure": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class TailSampling:
+    """Tail sampling for structlog: [`ctxlog.TailSamplingHandler`][ctxlog.TailSamplingHandler]'s
+    rules, for events.
+
+    Wraps the renderer and takes its place, last in the chain:
+
+    ```python
+    import structlog
+
+    from ctxlog.structlog import TailSampling, merge_context
+
+    structlog.configure(processors=[
+        merge_context,
+        structlog.processors.add_log_level,
+        TailSampling(structlog.processors.JSONRenderer(), keep=0.01),
+    ])
+    ```
+
+    Each event is rendered when it is logged (with the context of that
+    moment); inside a unit of work, one below *hold_below* is held, and
+    written through the same logger method when the unit fails (an event at
+    or above *flush_on*, an exception, a 5xx response) or is kept (*keep*,
+    decided from the request id; a sampled ``traceparent``), and dropped when
+    the unit ends cleanly.  The level is the method's (``log.info``: INFO).
+    When more than *capacity* events were held, the oldest went first and a
+    ``warning`` event from ``ctxlog.sampling``, rendered by *renderer*, says
+    how many.
+
+    *New in version 0.1.0.*
+
+    :raises ContextError: an option is invalid.
+    """
+
+    __slots__ = ("renderer", "sampler")
+
+    def __init__(
+        self,
+        renderer: Processor,
+        *,
+        hold_below: int | str = logging.WARNING,
+        flush_on: int | str = logging.ERROR,
+        keep: float = 0.0,
+        capacity: int = 1000,
+        key: str = "request_id",
+        trace_key: str = "trace_id",
+    ) -> None:
+        from ctxlog._sampling import Sampler  # noqa: PLC0415 -- loaded when used
+
+        if not callable(renderer):
+            msg = f"TailSampling({renderer!r}): give the renderer (a processor) to wrap."
+            raise ContextError(msg)
+        self.renderer = renderer
+        self.sampler = Sampler(
+            hold_below=hold_below,
+            flush_on=flush_on,
+            keep=keep,
+            capacity=capacity,
+            key=key,
+            trace_key=trace_key,
+            notice=self._notice,
+            where="TailSampling",
+        )
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
+        rendered = self.renderer(logger, method_name, event_dict)
+        unit = store.unit()
+        if unit is None:
+            return rendered
+        level = _METHOD_LEVELS.get(method_name, logging.INFO)
+        held = _HeldEvent(logger, method_name, rendered)
+        if self.sampler.offer(level, unit, held):
+            raise structlog.DropEvent
+        return rendered
+
+    def _notice(self, dropped: int, oldest: Callable[[], None] | None) -> Callable[[], None] | None:
+        if not isinstance(oldest, _HeldEvent):
+            return None
+        event: EventDict = {
+            **oldest.ctx.run(store.merged),
+            "event": (
+                f"{dropped} earlier events of this unit of work were not kept "
+                f"(capacity {self.sampler.capacity} per unit)"
+            ),
+            "level": "warning",
+            "logger": "ctxlog.sampling",
+        }
+        rendered = oldest.ctx.run(self.renderer, oldest.logger, "warning", event)
+        return _HeldEvent(oldest.logger, "warning", rendered, oldest.ctx.copy())
+
+    def __repr__(self) -> str:
+        sampler = self.sampler
+        return (
+            f"ctxlog.structlog.TailSampling({self.renderer!r}, "
+            f"hold_below={logging.getLevelName(sampler.hold_below)!r}, "
+            f"flush_on={logging.getLevelName(sampler.flush_on)!r}, keep={sampler.keep}, "
+            f"capacity={sampler.capacity})"
+        )
+
+
+class _HeldEvent:
+    """A rendered event, written later through its logger, in its context."""
+
+    __slots__ = ("ctx", "logger", "method_name", "rendered")
+
+    def __init__(
+        self,
+        logger: WrappedLogger,
+        method_name: str,
+        rendered: Any,
+        ctx: contextvars.Context | None = None,
+    ) -> None:
+        self.logger = logger
+        self.method_name = method_name
+        self.rendered = rendered
+        self.ctx = contextvars.copy_context() if ctx is None else ctx
+
+    def __call__(self) -> None:
+        self.ctx.run(self._write)
+
+    def _write(self) -> None:
+        # What structlog itself does with a processor chain's result.
+        rendered = self.rendered
+        method = getattr(self.logger, self.method_name)
+        if isinstance(rendered, str | bytes | bytearray):
+            method(rendered)
+        elif isinstance(rendered, tuple):
+            method(*rendered[0], **rendered[1])
+        elif isinstance(rendered, dict):
+            method(**rendered)
+        else:
+            method(rendered)

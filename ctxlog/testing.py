@@ -1,11 +1,12 @@
 """Testing support: capture the lines a block logs, check them, and isolate tests.
 
-* :func:`capture` collects every record logged inside a ``with`` block as a
+* [`capture`][ctxlog.testing.capture] collects every record logged inside a ``with`` block as a
   dict: ``message``, ``level``, ``logger`` and the context the line carried.
-* :func:`check`, :func:`assert_every_line_has` and :func:`assert_no_crossing`
+* [`check`][ctxlog.testing.check], [`assert_every_line_has`][ctxlog.testing.assert_every_line_has]
+  and [`assert_no_crossing`][ctxlog.testing.assert_no_crossing]
   are the checks of ``python -m ctxlog check``, over captured lines or parsed
   JSON lines.
-* :class:`Isolation` is what the pytest plugin (:mod:`ctxlog.pytest_plugin`,
+* [`Isolation`][ctxlog.testing.Isolation] is what the pytest plugin (`ctxlog.pytest_plugin`,
   registered by the installed package) does around every test: start from a
   clean context, then undo and report whatever the test left behind.
 
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from ctxlog._check import CheckReport, ProblemKind, check_records
+from ctxlog._check import OUTSIDE_LOGGERS, CheckReport, ProblemKind, check_records
 from ctxlog._projection import Projection
 from ctxlog._store import UNIT_KEY, store
 from ctxlog.stdlib import RESERVED_ATTRS
@@ -35,9 +36,10 @@ __all__ = [
     "check",
 ]
 
-#: The keys every captured line has; a context key of the same name is kept
-#: as ``ctx_<key>``.
 LINE_KEYS: Final = frozenset({"message", "level", "logger"})
+"""The keys every captured line has; a context key of the same name is kept
+as ``ctx_<key>``.
+"""
 
 # structlog's private keys in an event dict handed to the stdlib.
 _STRUCTLOG_META: Final = frozenset({"_record", "_from_structlog", "_logger", "_name"})
@@ -81,6 +83,12 @@ class _CaptureHandler(logging.Handler):
         return out
 
 
+EVERY_LEVEL: Final = 1
+"""The level [`capture`][ctxlog.testing.capture] sets by default: the lowest there is, so every
+record is made (``NOTSET`` would make a named logger inherit its parent's).
+"""
+
+
 @contextlib.contextmanager
 def capture(
     *, level: int | str | None = None, logger: str | None = None
@@ -90,31 +98,45 @@ def capture(
     Each dict holds ``message`` (the formatted message; a structlog event's
     ``event``), ``level`` (``"INFO"``), ``logger`` (its name), the context
     the line carried (read on the thread that logs, as
-    :class:`ctxlog.ContextFilter` reads it), and the values the call passed
-    itself (``extra=``, structlog keywords), which win; ``exception`` holds
-    the formatted traceback when there is one.  stdlib records and structlog
-    events routed through the stdlib (``structlog.stdlib.LoggerFactory``)
-    alike.
+    [`ContextFilter`][ctxlog.ContextFilter] reads it), and the values the
+    call passed itself (``extra=``, structlog keywords), which win;
+    ``exception`` holds the formatted traceback when there is one.  stdlib
+    records and structlog events routed through the stdlib
+    (``structlog.stdlib.LoggerFactory``) alike.
 
     The handler goes on the root logger (or *logger*), so it sees what
-    propagates there; *level*, when given, is set on that logger for the
-    block.  Everything is removed on exit.
+    propagates there.  Every level is captured: for the block, that logger's
+    own level is set to the lowest there is, so every logger that inherits
+    its level from it (one whose level is ``NOTSET``) logs everything, and a
+    ``logging.disable()`` in force is lifted.  A logger below it whose own
+    level is set keeps that level: what it drops is never made, so listen on
+    it (``logger="app"``) to see its every level.  *level* narrows it
+    instead: that level is set on the logger and on the handler, so records
+    below it are left out whichever logger made them.  The levels and the
+    handler are put back exactly on exit (a ``NOTSET`` logger is ``NOTSET``
+    again).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     out: list[dict[str, Any]] = []
     handler = _CaptureHandler(out)
     target = logging.getLogger(logger)
-    old_level = target.level
-    target.addHandler(handler)
     if level is not None:
-        target.setLevel(level.upper() if isinstance(level, str) else level)
+        handler.setLevel(level.upper() if isinstance(level, str) else level)
+    wanted = handler.level or EVERY_LEVEL
+    old_level = target.level
+    old_disable = logging.root.manager.disable
+    target.addHandler(handler)
+    target.setLevel(wanted)
+    if old_disable >= wanted:
+        logging.disable(wanted - 1)
     try:
         yield out
     finally:
         target.removeHandler(handler)
-        if level is not None:
-            target.setLevel(old_level)
+        target.setLevel(old_level)
+        if old_disable >= wanted:
+            logging.disable(old_disable)
 
 
 # --------------------------------------------------------------------------
@@ -127,13 +149,23 @@ def check(
     *,
     key: str = "request_id",
     ignore_loggers: Collection[str] = (),
+    outside_loggers: Collection[str] = OUTSIDE_LOGGERS,
 ) -> CheckReport:
     """The check of ``python -m ctxlog check`` over *lines* (captured dicts,
-    or parsed JSON lines): which lack *key*, and which mention another line's id.
+    or parsed JSON lines): which lack *key*, and which name another line's id.
 
-    .. versionadded:: 0.1.0
+    The report is ``ok`` only when there was at least one line: an empty
+    capture is a test that looked at nothing.  Lines of *outside_loggers*
+    (the servers' own loggers by default) without an id and without a
+    traceback are counted as ``outside`` requests, not as missing; lines of
+    *ignore_loggers* are not looked at.  Nothing printed from a report can
+    hold a raw control character: every value from a line is escaped.
+
+    *New in version 0.1.0.*
     """
-    return check_records(lines, key=key, ignore_loggers=ignore_loggers)
+    return check_records(
+        lines, key=key, ignore_loggers=ignore_loggers, outside_loggers=outside_loggers
+    )
 
 
 def assert_every_line_has(
@@ -144,7 +176,7 @@ def assert_every_line_has(
 ) -> None:
     """Fail (``AssertionError``) when a line lacks *key* (or holds a filter default).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     _fail_on(check(lines, key=key, ignore_loggers=ignore_loggers), "missing", f"carry no {key}")
 
@@ -158,7 +190,7 @@ def assert_no_crossing(
     """Fail (``AssertionError``) when a line mentions the *key* of another unit of
     work than its own.
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
     _fail_on(check(lines, key=key, ignore_loggers=ignore_loggers), "crossed", "cross units of work")
 
@@ -191,17 +223,37 @@ def _uninstall(module: str) -> None:
     sys.modules[f"ctxlog.{module}"].uninstall()
 
 
+def _save_hook(module: str) -> object:
+    """How ``ctxlog.<module>`` is installed, its options included."""
+    save = getattr(sys.modules[f"ctxlog.{module}"], "_save_state", None)
+    # ctxlog.otel keeps its installation in the store, saved with the store's state.
+    return None if save is None else save()
+
+
+def _load_hook(module: str, state: object) -> None:
+    """Install ``ctxlog.<module>`` again as `_save_hook` found it."""
+    load = getattr(sys.modules[f"ctxlog.{module}"], "_load_state", None)
+    if load is not None:
+        load(state)
+
+
 class Isolation:
-    """A clean context from :meth:`start` on; :meth:`finish` undoes what was left.
+    """A clean context from [`start`][ctxlog.testing.Isolation.start] on;
+    [`finish`][ctxlog.testing.Isolation.finish] undoes what was left.
 
-    Between the two, the code under test may bind, set, annotate, register
-    and install what it likes; :meth:`finish` restores the context and the
-    process-wide state (registered variables, the record factory, the
-    ``install()`` of ``ctxlog.celery``, ``ctxlog.otel`` and ``ctxlog.structlog``)
-    and returns a description of each thing that had been left behind.  Call
-    both in the same context (thread or task).
+    Between the two, the code under test may bind, set, annotate, register,
+    install and uninstall what it likes; [`finish`][ctxlog.testing.Isolation.finish] restores the
+    context
+    and the process-wide state (registered variables, the record factory, the
+    ``install()`` of ``ctxlog.celery``, ``ctxlog.otel`` and ``ctxlog.structlog``,
+    both ways: one installed at [`start`][ctxlog.testing.Isolation.start] is installed again, with
+    the
+    options it had, one installed since is uninstalled) and returns a
+    description of each thing that had been left behind (an uninstalled hook
+    is not: it left nothing behind).  Call both in the same context (thread or
+    task).
 
-    .. versionadded:: 0.1.0
+    *New in version 0.1.0.*
     """
 
     __slots__ = ("_clean", "_factory", "_hooks", "_names", "_state", "_token")
@@ -214,12 +266,18 @@ class Isolation:
         self._state = store.save()
         self._names = store.provider_names()
         self._factory = logging.getLogRecordFactory()
-        self._hooks = {name for name in _HOOKS if _installed(name)}
+        self._hooks = {name: _save_hook(name) for name in _HOOKS if _installed(name)}
+        integration = sys.modules.get("ctxlog.structlog")
+        if integration is not None:
+            # Its warning about the structlog chain comes once per chain: check
+            # afresh, so that what a test is told does not depend on the tests
+            # that ran before it.
+            integration._check_again()
         self._token = store.detach({})
         self._clean = store.read()
 
     def finish(self) -> list[str]:
-        """Undo what was left since :meth:`start`; say what it was."""
+        """Undo what was left since [`start`][ctxlog.testing.Isolation.start]; say what it was."""
         leaks: list[str] = []
         raw = store.read()
         if raw is not self._clean:
@@ -231,10 +289,14 @@ class Isolation:
                 )
             if UNIT_KEY in raw:
                 leaks.append("a unit of work still open (a scope() never left)")
-        for name in sorted(set(_HOOKS) - self._hooks):
+        for name in _HOOKS:
             if _installed(name):
-                leaks.append(f"ctxlog.{name}.install() still in effect")
-                _uninstall(name)  # first: its own providers are not the test's registrations
+                if name not in self._hooks:
+                    leaks.append(f"ctxlog.{name}.install() still in effect")
+                # First, whoever installed it: its own providers (under the keys
+                # the test may have installed it with) are not the test's
+                # registrations.  One installed at start() is loaded again below.
+                _uninstall(name)
         added = sorted(store.provider_names() - self._names)
         if added:
             leaks.append(f"still registered: {', '.join(added)} (register() without unregister())")
@@ -250,4 +312,6 @@ class Isolation:
         except (ValueError, RuntimeError):  # finished in another context
             store.detach({})
         store.load(self._state)
+        for name, state in self._hooks.items():
+            _load_hook(name, state)
         return leaks

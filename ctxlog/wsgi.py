@@ -3,7 +3,7 @@
 WSGI servers may call the application, iterate its response and call
 ``close()`` from different contexts (and some from different threads), so the
 middleware does not pair ``set``/``reset`` tokens across those calls.  It owns
-one :class:`contextvars.Context` per request and runs the application call
+one `contextvars.Context` per request and runs the application call
 and every step of the response inside it: the binding holds while the body is
 produced, and the server's own context (the worker thread's) is never touched,
 so the next request on that thread starts clean.
@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextvars import Context, copy_context
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
 from ctxlog._errors import check_flag
-from ctxlog._middleware import Incoming, Policy
-from ctxlog._store import UnitEntry, store
+from ctxlog._middleware import BODY_ERROR, ContextBody, Incoming, Policy
+from ctxlog._store import UNIT, UnitEntry, store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
@@ -30,12 +30,12 @@ from ctxlog.headers import (
 
 __all__ = ["RequestContextMiddleware", "StartResponse", "WSGIApp", "WSGIEnvironment"]
 
-#: The WSGI ``environ``.
 WSGIEnvironment: TypeAlias = dict[str, Any]
-#: The WSGI ``start_response`` callable: ``(status, headers, exc_info=None) -> write``.
+"""The WSGI ``environ``."""
 StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
-#: A WSGI application.
+"""The WSGI ``start_response`` callable: ``(status, headers, exc_info=None) -> write``."""
 WSGIApp: TypeAlias = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
+"""A WSGI application."""
 
 _ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType]
 
@@ -45,27 +45,32 @@ _logger: Final = logging.getLogger("ctxlog.wsgi")
 class RequestContextMiddleware:
     """Bind a request id (and trace id) for the whole of every WSGI request.
 
-    The WSGI twin of :class:`ctxlog.asgi.RequestContextMiddleware`, with the
+    The WSGI twin of [`ctxlog.asgi.RequestContextMiddleware`][ctxlog.asgi.RequestContextMiddleware],
+    with the
     same options and the same rules for the header (exactly one value that
     passes *validator*, else a generated id and at most one escaped warning on
     the ``ctxlog.wsgi`` logger), the ``traceparent`` trace id, the
-    *request_fields*, the echoed response header, ``validator=None`` and
-    *transformer*.  A unit of work
-    (:func:`ctxlog.scope`) is open for each request.
+    *request_fields*, the *baggage* keys, the echoed response header,
+    ``validator=None`` and *transformer*.  A unit of work
+    ([`ctxlog.scope`][ctxlog.scope]) is open for each request.
 
     The application call and every step of the response iterable (``next`` and
-    ``close``) run in one :class:`contextvars.Context` the middleware owns for
+    ``close``) run in one `contextvars.Context` the middleware owns for
     the request, so the binding holds while a streamed body is produced, and
     ends with ``close()``: nothing is set in the server's worker thread, and
     the next request it serves starts clean.  Threads a view starts with
-    :class:`ctxlog.Thread` inherit the binding.
+    [`ctxlog.Thread`][ctxlog.Thread] inherit the binding.
 
-    With Flask::
+    With Flask:
 
-        app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
+    ```python
+    app.wsgi_app = RequestContextMiddleware(app.wsgi_app)
+    ```
 
-    Repeated headers reach a WSGI application joined by commas, which the
-    default validator refuses: they are replaced like any invalid value.
+    Repeated headers reach a WSGI application joined by commas: a value
+    holding a comma is refused as sent more than once (whatever the
+    validator, ``validator=None`` too, as the ASGI middleware refuses
+    repeats), and replaced like any invalid value.
     With *update_request_header* (the default) the application finds the
     chosen id in ``environ`` under the header's key, never a rejected or
     missing value.  When the application raises, the middleware logs the
@@ -73,12 +78,17 @@ class RequestContextMiddleware:
     with the traceback, in the request's context: the line carries the id)
     and answers a plain ``500`` carrying the header, unless *error_response*
     is off (the exception then reaches the server, whose line carries no id).
+    An exception raised while the response body is produced (by the
+    iterable's ``next`` or ``close``: a generator, Flask's
+    ``stream_with_context``) is logged there too, in the request's context
+    (``"Exception while producing the response body"``), then raised on to
+    the server, as without the middleware.
+
+    *New in version 0.1.0.*
 
     :raises ctxlog.ContextError: an option is invalid (at construction), or
         the *generator* or *transformer* returns something that cannot be
         sent in a header.
-
-    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("_policy", "app", "error_response")
@@ -99,6 +109,7 @@ class RequestContextMiddleware:
         max_length: int = MAX_REQUEST_ID_LENGTH,
         error_response: bool = True,
         update_request_header: bool = True,
+        baggage: Iterable[str] = (),
     ) -> None:
         check_flag(error_response, "error_response", "RequestContextMiddleware")
         self.app = app
@@ -115,6 +126,7 @@ class RequestContextMiddleware:
             trace_key=trace_key,
             max_length=max_length,
             update_request_header=update_request_header,
+            baggage=baggage,
             where="RequestContextMiddleware",
         )
 
@@ -126,24 +138,23 @@ class RequestContextMiddleware:
         if policy.update_request_header:
             # The application reads the id the lines carry, never a rejected one.
             environ[policy.environ_key] = incoming[1]
+        pair = (policy.header, incoming[1])
+        wanted = policy.header_lower if policy.echo else None
 
-        if policy.echo:
-            pair = (policy.header, incoming[1])
-            wanted = policy.header_lower
+        def app_start(
+            status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            if status[:1] == "5" and scope.entry is not None:
+                store.fail(scope.entry[UNIT])  # a failed request, for what waits on its outcome
+            if wanted is not None and not any(name.lower() == wanted for name, _ in headers):
+                headers = [*headers, pair]
+            return start_response(status, headers, exc_info)
 
-            def start_with_id(
-                status: str, headers: list[tuple[str, str]], exc_info: _ExcInfo | None = None
-            ) -> Callable[[bytes], object]:
-                if not any(name.lower() == wanted for name, _ in headers):
-                    headers = [*headers, pair]
-                return start_response(status, headers, exc_info)
-
-            app_start: StartResponse = start_with_id
-        else:
-            app_start = start_response
         try:
             result = ctx.run(self.app, environ, app_start)
         except Exception:
+            if scope.entry is not None:
+                store.fail(scope.entry[UNIT])
             if not self.error_response:
                 ctx.run(_leave, scope)
                 raise
@@ -178,7 +189,7 @@ def _error_response(start_response: StartResponse, policy: Policy, request_id: s
 
 
 class _Scope:
-    """The request's unit of work, opened by :func:`_enter`, closed once by :func:`_leave`."""
+    """The request's unit of work, opened by `_enter`, closed once by `_leave`."""
 
     __slots__ = ("entry",)
 
@@ -198,31 +209,25 @@ def _leave(scope: _Scope) -> None:
         store.close_unit(entry)
 
 
-class _ContextIterable(Iterator[bytes]):
-    """The application's response, each step run in the request's Context."""
+class _ContextIterable(ContextBody[bytes]):
+    """The application's response, each step run in the request's Context;
+    ``close()`` ends the request's unit of work."""
 
-    __slots__ = ("_ctx", "_iter", "_result", "_scope")
+    __slots__ = ("_scope",)
 
     def __init__(self, result: Iterable[bytes], ctx: Context, scope: _Scope) -> None:
-        self._result = result
-        self._ctx = ctx
+        super().__init__(result, ctx, _logger)
         self._scope = scope
-        self._iter: Iterator[bytes] | None = None
-
-    def __iter__(self) -> _ContextIterable:
-        return self
-
-    def __next__(self) -> bytes:
-        it = self._iter
-        if it is None:
-            it = self._iter = self._ctx.run(iter, self._result)
-        return self._ctx.run(next, it)
 
     def close(self) -> None:
         """Close the application's response, then end the request's binding."""
         try:
-            close = getattr(self._result, "close", None)
+            close = getattr(self._source, "close", None)
             if close is not None:
-                self._ctx.run(close)
+                try:
+                    self._ctx.run(close)
+                except Exception:
+                    self._ctx.run(_logger.error, BODY_ERROR, exc_info=True)
+                    raise
         finally:
             self._ctx.run(_leave, self._scope)

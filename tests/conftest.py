@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -65,3 +67,19 @@ def captured() -> Iterator[Captured]:
     yield Captured(logger, handler, stream)
     logger.removeHandler(handler)
     handler.close()
+
+
+def import_error_without(package: str, statement: str) -> str:
+    """The ImportError message *statement* raises in a fresh interpreter in which
+    *package* cannot be imported (``""`` when it raises none)."""
+    code = (
+        "import sys\n"
+        f"sys.modules[{package!r}] = None\n"
+        "try:\n"
+        f"    {statement}\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout

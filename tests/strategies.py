@@ -118,3 +118,41 @@ keys = st.one_of(
 )
 
 contexts = st.dictionaries(keys, values, max_size=6)
+
+#: W3C Baggage keys (RFC 9110 tokens).
+baggage_keys = st.text(
+    st.sampled_from(
+        "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+#: Baggage values worth binding: printable text, any script, spaces included.
+baggage_values = st.text(
+    st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp", "Cf", "Co", "Cn", "Zs"))
+    | st.just(" "),
+    max_size=20,
+).filter(str.isprintable)
+
+#: Baggage properties (``;key`` or ``;key=value``), which a parser reads past.
+baggage_properties = st.lists(
+    st.tuples(baggage_keys, st.none() | st.text(st.sampled_from("abc123-_.:%/"), max_size=6)).map(
+        lambda kv: kv[0] if kv[1] is None else f"{kv[0]}={kv[1]}"
+    ),
+    max_size=3,
+)
+
+#: Whatever a hostile client may send in a ``baggage`` header: any text or
+#: bytes, and the shapes that stress a parser (many members, long values,
+#: encoded line breaks and controls).
+hostile_baggage = st.one_of(
+    any_text,
+    st.binary(max_size=40),
+    st.sampled_from([179, 180, 181, 10_000]).map(lambda n: ",".join(f"k{i}=v" for i in range(n))),
+    st.sampled_from([1_024, 1_025, 8_185, 8_186, 3_000_000]).map(lambda n: "tenant=" + "a" * n),
+    st.sampled_from(
+        ["%0A", "%0D%0A", "%1B[31m", "%E2%80%A8", "%C2%85", "%FF", "%", "%zz", "%00"]
+    ).map(lambda bad: f"tenant=a{bad}b"),
+    st.lists(any_text, max_size=5).map(",".join),
+)

@@ -25,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -297,13 +298,124 @@ def test_the_check_catches_an_unnamed_import(tmp_path: Path) -> None:
     assert missing_from(f"'{SELF}[json]'", {"structlog", "pythonjsonlogger.json"}) == {"structlog"}
     assert not missing_from(f"'{SELF}[structlog]'", {"structlog"})
     assert not missing_from("fastapi", {"starlette", "pydantic", "anyio"})
-    assert missing_from(f"'{SELF}[otel]'", {"opentelemetry.sdk.trace"}) == {"opentelemetry-sdk"}
-    assert not missing_from(f"'{SELF}[otel]' opentelemetry-sdk", {"opentelemetry.sdk.trace"})
+    otlp = {"opentelemetry.exporter.otlp.proto.http"}
+    assert missing_from(f"'{SELF}[otel]'", otlp) == {"opentelemetry-exporter-otlp-proto-http"}
+    assert not missing_from(f"'{SELF}[otel]' opentelemetry-exporter-otlp-proto-http", otlp)
+    assert not missing_from(f"'{SELF}[otel]'", {"opentelemetry.sdk.trace"})
+
+
+def test_make_test_says_it_takes_minutes(tmp_path: Path) -> None:
+    """On a fresh clone, ``make test`` says first that it takes minutes, and pip's
+    progress shows while the dev extras install."""
+    make = shutil.which("make")
+    assert make is not None, "the Makefile is how a fresh clone runs the suite"
+    result = subprocess.run(
+        [make, "-n", "test", f"VENV={tmp_path / 'venv'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    commands = result.stdout.splitlines()
+    assert "several minutes" in commands[0]
+    (install,) = [line for line in commands if "pip install" in line and "[dev]" in line]
+    assert "--quiet" not in install
+    assert "--progress-bar on" in install
+
+
+def test_the_sdist_ships_what_the_suite_reads(tmp_path: Path) -> None:
+    """An unpacked sdist's suite passes: it ships the docs (every example runs,
+    the site builds, the servers' and Celery's tests start the pages' recipes),
+    mkdocs.yml, the config files and the Makefile beside the tests."""
+    import tarfile  # noqa: PLC0415 -- this test only
+
+    from hatchling.builders.sdist import SdistBuilder  # noqa: PLC0415 -- same
+
+    (archive,) = SdistBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"])
+    with tarfile.open(archive) as sdist:
+        shipped = {name.partition("/")[2] for name in sdist.getnames()}
+    read = [ROOT / "mkdocs.yml", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    for folder in ("docs", "config", "tests"):
+        read += [path for path in (ROOT / folder).rglob("*") if path.is_file()]
+    wanted = {
+        path.relative_to(ROOT).as_posix()
+        for path in read
+        if "__pycache__" not in path.parts and ".pytest_cache" not in path.parts
+    }
+    assert wanted - shipped == set()
+
+
+def test_configure_on_the_stdlib_page_shows_its_real_defaults() -> None:
+    """The call the stdlib page lays out, argument by argument, is configure()'s
+    own signature: the same names, each with its real default."""
+    import inspect  # noqa: PLC0415 -- this test only
+
+    from ctxlog.stdlib import configure  # noqa: PLC0415 -- same
+
+    text = (DOCS / "stdlib.md").read_text(encoding="utf-8")
+    (block,) = [code for _, code in FENCE.findall(text) if code.startswith("ctxlog.configure(")]
+    call = ast.parse(block).body[0]
+    assert isinstance(call, ast.Expr)
+    assert isinstance(call.value, ast.Call)
+    shown = {kw.arg: ast.literal_eval(kw.value) for kw in call.value.keywords}
+    real = {name: p.default for name, p in inspect.signature(configure).parameters.items()}
+    real["level"] = "INFO"  # logging.INFO, written as the name it takes too
+    assert shown == real
 
 
 # --------------------------------------------------------------------------
 # the site
 # --------------------------------------------------------------------------
+
+#: Markup that mkdocstrings does not render: Sphinx roles and directives, a
+#: doctest prompt.
+SPHINX_MARKUP = re.compile(
+    r":(?:func|class|meth|data|mod|attr|exc|obj):`|\.\. (?:versionadded|versionchanged|note|"
+    r"warning|deprecated)::|>>>"
+)
+#: ... and, on a built page, a Markdown cross-reference left unresolved.
+RAW_MARKUP = re.compile(f"{SPHINX_MARKUP.pattern}|\\[`[^`\\]]*`\\]\\[[\\w.]*\\]")
+#: Sphinx field lines, which mkdocstrings' sphinx style turns into tables.
+FIELD_LINE = re.compile(r"^\s*:(?:param|raises|returns?|rtype|type)\b", re.MULTILINE)
+
+
+def page_text(html: str) -> str:
+    """The text a reader sees on a built page, code blocks left out."""
+    html = re.sub(r"<pre\b.*?</pre>", "", html, flags=re.DOTALL)
+    html = re.sub(r"<(script|style)\b.*?</\1>", "", html, flags=re.DOTALL)
+    return unescape(re.sub(r"<[^>]+>", "", html))
+
+
+def docstrings() -> list[tuple[str, int, str]]:
+    """(module file, line, text) of every docstring in ctxlog/."""
+    found = []
+    for path in sorted((ROOT / "ctxlog").glob("*.py")):
+        found += [
+            (path.name, node.lineno, node.value.value)
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ]
+    return found
+
+
+def test_docstrings_are_markdown() -> None:
+    """Docstrings are written in what the API page renders: Markdown
+    cross-references, ``*New in version X.*`` before the field lines (after
+    them it would land in the last field's table cell), fenced examples."""
+    wrong = []
+    for name, line, text in docstrings():
+        shown = SPHINX_MARKUP.findall(text)
+        if shown:
+            wrong.append(f"{name}:{line}: {shown[:3]}")
+        if re.search(r"\S::\s*$", text, re.MULTILINE):
+            wrong.append(f"{name}:{line}: a reST literal block (::)")
+        note = text.find("*New in version")
+        first_field = FIELD_LINE.search(text)
+        if note >= 0 and first_field and note > first_field.start():
+            wrong.append(f"{name}:{line}: *New in version* after the field lines")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_site_builds_strict(tmp_path: Path) -> None:
@@ -326,3 +438,19 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         "ctxlog.asgi.RequestContextMiddleware",
     ):
         assert name in api, f"API reference lacks {name}"
+    for page in sorted((tmp_path / "site").rglob("*.html")):
+        shown = RAW_MARKUP.findall(page_text(page.read_text(encoding="utf-8")))
+        assert not shown, f"{page.relative_to(tmp_path / 'site')} shows raw markup: {shown[:5]}"
+    # What the docstrings' markup becomes: links, notes, examples, field tables.
+    bind = api[api.index('id="ctxlog.bind"') : api.index('id="ctxlog.unbind"')]
+    assert 'href="#ctxlog.isolate"' in bind  # [`isolate`][ctxlog.isolate]
+    assert "<p><em>New in version 0.1.0.</em></p>" in bind
+    assert '<div class="highlight"><pre>' in bind  # the example, a code block
+    assert "<blockquote" not in api
+    cells = re.findall(r'<div class="doc-md-description">(.*?)</div>', api, re.DOTALL)
+    assert cells
+    assert not [cell for cell in cells if "New in version" in cell]  # not in a field's cell
+    context_filter = api[api.index('id="ctxlog.ContextFilter"') :]
+    table = context_filter[: context_filter.index("</table>")]
+    assert "Parameters:" in table
+    assert all(f"<code>{name}</code>" in table for name in ("fields", "defaults", "nest_under"))

@@ -28,7 +28,14 @@ from hypothesis import strategies as st
 
 import ctxlog
 from ctxlog import ContextError, ContextFilter, Snapshot
-from ctxlog._snapshot import CONTEXT_HEADER, MAX_HEADER_DEPTH, MAX_HEADER_SIZE
+from ctxlog._snapshot import (
+    CONTEXT_HEADER,
+    MAX_HEADER_DEPTH,
+    MAX_HEADER_SIZE,
+    _find_unsafe,
+    _general_json,
+    _plain_json,
+)
 from ctxlog.stdlib import json_formatter
 from tests.conftest import Captured
 
@@ -1060,3 +1067,38 @@ class TestEdges:
             ctxlog.wrap(42)  # type: ignore[arg-type]  # the misuse under test
         with pytest.raises(ContextError, match=r"takes a contextvars\.Context, not str"):
             ctxlog.Thread(target=print, context="x")  # type: ignore[arg-type]  # same
+
+
+# -- the header codec's fast paths agree with the general one ------------------------
+
+_any_text = st.text(st.characters(exclude_categories=()), max_size=12)
+_plain_values = st.one_of(_any_text, st.integers(), st.booleans(), st.none())
+
+
+@given(st.dictionaries(_any_text.filter(bool), _plain_values, min_size=1, max_size=5))
+def test_to_headers_fast_path_agrees_with_the_general_one(values: dict[str, Any]) -> None:
+
+    fast = _plain_json(values)
+    try:
+        general: str | None = _general_json(values)
+    except ctxlog.ContextError:
+        general = None
+    if fast is not None:
+        assert fast == general
+    elif general is not None:
+        # Not taken by the fast path, yet writable: only escapes that are safe.
+        assert ctxlog.Snapshot.from_headers({"x-ctxlog-context": general}) == values
+
+
+@given(st.dictionaries(_any_text.filter(bool), _plain_values, min_size=1, max_size=5))
+def test_from_headers_refuses_exactly_what_the_full_scan_refuses(values: dict[str, Any]) -> None:
+
+    text = json.dumps(values, ensure_ascii=True)
+    unsafe = _find_unsafe(values) is not None
+    try:
+        got = ctxlog.Snapshot.from_headers({"X-Ctxlog-Context": text})
+    except ctxlog.ContextError:
+        assert unsafe
+    else:
+        assert not unsafe
+        assert dict(got) == values

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import sys
+
+import pytest
 
 import ctxlog
 
@@ -41,3 +44,77 @@ def test_all_is_sorted_and_complete() -> None:
     for name in ctxlog.__all__:
         assert getattr(ctxlog, name).__doc__, name
     assert "structlog" not in ctxlog.__all__
+
+
+#: What ``import ctxlog`` may load beyond what ``import logging`` and
+#: ``import typing`` load: its core (the store, the API, the filter) and the
+#: little it needs.  Threads and pools, snapshots and their codecs, headers,
+#: JSON, pickling, dates, asyncio and multiprocessing load on first use.
+IMPORTED_WITH_CTXLOG = {
+    "__future__",
+    "_contextvars",
+    "contextvars",
+    "ctxlog",
+    "ctxlog._context",
+    "ctxlog._errors",
+    "ctxlog._memo",
+    "ctxlog._projection",
+    "ctxlog._store",
+    "ctxlog._values",
+    "ctxlog.stdlib",
+    "math",
+}
+
+
+def test_import_loads_only_what_it_uses() -> None:
+    # What typing drags along differs between Python versions (3.10's loads
+    # contextlib): measured here rather than listed.
+    code = (
+        "import json, sys, logging\n"
+        "before = set(sys.modules)\n"
+        "import typing\n"
+        "typing_loads = set(sys.modules) - before\n"
+        "import ctxlog\n"
+        "print(json.dumps(sorted(set(sys.modules) - before - typing_loads)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert set(json.loads(out)) <= IMPORTED_WITH_CTXLOG
+
+
+def test_lazy_names_load_their_module_on_first_use() -> None:
+    code = (
+        "import sys, ctxlog\n"
+        "lazy = ('concurrent.futures', 'pickle', 'json', 'ctxlog._snapshot', 'ctxlog.headers')\n"
+        "print(any(name in sys.modules for name in lazy))\n"
+        "ctxlog.ThreadPoolExecutor, ctxlog.snapshot, ctxlog.outgoing_headers\n"
+        "print(all(name in sys.modules for name in lazy[:1] + lazy[3:]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "True"]
+
+
+def _refuse_an_empty_key() -> None:
+    ctxlog.set(**{"": 1})
+
+
+def test_context_error_is_named_where_it_is_imported() -> None:
+    assert ctxlog.ContextError.__module__ == "ctxlog"
+    # An uncaught one, as a user sees it.
+    failed = subprocess.run(
+        [sys.executable, "-c", "import ctxlog\nctxlog.set(**{'': 1})"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1].startswith("ctxlog.ContextError: set(): ")
+    # Raised in a worker process, it comes back through pickle as itself.
+    with (
+        concurrent.futures.ProcessPoolExecutor(1) as pool,
+        pytest.raises(ctxlog.ContextError, match="non-empty strings"),
+    ):
+        pool.submit(_refuse_an_empty_key).result()

@@ -231,6 +231,19 @@ def test_structlog_events_too(
     check_line(text, level.upper(), output.logger.name, "the event")
 
 
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_uvicorns_color_message_stays_out(outputs: dict[str, Output], path: str) -> None:
+    """uvicorn logs its message again with ANSI colour codes (``color_message``):
+    a terminal's, not a JSON line's."""
+    output = output_of(outputs, path)
+    extra = {"color_message": "Started server process [\x1b[36m%d\x1b[0m]", "port": 8000}
+    (text,) = output.log("INFO", {"request_id": "-"}, extra)
+    line = json.loads(text)
+    assert "color_message" not in line
+    assert "\\u001b" not in text
+    assert line["port"] == 8000  # the other extra= values are written
+
+
 class TestTheLinesOwnFields:
     def test_context_never_replaces_them(self) -> None:
         stream = io.StringIO()

@@ -28,7 +28,7 @@ import ctxlog
 import ctxlog.otel
 from ctxlog import structlog as cs
 from ctxlog.headers import parse_traceparent
-from tests.conftest import Captured
+from tests.conftest import Captured, import_error_without
 
 LINE = "%(trace_id)s|%(span_id)s|%(request_id)s|%(message)s"
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -434,6 +434,9 @@ def test_provider_repr(otel: None) -> None:
     names = [repr(source) for source, _ in store.providers]
     assert any("trace id" in name and "'trace_id'" in name for name in names)
     assert any("span id" in name and "'span_id'" in name for name in names)
+    ctxlog.otel.install(baggage=["tenant"])
+    names = [repr(source) for source, _ in store.providers]
+    assert any("baggage entry 'tenant'" in name for name in names)
 
 
 def test_otel_context_detached_by_hand(otel: None, tracing: Tracing) -> None:
@@ -445,6 +448,161 @@ def test_otel_context_detached_by_hand(otel: None, tracing: Tracing) -> None:
         otel_context.detach(token)
         span.end()
     assert ctxlog.get("span_id") is None
+
+
+# --------------------------------------------------------------------------
+# cost: a span's ids are formatted once, and records are served from a cache
+# --------------------------------------------------------------------------
+
+
+class CountingId(int):
+    """A span id that counts how often it is formatted (OpenTelemetry takes any int)."""
+
+    formatted = 0
+
+    def __format__(self, spec: str) -> str:
+        CountingId.formatted += 1
+        return super().__format__(spec)
+
+
+def test_a_spans_ids_are_formatted_once_per_span(otel: None, text: Captured) -> None:
+    """Many records, and contexts that differ but show the same span (a value
+    set in OpenTelemetry's context, another thread), format its ids once."""
+    CountingId.formatted = 0
+    span_ctx = trace.SpanContext(
+        trace_id=CountingId(0x4BF92F3577B34DA6A3CE929D0E0E4736),
+        span_id=CountingId(0x00F067AA0BA902B7),
+        is_remote=False,
+        trace_flags=trace.TraceFlags(1),
+    )
+    span_token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_ctx)))
+    try:
+        span_only = otel_context.get_current()
+        with_value = otel_context.set_value("ctxlog.tests", 1, span_only)
+        for n in range(20):
+            token = otel_context.attach(with_value if n % 2 else span_only)
+            try:
+                text.logger.info("line %d", n)
+            finally:
+                otel_context.detach(token)
+        worker = ctxlog.Thread(target=text.logger.info, args=("thread",))
+        worker.start()
+        worker.join()
+    finally:
+        otel_context.detach(span_token)
+    lines = text.lines()
+    assert len(lines) == 21
+    ids = "4bf92f3577b34da6a3ce929d0e0e4736|00f067aa0ba902b7|"
+    assert all(line.startswith(ids) for line in lines)
+    assert CountingId.formatted == 2  # the trace id and the span id, once each
+
+
+def test_many_spans_each_show_their_own_ids(otel: None) -> None:
+    """More spans than the formatted ids kept: each record still has its own span's."""
+    for n in range(1, 600):
+        span_ctx = trace.SpanContext(
+            trace_id=n, span_id=n, is_remote=False, trace_flags=trace.TraceFlags(1)
+        )
+        token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_ctx)))
+        try:
+            assert (ctxlog.get("trace_id"), ctxlog.get("span_id")) == (f"{n:032x}", f"{n:016x}")
+        finally:
+            otel_context.detach(token)
+
+
+def test_the_filter_sees_a_new_span_and_a_reinstall(tracing: Tracing, text: Captured) -> None:
+    """The filter's cache holds while the span does, and no longer."""
+    ctxlog.otel.install()
+    try:
+        with tracing.tracer.start_as_current_span("a"):
+            text.logger.info("a1")
+            text.logger.info("a2")
+            with tracing.tracer.start_as_current_span("b"):
+                text.logger.info("b")
+            text.logger.info("a3")
+            ctxlog.otel.install(trace_key="trace_id", span_key=None)
+            text.logger.info("trace only")
+    finally:
+        ctxlog.otel.uninstall()
+    a, b = ids_of(tracing.finished("a")), ids_of(tracing.finished("b"))
+    assert text.lines() == [
+        f"{a[0]}|{a[1]}|-|a1",
+        f"{a[0]}|{a[1]}|-|a2",
+        f"{b[0]}|{b[1]}|-|b",
+        f"{a[0]}|{a[1]}|-|a3",
+        f"{a[0]}|-|-|trace only",
+    ]
+
+
+def test_a_registered_variable_beside_otel_is_read_every_time(
+    otel: None, tracing: Tracing, text: Captured
+) -> None:
+    """A registered ContextVar cannot say it is unchanged: with it, nothing is
+    served from a cache that would hide its new value."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    ctxlog.register(var)
+    try:
+        with tracing.tracer.start_as_current_span("v"):
+            var.set("first")
+            text.logger.info("one")
+            var.set("second")
+            text.logger.info("two")
+    finally:
+        ctxlog.unregister(var)
+    trace_id, span_id = ids_of(tracing.finished("v"))
+    assert text.lines() == [f"{trace_id}|{span_id}|first|one", f"{trace_id}|{span_id}|second|two"]
+
+
+# --------------------------------------------------------------------------
+# OpenTelemetry baggage
+# --------------------------------------------------------------------------
+
+
+def test_active_baggage_entries_are_merged(tracing: Tracing, text: Captured) -> None:
+    from opentelemetry import baggage  # noqa: PLC0415 -- only this test uses it
+
+    text.handler.setFormatter(logging.Formatter("%(tenant)s|%(plan)s|%(message)s"))
+    text.handler.filters.clear()
+    text.handler.addFilter(ctxlog.ContextFilter(defaults={"tenant": "-", "plan": "-"}))
+    ctxlog.otel.install(baggage=["tenant", "plan"])
+    try:
+        ctx = baggage.set_baggage("tenant", "acme", baggage.set_baggage("other", "x"))
+        token = otel_context.attach(ctx)
+        try:
+            text.logger.info("one")
+            with tracing.tracer.start_as_current_span("s"):
+                text.logger.info("in a span")
+                assert ctxlog.outgoing_headers(baggage=["tenant"])["baggage"] == "tenant=acme"
+            hostile = baggage.set_baggage("tenant", "a\nforged", baggage.set_baggage("plan", 7))
+            inner = otel_context.attach(hostile)
+            try:
+                text.logger.info("unsafe values")
+            finally:
+                otel_context.detach(inner)
+            with ctxlog.bind(tenant="bound"):
+                text.logger.info("bound wins")
+        finally:
+            otel_context.detach(token)
+        text.logger.info("none")
+    finally:
+        ctxlog.otel.uninstall()
+    assert text.lines() == [
+        "acme|-|one",
+        "acme|-|in a span",
+        "-|-|unsafe values",
+        "bound|-|bound wins",
+        "-|-|none",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("baggage", "match"),
+    [("tenant", "not a string"), ([""], "non-empty"), (["span_id"], "already the trace")],
+)
+def test_bad_baggage_options(baggage: Any, match: str) -> None:
+    with pytest.raises(ctxlog.ContextError, match=match):
+        ctxlog.otel.install(baggage=baggage)
+    assert not ctxlog.otel.installed()
 
 
 # --------------------------------------------------------------------------
@@ -461,15 +619,5 @@ def test_import_ctxlog_loads_no_opentelemetry() -> None:
 
 
 def test_missing_opentelemetry_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['opentelemetry'] = None\n"
-        "try:\n"
-        "    import ctxlog.otel\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert "pip install 'ctxlog-correlation[otel]'" in out
+    message = import_error_without("opentelemetry", "import ctxlog.otel")
+    assert "pip install 'ctxlog-correlation[otel]'" in message

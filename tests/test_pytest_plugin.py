@@ -131,6 +131,13 @@ def test_capture(ctxlog_capture):
     ]
 
 
+def test_capture_sees_levels_below_the_root_s(ctxlog_capture):
+    # The root logger is at WARNING, as a fresh process has it.
+    log.info("info")
+    log.debug("debug")
+    assert [line["message"] for line in ctxlog_capture] == ["info", "debug"]
+
+
 def test_caplog_records_carry_the_context(caplog):
     seen = []
 
@@ -147,7 +154,7 @@ def test_caplog_records_carry_the_context(caplog):
     assert not hasattr(seen[0], "request_id")
 """
     )
-    run(pytester).assert_outcomes(passed=2)
+    run(pytester).assert_outcomes(passed=3)
 
 
 def test_beside_pytest_asyncio(pytester: pytest.Pytester) -> None:
@@ -226,3 +233,143 @@ def test_beside_randomly(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_leaky=LEAKY)
     for seed in ("1", "2", "3"):
         run(pytester, "-p", "randomly", f"--randomly-seed={seed}").assert_outcomes(passed=2)
+
+
+# Which of ctxlog.celery, ctxlog.otel and ctxlog.structlog are in effect, seen on
+# the lines they write: a Celery task's line has task_id, a line in a span has
+# trace_id, structlog's default chain writes the bound request_id.
+IN_EFFECT = """
+import logging
+
+import structlog
+from celery import Celery
+from opentelemetry.sdk.trace import TracerProvider
+
+import ctxlog
+import ctxlog.celery
+import ctxlog.otel
+import ctxlog.structlog
+
+HOOKS = {"celery": ctxlog.celery, "otel": ctxlog.otel, "structlog": ctxlog.structlog}
+tracer = TracerProvider().get_tracer("plugin-test")
+app = Celery("plugin-test", task_always_eager=True)
+
+
+@app.task(name="job")
+def job():
+    logging.getLogger("job").warning("in the task")
+
+
+def in_effect(capsys, captured):
+    captured.clear()
+    capsys.readouterr()
+    with ctxlog.bind(request_id="r-1"):
+        with tracer.start_as_current_span("span"):
+            logging.getLogger("app").warning("in a span")
+        job.delay()
+        structlog.get_logger().warning("from structlog")
+    lines = {line["message"]: line for line in captured}
+    seen = set()
+    if "trace_id" in lines["in a span"]:
+        seen.add("otel")
+    if "task_id" in lines["in the task"]:
+        seen.add("celery")
+    if "r-1" in capsys.readouterr().out:
+        seen.add("structlog")
+    return seen
+"""
+
+
+def test_hooks_a_test_uninstalls_are_back_for_the_next(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        IN_EFFECT
+        + """
+ctxlog.celery.install()
+ctxlog.otel.install()
+ctxlog.structlog.install()
+"""
+    )
+    pytester.makepyfile(
+        test_order="""
+import ctxlog.celery
+import ctxlog.otel
+from conftest import HOOKS, in_effect
+
+
+def test_1_uninstalls(capsys, ctxlog_capture):
+    assert in_effect(capsys, ctxlog_capture) == set(HOOKS)
+    for hook in HOOKS.values():
+        hook.uninstall()
+    assert in_effect(capsys, ctxlog_capture) == set()
+
+
+def test_2_finds_them_installed(capsys, ctxlog_capture):
+    assert all(hook.installed() for hook in HOOKS.values())
+    assert in_effect(capsys, ctxlog_capture) == set(HOOKS)
+    for hook in HOOKS.values():
+        hook.install()  # again: as in a fixture that installs what a test needs
+    assert in_effect(capsys, ctxlog_capture) == set(HOOKS)
+
+
+def test_3_installs_them_otherwise(capsys, ctxlog_capture):
+    ctxlog.celery.install(task_id_key="job_id")
+    ctxlog.otel.install(trace_key="otel_trace_id")
+    assert in_effect(capsys, ctxlog_capture) == {"structlog"}
+
+
+def test_4_finds_them_as_before(capsys, ctxlog_capture):
+    assert in_effect(capsys, ctxlog_capture) == set(HOOKS)
+"""
+    )
+    run(pytester, "--ctxlog-leaks=fail").assert_outcomes(passed=4)
+
+
+def test_hooks_a_test_installs_are_gone_for_the_next(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(IN_EFFECT)
+    pytester.makepyfile(
+        test_order="""
+from conftest import HOOKS, in_effect
+
+
+def test_1_installs(capsys, ctxlog_capture):
+    for hook in HOOKS.values():
+        hook.install()
+    assert in_effect(capsys, ctxlog_capture) == set(HOOKS)
+
+
+def test_2_finds_none(capsys, ctxlog_capture):
+    assert not any(hook.installed() for hook in HOOKS.values())
+    assert in_effect(capsys, ctxlog_capture) == set()
+    for hook in HOOKS.values():
+        hook.install()
+    assert in_effect(capsys, ctxlog_capture) == set(HOOKS)
+"""
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    for name in ("celery", "otel", "structlog"):
+        result.stdout.fnmatch_lines([f"*test_1_installs*ctxlog.{name}.install() still in effect*"])
+
+
+def test_the_structlog_chain_warning_comes_in_every_test_that_earns_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # Once per structlog configuration, and every test starts afresh: the
+    # second test is warned too, whichever ran first.
+    pytester.makepyfile(
+        test_warned="""
+import pytest
+from ctxlog.structlog import UnmergedContextWarning, bound_contextvars
+
+
+def test_1():
+    with pytest.warns(UnmergedContextWarning), bound_contextvars(request_id="r-1"):
+        pass
+
+
+def test_2():
+    with pytest.warns(UnmergedContextWarning), bound_contextvars(request_id="r-2"):
+        pass
+"""
+    )
+    run(pytester, "--ctxlog-leaks=fail").assert_outcomes(passed=2)

@@ -504,3 +504,45 @@ def test_configure_after_basicconfig_writes_each_line_once_with_replace_handlers
     assert json.loads(ours.getvalue())["message"] == "once"
     with pytest.raises(ContextError, match="replace_handlers"):
         ctxlog.configure(replace_handlers="yes")  # type: ignore[arg-type]
+
+
+class TestTyposInDictConfig:
+    """dictConfig wraps a factory's error in its own "Unable to configure
+    filter": the cause it chains is ctxlog's, naming the option meant."""
+
+    def test_a_filter_option(self) -> None:
+        config = {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"context": {"()": "ctxlog.ContextFilter", "defualts": {"request_id": "-"}}},
+        }
+        with pytest.raises(ValueError, match="Unable to configure filter 'context'") as raised:
+            logging.config.dictConfig(config)
+        cause = raised.value.__cause__
+        assert isinstance(cause, ContextError)
+        assert "unknown options: 'defualts' (did you mean 'defaults' for 'defualts'?)" in str(cause)
+
+    def test_a_formatter_option(self) -> None:
+        config = {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "ctxlog.stdlib.json_formatter", "serialiser": "json"}},
+        }
+        with pytest.raises(ValueError, match="Unable to configure formatter 'json'") as raised:
+            logging.config.dictConfig(config)
+        assert isinstance(raised.value.__cause__, ContextError)
+        assert "did you mean 'serializer'" in str(raised.value.__cause__)
+
+    def test_what_a_server_prints(self) -> None:
+        """Uncaught, as under ``uvicorn --log-config``: ctxlog's message is printed."""
+        config = {
+            "version": 1,
+            "filters": {"context": {"()": "ctxlog.ContextFilter", "on_conflit": "drop"}},
+        }
+        code = f"import logging.config; logging.config.dictConfig({config!r})"
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 1
+        assert "ContextError: ContextFilter() got unknown options: 'on_conflit'" in result.stderr
+        assert "did you mean 'on_conflict' for 'on_conflit'?" in result.stderr

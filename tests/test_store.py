@@ -138,3 +138,49 @@ def test_replace_keeps_the_unit_and_detach_leaves_it() -> None:
         once(1)
         once(1)
         assert calls == [1, 1, 1]
+
+
+def test_stamp_is_shared_by_providers_or_never_the_same() -> None:
+    """Readers cache on the stamp only when every provider shares one."""
+
+    class Stamped:
+        stamp = staticmethod(lambda: "same")
+
+        def get(self) -> str:
+            return "value"
+
+    saved = store.save()
+    try:
+        first, second = Stamped(), Stamped()
+        store.add_provider(first, "first", "test")
+        store.add_provider(second, "second", "test")
+        assert store.stamp() is store.stamp()
+        var = contextvars.ContextVar[str]("unstamped")
+        store.add_provider(var, "unstamped", "test")
+        assert store.stamp() is not store.stamp()
+        store.remove_provider(var, "test")
+        assert store.stamp() is store.stamp()
+    finally:
+        store.load(saved)
+    assert store.stamp() is not store.stamp()
+
+
+def test_leave_unit_gives_the_context_back_and_the_unit_lives_on_in_a_copy() -> None:
+    entry = store.open_unit({"request_id": "r-1"})
+    ctxlog.annotate(user_id="u")
+    held = contextvars.copy_context()
+    store.leave_unit(entry)
+    assert dict(ctxlog.current()) == {}
+    assert store.unit() is None
+    # The copy keeps the open unit: annotate() still reaches it there.
+    held.run(ctxlog.annotate, step="body")
+    assert held.run(lambda: dict(ctxlog.current())) == {
+        "request_id": "r-1",
+        "user_id": "u",
+        "step": "body",
+    }
+    unit = entry[2]
+    store.end(unit)
+    with pytest.raises(ContextError):
+        held.run(ctxlog.annotate, late=True)
+    assert "late" not in held.run(lambda: dict(ctxlog.current()))

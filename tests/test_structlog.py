@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,19 @@ def slog() -> Iterator[Lines]:
         cache_logger_on_first_use=False,
     )
     yield lambda: [json.loads(line) for line in sio.getvalue().splitlines()]
+    structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _migrated_chain() -> Iterator[None]:
+    """structlog's chain as a migrated application has it: ctxlog's merge in it.
+
+    Binding through the drop-in under a chain that merges structlog's own
+    variables only warns (``UnmergedContextWarning``); the tests of that
+    warning, and of the default chain, set up their own chain.
+    """
+    structlog.configure(processors=[cs.merge_context, *structlog.get_config()["processors"]])
+    yield
     structlog.reset_defaults()
 
 
@@ -897,9 +911,64 @@ def default_chain() -> Iterator[io.StringIO]:
 
 def test_default_chain_misses_the_drop_in_without_install(default_chain: io.StringIO) -> None:
     """Why install() exists: structlog's default chain holds its own merge_contextvars."""
-    with cs.bound_contextvars(request_id="r-1"):
+    with (
+        pytest.warns(cs.UnmergedContextWarning, match=r"ctxlog\.structlog\.install\(\)"),
+        cs.bound_contextvars(request_id="r-1"),
+    ):
         structlog.get_logger().info("hello")
     assert "request_id" not in default_chain.getvalue()
+
+
+def _warned(do: Callable[[], object]) -> list[warnings.WarningMessage]:
+    """The UnmergedContextWarnings *do* issues, each one (no registry dedup)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        do()
+    return [w for w in caught if issubclass(w.category, cs.UnmergedContextWarning)]
+
+
+def _bind_and_log() -> None:
+    tokens = cs.bind_contextvars(request_id="r-w")
+    with cs.bound_contextvars(user_id=5):
+        structlog.get_logger().info("hello")
+    cs.reset_contextvars(**tokens)
+
+
+def test_binding_where_structlog_cannot_see_it_warns_once(default_chain: io.StringIO) -> None:
+    (warning,) = _warned(_bind_and_log)
+    assert warning.filename == __file__  # the line of the bind
+    text = str(warning.message)
+    assert "missing from structlog's lines" in text
+    assert "Add ctxlog.structlog.install() once at start-up" in text
+    assert "request_id" not in default_chain.getvalue()  # what it warns about
+    assert _warned(_bind_and_log) == []  # once for this configuration
+    cs.install()  # the line it names
+    assert _warned(_bind_and_log) == []
+    assert "request_id=r-w" in default_chain.getvalue().splitlines()[-1]
+
+
+def test_each_new_chain_is_checked_once(default_chain: io.StringIO) -> None:
+    renderer = structlog.processors.KeyValueRenderer()
+    factory = structlog.PrintLoggerFactory(default_chain)
+    structlog.configure(processors=[sl_contextvars.merge_contextvars, renderer])
+    assert len(_warned(_bind_and_log)) == 1
+    cs.install()  # after configure(): that chain reads the store now
+    assert _warned(_bind_and_log) == []
+    assert "request_id='r-w'" in default_chain.getvalue().splitlines()[-1]
+    # A tuple cannot be changed in place: the warning says what to write instead.
+    structlog.configure(processors=(sl_contextvars.merge_contextvars, renderer))
+    (warning,) = _warned(_bind_and_log)
+    assert "Put ctxlog.structlog.merge_context in place of" in str(warning.message)
+    # Chains that merge ctxlog's context, or no context at all, say nothing.
+    chains: list[list[Any]] = [
+        [cs.merge_context, renderer],
+        [cs.merge_context(fields=["request_id"]), sl_contextvars.merge_contextvars, renderer],
+        [renderer],
+    ]
+    for chain in chains:
+        structlog.configure(processors=chain, logger_factory=factory)
+        assert _warned(_bind_and_log) == []
+    assert not _warned(cs.bind_contextvars)  # nothing bound, nothing checked
 
 
 def test_install_puts_the_store_in_the_default_chain(default_chain: io.StringIO) -> None:
@@ -962,6 +1031,10 @@ def test_the_chain_in_effect_is_changed_a_later_one_is_not(default_chain: io.Str
     later: list[Any] = [sl_contextvars.merge_contextvars, structlog.processors.KeyValueRenderer()]
     structlog.configure(processors=later)
     assert structlog.get_config()["processors"][0] is sl_contextvars.merge_contextvars
+    cs.install()  # again, after configure(): now that chain too
+    assert structlog.get_config()["processors"][0] is not sl_contextvars.merge_contextvars
+    cs.uninstall()
+    assert later[0] is sl_contextvars.merge_contextvars
 
 
 @pytest.mark.ctxlog_leaks("ignore")

@@ -117,6 +117,71 @@ class TestCapture:
             target.propagate = True
             target.setLevel(logging.NOTSET)
 
+    def test_every_level_by_default_whatever_the_root_level(self) -> None:
+        root = logging.getLogger()
+        root.setLevel(logging.WARNING)  # the stdlib's default; put back by conftest
+        log = logging.getLogger("ctxlog.test.levels")
+        with capture() as lines:
+            log.debug("debug")
+            log.info("info")
+            log.log(5, "below debug")
+        assert [line["message"] for line in lines] == ["debug", "info", "below debug"]
+        assert (root.level, log.level) == (logging.WARNING, logging.NOTSET)
+        with capture(level="info") as narrowed:
+            log.debug("debug")
+            log.info("info")
+        assert [line["message"] for line in narrowed] == ["info"]
+        assert root.level == logging.WARNING
+
+    def test_a_logger_s_own_level_holds_unless_captured_on_it(self) -> None:
+        quiet = logging.getLogger("ctxlog.test.quiet")
+        quiet.setLevel(logging.WARNING)  # the application's own configuration
+        child = logging.getLogger("ctxlog.test.quiet.child")  # NOTSET: inherits it
+        chatty = logging.getLogger("ctxlog.test.chatty")
+        chatty.setLevel(logging.DEBUG)
+        try:
+            with capture() as on_root:
+                quiet.info("dropped by its own level")
+                child.info("dropped too")
+                quiet.warning("kept")
+            assert [line["message"] for line in on_root] == ["kept"]
+            with capture(logger="ctxlog.test.quiet") as on_it:
+                quiet.info("seen")
+                child.debug("seen from below")
+            assert [line["message"] for line in on_it] == ["seen", "seen from below"]
+            assert (quiet.level, child.level) == (logging.WARNING, logging.NOTSET)
+            # level= narrows on the handler too: a logger set lower is left out.
+            with capture(level="warning") as narrowed:
+                chatty.debug("below the capture's level")
+                chatty.error("kept")
+            assert [line["message"] for line in narrowed] == ["kept"]
+            assert chatty.level == logging.DEBUG
+        finally:
+            quiet.setLevel(logging.NOTSET)
+            chatty.setLevel(logging.NOTSET)
+
+    def test_a_named_logger_left_notset_is_notset_again(self) -> None:
+        target = logging.getLogger("ctxlog.test.notset")
+        with capture(logger="ctxlog.test.notset") as lines:
+            target.debug("seen")
+        assert [line["message"] for line in lines] == ["seen"]
+        assert target.level == logging.NOTSET
+        assert target.getEffectiveLevel() == logging.getLogger().getEffectiveLevel()
+
+    def test_lifts_logging_disable_for_the_block(self) -> None:
+        log = logging.getLogger("ctxlog.test.disabled")
+        logging.disable(logging.INFO)
+        try:
+            with capture() as lines:
+                log.info("seen")
+            with capture(level="error") as narrowed:
+                log.error("seen")
+            log.info("not seen")
+            assert logging.root.manager.disable == logging.INFO
+        finally:
+            logging.disable(logging.NOTSET)
+        assert [line["message"] for line in [*lines, *narrowed]] == ["seen", "seen"]
+
     def test_imports_the_standard_library_only(self) -> None:
         code = (
             "import sys, ctxlog.testing\n"

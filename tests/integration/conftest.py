@@ -16,8 +16,10 @@ import uvicorn
 from werkzeug.serving import BaseWSGIServer, make_server
 
 import ctxlog
-from ctxlog.asgi import ASGIApp
+from ctxlog.asgi import ASGIApp, Receive, Scope, Send
 from ctxlog.wsgi import WSGIApp
+from tests.integration._queues import on_root
+from tests.integration._redis import redis_server
 
 LINE_FORMAT = "%(name)s|%(levelname)s|%(request_id)s|%(message)s"
 
@@ -81,26 +83,21 @@ class LineCapture(logging.Handler):
 def capture_lines(*levels: tuple[str, int]) -> Iterator[LineCapture]:
     """Capture every line reaching the root logger (INFO and up unless *levels* say)."""
     handler = LineCapture()
-    root = logging.getLogger()
-    old_level = root.level
-    old_levels = [(name, logging.getLogger(name).level) for name, _ in levels]
-    for name, level in levels:
-        logging.getLogger(name).setLevel(level)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
+    with on_root(handler, *levels):
         yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        for name, level in old_levels:
-            logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture
 def lines() -> Iterator[LineCapture]:
     with capture_lines() as handler:
         yield handler
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A real ``redis-server`` for the module's tests (fails, never skips, without one)."""
+    with redis_server() as url:
+        yield url
 
 
 def loopback_socket() -> socket.socket:
@@ -205,3 +202,20 @@ def response_headers(raw: bytes) -> tuple[int, list[tuple[str, str]]]:
         name, _, value = line.partition(":")
         pairs.append((name.strip().lower(), value.strip()))
     return status, pairs
+
+
+def answer_every_path(log: logging.Logger) -> ASGIApp:
+    """An ASGI application that logs ``handled`` on *log* and answers ``ok`` on
+    every path (a router would refuse some hostile ones), with a lifespan."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        log.info("handled")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app

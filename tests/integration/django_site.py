@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,14 +15,21 @@ import django
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 import ctxlog
 
 log = logging.getLogger("tests.django")
 
-DB = Path(tempfile.mkdtemp(prefix="ctxlog-django-")) / "site.sqlite"
+# A worker process of the task tests names the database of the test process.
+DB = Path(
+    os.environ.get("CTXLOG_TEST_DJANGO_DB")
+    or Path(tempfile.mkdtemp(prefix="ctxlog-django-")) / "site.sqlite"
+)
+
+#: Django's tasks: the database backend (django-tasks-db), on the backport before Django 6.
+TASK_APPS = ["django_tasks_db"] if django.VERSION >= (6,) else ["django_tasks", "django_tasks_db"]
 
 
 def query(tag: str) -> None:
@@ -51,6 +60,7 @@ def view(request: HttpRequest, n: str) -> JsonResponse:
         {
             "context": dict(ctxlog.current()),
             "header": request.META.get("HTTP_X_REQUEST_ID"),
+            "headers": request.headers.get("X-Request-ID"),
         }
     )
 
@@ -71,6 +81,37 @@ def boom(request: HttpRequest) -> HttpResponse:
     log.info("about to fail")
     msg = "boom"
     raise RuntimeError(msg)
+
+
+def parts(n: str) -> Iterator[str]:
+    """A body that logs each part it makes, then its end (and raises first, for
+    an ``n`` starting with ``boom``)."""
+    try:
+        for i in range(3):
+            log.info("chunk n=%s i=%s", n, i)
+            yield f"{ctxlog.get('request_id')}\n"
+        if n.startswith("boom"):
+            msg = f"body {n}"
+            raise RuntimeError(msg)
+    finally:
+        log.info("closed n=%s", n)
+
+
+def stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
+    """A streamed body, produced by the server after the middleware chain has returned."""
+    return StreamingHttpResponse(parts(n), content_type="text/plain")
+
+
+async def async_stream(request: HttpRequest, n: str) -> StreamingHttpResponse:
+    """The same with an async iterator, from an async view (slow, for an ``n``
+    starting with ``slow``: a client leaves before its end)."""
+
+    async def body() -> AsyncIterator[str]:
+        for part in parts(n):
+            yield part
+            await asyncio.sleep(10 if n.startswith("slow") else 0.001)
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
 
 
 def fake_auth(get_response: Any) -> Any:
@@ -99,6 +140,8 @@ urlpatterns = [
     path("view/<str:n>", view),
     path("async/<str:n>", async_view),
     path("boom", boom),
+    path("stream/<str:n>", stream),
+    path("astream/<str:n>", async_stream),
     path("health", lambda _request: HttpResponse("ok")),
 ]
 
@@ -118,7 +161,8 @@ def setup() -> None:
         SECRET_KEY="ctxlog-tests",
         ROOT_URLCONF=__name__,
         MIDDLEWARE=MIDDLEWARE,
-        INSTALLED_APPS=[],
+        INSTALLED_APPS=TASK_APPS,
+        TASKS={"default": {"BACKEND": "tests.integration.django_tasks_app.Backend"}},
         DATABASES={
             "default": {
                 "ENGINE": "django.db.backends.sqlite3",

@@ -37,7 +37,7 @@ import ctxlog
 import ctxlog.celery
 import ctxlog.otel
 from ctxlog.headers import is_valid_request_id
-from tests.conftest import Captured
+from tests.conftest import Captured, import_error_without
 
 CELERY_PAGE = Path(__file__).resolve().parents[2] / "docs" / "celery.md"
 BLOCK = re.compile(r"^```py\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -726,18 +726,8 @@ def test_import_ctxlog_loads_no_celery() -> None:
 
 
 def test_missing_celery_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "sys.modules['celery'] = None\n"
-        "try:\n"
-        "    import ctxlog.celery\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert "pip install 'ctxlog-correlation[celery]'" in out
+    message = import_error_without("celery", "import ctxlog.celery")
+    assert "pip install 'ctxlog-correlation[celery]'" in message
 
 
 def test_annotated_values_travel_and_each_task_is_a_unit_of_work(
@@ -780,3 +770,57 @@ def test_a_generator_that_returns_no_id_is_refused_at_publish(
     (warning,) = captured.lines()
     assert "published without a request id" in warning
     assert "printable ASCII str without spaces" in warning
+
+
+def test_baggage_travels_as_a_w3c_header(unit_app: Any, published: Published) -> None:
+    ctxlog.celery.install(baggage=["tenant", "plan"])
+    task = as_task(unit_app, "unit.noop", noop)
+    with ctxlog.bind(request_id="r-b", tenant="acme eu", secret="s"):
+        task.delay()
+    assert published.headers[-1]["baggage"] == "tenant=acme%20eu"
+    # A baggage header already there (OpenTelemetry's instrumentation writes one) is kept.
+    with ctxlog.bind(tenant="acme"):
+        task.apply_async(headers={"baggage": "tenant=theirs"})
+    assert published.headers[-1]["baggage"] == "tenant=theirs"
+    with ctxlog.bind(plan=["not", "a", "scalar"]):
+        task.delay()
+    assert "baggage" not in published.headers[-1]
+
+
+def test_the_worker_binds_baggage_from_any_publisher(unit_app: Any, captured: Captured) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def who() -> None:
+        seen.append(dict(ctxlog.current()))
+
+    who_task = as_task(unit_app, "unit.who", who)
+    ctxlog.celery.install(baggage=["tenant", "plan"])
+    # A publisher that is not ctxlog: only the W3C header.
+    run_as_worker(who_task, {"baggage": "tenant=acme,plan=pro%20team,other=1"})
+    assert (seen[-1]["tenant"], seen[-1]["plan"]) == ("acme", "pro team")
+    assert "other" not in seen[-1]
+    # ctxlog's own header wins over the baggage header.
+    run_as_worker(
+        who_task, {ctxlog.celery.CONTEXT_HEADER: '{"tenant":"from-ctxlog"}', "baggage": "tenant=b"}
+    )
+    assert seen[-1]["tenant"] == "from-ctxlog"
+    # A hostile header binds nothing raw, and the task runs.
+    captured.handler.setFormatter(logging.Formatter("%(tenant)s|%(message)s"))
+    captured.handler.addFilter(ctxlog.ContextFilter(defaults={"tenant": "-"}))
+
+    def logs() -> None:
+        captured.logger.info("in the task")
+
+    log_task = as_task(unit_app, "unit.logs", logs)
+    run_as_worker(log_task, {"baggage": "tenant=a%0Aforged," + "k=v," * 10_000})
+    assert captured.lines() == ["-|in the task"]
+
+
+@pytest.mark.parametrize(
+    ("baggage", "match"),
+    [("tenant", "not a string"), (["bad key"], "not a baggage key"), (["task_id"], "task keys")],
+)
+def test_install_refuses_bad_baggage(baggage: Any, match: str) -> None:
+    with pytest.raises(ctxlog.ContextError, match=match):
+        ctxlog.celery.install(baggage=baggage)
+    assert not ctxlog.celery.installed()

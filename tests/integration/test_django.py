@@ -4,6 +4,9 @@ werkzeug's threaded server for WSGI) on 127.0.0.1 under concurrent load."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import re
 from typing import Any
 
@@ -17,7 +20,7 @@ django_site.setup()
 from django.core.asgi import get_asgi_application  # noqa: E402 -- after settings.configure()
 from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.test import AsyncClient, Client, override_settings  # noqa: E402
+from django.test import AsyncClient, Client, RequestFactory, override_settings  # noqa: E402
 
 import ctxlog  # noqa: E402
 import ctxlog.celery  # noqa: E402
@@ -116,6 +119,64 @@ def test_hostile_headers_never_reach_a_line() -> None:
     assert all(line["request_id"] == chosen for line in of(lines, "tests.django"))
 
 
+@pytest.mark.parametrize(
+    ("meta", "expected"),
+    [
+        ({"HTTP_X-Request-ID": "dg-1"}, "dg-1"),
+        ({"HTTP_x_request_id": "dg-2"}, "dg-2"),
+        # Both spellings: request.headers finds the last one; so does ctxlog.
+        ({"HTTP_X_REQUEST_ID": "dg-3a", "HTTP_X-Request-ID": "dg-3b"}, "dg-3b"),
+        ({"HTTP_X-Request-ID": "dg-4a", "HTTP_X_REQUEST_ID": "dg-4b"}, "dg-4b"),
+    ],
+)
+def test_the_header_is_read_as_request_headers_reads_it(
+    meta: dict[str, str], expected: str
+) -> None:
+    """Django's test Client puts ``**{"HTTP_X-Request-ID": v}`` into META verbatim
+    (django-guid's tests send ids that way): the id is taken, not replaced."""
+    with capture(level="DEBUG") as lines:
+        response = Client().get("/view/m1", **meta)
+    assert response["X-Request-ID"] == expected
+    body = response.json()
+    assert (body["header"], body["headers"]) == (expected, expected)
+    assert body["context"]["request_id"] == expected
+    assert [line["request_id"] for line in of(lines, "tests.django")] == [expected] * 2
+    assert not of(lines, "ctxlog.django")  # nothing rejected
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_exception_out_of_the_chain_leaves_nothing_bound(mode: str) -> None:
+    """Django turns a view's error into a response inside the chain; what still
+    escapes it (a BaseException, or a chain built by hand) ends the unit."""
+    seen: list[object] = []
+
+    class Escapes(BaseException):
+        pass
+
+    def fails(request: Any) -> Any:
+        seen.append(ctxlog.get("request_id"))
+        raise Escapes
+
+    async def async_fails(request: Any) -> Any:
+        return fails(request)
+
+    request = RequestFactory().get("/", headers={"X-Request-ID": "esc-1"})
+    with pytest.raises(Escapes):
+        if mode == "sync":
+            RequestContextMiddleware(fails)(request)
+        else:
+            asyncio.run(RequestContextMiddleware(async_fails)(request))
+    assert seen == ["esc-1"]
+    assert dict(ctxlog.current()) == {}
+
+
+def test_django_guid_s_way_of_sending_its_header_in_tests() -> None:
+    with override_settings(CTXLOG={"header": "Correlation-ID", "key": "correlation_id"}):
+        response = Client().get("/view/g1", **{"HTTP_Correlation-ID": "guid-1"})
+    assert response["Correlation-ID"] == "guid-1"
+    assert response.json()["context"]["correlation_id"] == "guid-1"
+
+
 def test_settings_options_and_ignore_urls() -> None:
     with override_settings(
         CTXLOG={"header": "X-Correlation-ID", "key": "correlation_id", "ignore_urls": ["/health"]}
@@ -126,6 +187,17 @@ def test_settings_options_and_ignore_urls() -> None:
         assert response.json()["context"]["correlation_id"] == "c-1"
         health = client.get("/health", headers={"X-Correlation-ID": "c-2"})
         assert not health.has_header("X-Correlation-ID")
+
+
+def test_settings_baggage_binds_those_keys() -> None:
+    with override_settings(CTXLOG={"baggage": ["tenant"]}), capture(level="DEBUG") as lines:
+        response = Client().get(
+            "/view/b1", headers={"X-Request-ID": "dj-b", "baggage": "tenant=acme%20eu,plan=x"}
+        )
+    assert response.json()["context"] == {"request_id": "dj-b", "user_id": 7, "tenant": "acme eu"}
+    app = of(lines, "tests.django")
+    assert app
+    assert all(line["tenant"] == "acme eu" and "plan" not in line for line in app)
 
 
 def lowered(value: str) -> str:
@@ -150,6 +222,7 @@ def test_settings_transformer_by_dotted_path_and_validator_none() -> None:
         ({"ignore_urls": "/health"}, "list of URL paths"),
         ({"echo": "yes"}, "give True or False"),
         ({"request_fields": ["body"]}, "unknown field"),
+        ({"baggage": ["bad key"]}, "not a baggage key"),
     ],
 )
 def test_bad_settings_are_a_context_error(options: dict[str, Any], match: str) -> None:
@@ -266,3 +339,42 @@ def test_wsgi_under_runserver_s_threaded_server_concurrent_requests() -> None:
     assert access
     assert all("request_id" not in line for line in access)
     assert dict(ctxlog.current()) == {}
+
+
+def test_tail_sampling_keeps_the_lines_of_failed_requests_only() -> None:
+    """A 500 (a view that raises) and a streamed body that raises count as
+    failed units: their held lines are written; a clean request's are not."""
+    stream = io.StringIO()
+    target = logging.StreamHandler(stream)
+    target.setFormatter(ctxlog.stdlib.json_formatter())
+    target.addFilter(ctxlog.ContextFilter())
+    sampled = ctxlog.TailSamplingHandler(target)
+    site_log = logging.getLogger("tests.django")
+    old_level, old_propagate = site_log.level, site_log.propagate
+    site_log.addHandler(sampled)
+    site_log.setLevel(logging.INFO)
+    site_log.propagate = False
+    try:
+        client = Client(raise_request_exception=False)
+        assert client.get("/view/ok", headers={"X-Request-ID": "ok-1"}).status_code == 200
+        assert client.get("/boom", headers={"X-Request-ID": "boom-1"}).status_code == 500
+        response = client.get("/stream/boom-s", headers={"X-Request-ID": "stream-1"})
+        with pytest.raises(RuntimeError, match="body boom-s"):
+            b"".join(response.streaming_content)
+        response.close()
+    finally:
+        site_log.removeHandler(sampled)
+        site_log.setLevel(old_level)
+        site_log.propagate = old_propagate
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    by_id: dict[str, list[str]] = {}
+    for line in lines:
+        by_id.setdefault(line["request_id"], []).append(line["message"])
+    assert "ok-1" not in by_id
+    assert by_id["boom-1"] == ["about to fail"]
+    assert by_id["stream-1"] == [
+        "chunk n=boom-s i=0",
+        "chunk n=boom-s i=1",
+        "chunk n=boom-s i=2",
+        "closed n=boom-s",
+    ]

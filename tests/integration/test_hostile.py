@@ -12,6 +12,7 @@ import string
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 import pytest
 from hypothesis import example, given
@@ -22,7 +23,6 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 import ctxlog
-from ctxlog.asgi import Receive, Scope, Send
 from ctxlog.asgi import RequestContextMiddleware as AsgiMiddleware
 from ctxlog.headers import is_valid_request_id
 from ctxlog.wsgi import RequestContextMiddleware as WsgiMiddleware
@@ -30,6 +30,7 @@ from ctxlog.wsgi import StartResponse, WSGIEnvironment
 from tests.integration.conftest import (
     UvicornServer,
     WerkzeugServer,
+    answer_every_path,
     capture_lines,
     raw_request,
     response_headers,
@@ -60,16 +61,8 @@ def uvicorn_server() -> Iterator[UvicornServer]:
         yield running
 
 
-async def any_path(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answers every path (a router would refuse some of the hostile ones)."""
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    log.info("handled")
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
+#: Answers every path (a router would refuse some of the hostile ones).
+any_path: Final = answer_every_path(log)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ access lines and the error tracebacks with the request id."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -20,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from ctxlog._check import check_files
 
 APP = """
 from starlette.applications import Starlette
@@ -74,18 +77,20 @@ def serving(command: list[str], cwd: Path, port: int, stderr: Path) -> Iterator[
             proc.wait(10)
 
 
-SERVERS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "servers.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SERVERS_PAGE = DOCS / "servers.md"
 FRAGMENT = re.compile(r"^```py\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
-def recipe(first_line: str) -> str:
-    """The ``gunicorn.conf.py`` of the servers page that starts with *first_line*."""
+def recipe(first_line: str, page: Path = SERVERS_PAGE) -> str:
+    """The file shown on a docs page (a ``gunicorn.conf.py`` of the servers page)
+    whose block starts with *first_line*."""
     found = [
         block
-        for block in FRAGMENT.findall(SERVERS_PAGE.read_text(encoding="utf-8"))
+        for block in FRAGMENT.findall(page.read_text(encoding="utf-8"))
         if block.startswith(first_line)
     ]
-    assert len(found) == 1, f"docs/servers.md: no single block starting {first_line!r}"
+    assert len(found) == 1, f"docs/{page.name}: no single block starting {first_line!r}"
     block: str = found[0]
     return block
 
@@ -140,6 +145,13 @@ def test_server_lines_with_the_shipped_config(tmp_path: Path, server: str) -> No
         for line in lines
         if line["logger"] in {"uvicorn.error", "gunicorn.error"} and "ASGI" not in line["message"]
     )
+    # ... and python -m ctxlog check passes the log as it stands: those lines
+    # are outside any request, the traceback line carries its id.
+    command = [sys.executable, "-m", "ctxlog", "check", str(stderr)]
+    checked = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout
+    assert "missing id: 0  crossed: 0" in checked.stdout
+    assert "outside requests: 0" not in checked.stdout
 
 
 def test_hypercorn_error_line_with_the_shipped_config(tmp_path: Path) -> None:
@@ -187,19 +199,28 @@ def boom():
 """
 
 
+def gthread(
+    tmp_path: Path, source: str, target: str, *, workers: int, threads: int
+) -> tuple[list[str], int, Path]:
+    """gunicorn with gthread workers and the servers page's ``gunicorn.conf.py``,
+    serving *target* of an ``app.py`` holding *source*: the command, the port,
+    and the file its stderr goes to."""
+    (tmp_path / "app.py").write_text(source, encoding="utf-8")
+    conf = recipe("# gunicorn.conf.py -- gthread workers")
+    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "gunicorn", target, "-c", "gunicorn.conf.py"),
+        *("--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads)),
+    ]
+    return command, port, tmp_path / "stderr.jsonl"
+
+
 def test_gunicorn_gthread_recipe(tmp_path: Path) -> None:
     """gthread workers with the page's logconfig_dict: access lines carry the id
     through AccessLogFilter, the application's lines and Flask's error traceback
     through the middleware's context."""
-    (tmp_path / "app.py").write_text(FLASK_APP, encoding="utf-8")
-    conf = recipe("# gunicorn.conf.py -- gthread workers")
-    (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
-    port = free_port()
-    stderr = tmp_path / "stderr.jsonl"
-    command = [
-        *(sys.executable, "-m", "gunicorn", "app:app", "-c", "gunicorn.conf.py"),
-        *("--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"),
-    ]
+    command, port, stderr = gthread(tmp_path, FLASK_APP, "app:app", workers=2, threads=4)
     with serving(command, tmp_path, port, stderr) as base:
 
         def get(n: int) -> httpx.Response:
@@ -230,3 +251,174 @@ def test_gunicorn_gthread_recipe(tmp_path: Path) -> None:
     others = [line for line in lines if line["logger"] == "gunicorn.error"]
     assert others  # start-up and shutdown
     assert all(line["request_id"] == "-" for line in others)
+    report = check_files([stderr])
+    assert report.ok, report.problems
+    assert report.outside == len(others)
+
+
+STREAMING_APP = """
+import logging
+
+from flask import Flask, Response, stream_with_context
+
+from ctxlog.wsgi import RequestContextMiddleware
+
+app = Flask(__name__)
+log = logging.getLogger("shop")
+
+
+@app.get("/flask")
+def flask_stream():
+    @stream_with_context
+    def body():
+        yield "one\\n"
+        log.info("halfway")
+        raise RuntimeError("flask body")
+
+    return Response(body())
+
+
+def plain(environ, start_response):
+    if environ["PATH_INFO"] != "/plain":
+        return app(environ, start_response)
+
+    def body():
+        yield b"one\\n"
+        raise ValueError("plain body")
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return body()
+
+
+application = RequestContextMiddleware(plain)
+"""
+
+
+def test_an_error_in_a_streamed_body_is_logged_with_the_id(tmp_path: Path) -> None:
+    """Under gunicorn's gthread workers, an error raised while the body is being
+    produced (Flask's stream_with_context, a plain generator) is logged by the
+    middleware in the request's context, then reaches gunicorn as before."""
+    command, port, stderr = gthread(
+        tmp_path, STREAMING_APP, "app:application", workers=1, threads=2
+    )
+    with serving(command, tmp_path, port, stderr) as base:
+        for path, request_id in (("/flask", "s-flask"), ("/plain", "s-plain")):
+            with contextlib.suppress(httpx.HTTPError):  # the body is cut short
+                response = httpx.get(f"{base}{path}", headers={"X-Request-ID": request_id})
+                assert response.headers["x-request-id"] == request_id
+        time.sleep(0.5)  # the worker logs after the connection broke
+    lines: list[dict[str, Any]] = [json.loads(line) for line in stderr.read_text().splitlines()]
+    errors = [line for line in lines if line["logger"] == "ctxlog.wsgi"]
+    assert [line["message"] for line in errors] == [
+        "Exception while producing the response body"
+    ] * 2
+    assert [line["request_id"] for line in errors] == ["s-flask", "s-plain"]
+    assert "RuntimeError: flask body" in errors[0]["exception"]
+    assert "ValueError: plain body" in errors[1]["exception"]
+    (halfway,) = [line for line in lines if line["message"] == "halfway"]
+    assert halfway["request_id"] == "s-flask"
+    # gunicorn still gets the error, as before: its own line, in the worker thread.
+    assert len([line for line in lines if line["message"] == "Error handling request"]) == 2
+
+
+DJANGO_SETTINGS = """
+import ctxlog.django
+
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+SECRET_KEY = "ctxlog-tests"
+ROOT_URLCONF = "mysite.urls"
+INSTALLED_APPS = []
+DATABASES = {}
+MIDDLEWARE = ["ctxlog.django.RequestContextMiddleware"]
+LOGGING = ctxlog.django.logging_settings()
+"""
+
+DJANGO_URLS = """
+import asyncio
+import logging
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django.urls import path
+
+log = logging.getLogger("shop")
+
+
+def item(request, n):
+    log.info("item %s", n)
+    return HttpResponse("ok")
+
+
+async def stream(request, n):
+    async def body():
+        for i in range(3):
+            await asyncio.sleep(0.001)
+            log.info("chunk %s %s", n, i)
+            yield "part"
+        if n == "boom":
+            raise RuntimeError("body boom")
+
+    return StreamingHttpResponse(body())
+
+
+urlpatterns = [path("items/<str:n>", item), path("stream/<str:n>", stream)]
+"""
+
+
+def test_django_under_uvicorn_access_lines(tmp_path: Path) -> None:
+    """The Django page's set-up: ``mysite/asgi.py`` with
+    ``ctxlog.django.get_asgi_application()``, uvicorn with ``--log-config`` on
+    the shipped JSON config. Each of 50 concurrent requests' access lines
+    carries its own id, streamed bodies too; a body's error is logged with it."""
+    site = tmp_path / "mysite"
+    site.mkdir()
+    (site / "__init__.py").write_text("", encoding="utf-8")
+    (site / "settings.py").write_text(DJANGO_SETTINGS, encoding="utf-8")
+    (site / "urls.py").write_text(DJANGO_URLS, encoding="utf-8")
+    asgi = recipe("# mysite/asgi.py", DOCS / "django.md")
+    (site / "asgi.py").write_text(asgi, encoding="utf-8")
+    print_config(tmp_path)
+    port = free_port()
+    stderr = tmp_path / "stderr.jsonl"
+    command = [
+        *(sys.executable, "-m", "uvicorn", "mysite.asgi:application", "--host", "127.0.0.1"),
+        *("--port", str(port), "--log-config", "log.json"),
+    ]
+
+    async def hammer(base: str) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+            async def one(path: str, request_id: str) -> None:
+                headers = {"X-Request-ID": request_id}
+                with contextlib.suppress(httpx.HTTPError):  # the boom body is cut short
+                    response = await client.get(path, headers=headers)
+                    assert response.headers["x-request-id"] == request_id
+
+            await asyncio.gather(
+                *(one(f"/items/{n}", f"dj-{n}") for n in range(50)),
+                one("/stream/s", "dj-s"),
+                one("/stream/boom", "dj-boom"),
+            )
+
+    with serving(command, tmp_path, port, stderr) as base:
+        asyncio.run(hammer(base))
+        time.sleep(0.3)  # uvicorn logs the boom request's traceback after the connection ends
+    lines: list[dict[str, Any]] = [json.loads(line) for line in stderr.read_text().splitlines()]
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert len(access) == 52
+    for line in access:
+        path = re.search(r"GET /(\S+) HTTP", line["message"])
+        assert path, line
+        n = path.group(1).split("/")[1]
+        assert line["request_id"] == f"dj-{n}", line
+    shop = [line for line in lines if line["logger"] == "shop"]
+    assert len(shop) == 50 + 6
+    for line in shop:
+        assert line["request_id"] == f"dj-{line['message'].split()[1]}", line
+    (error,) = [line for line in lines if line["logger"] == "ctxlog.django"]
+    assert error["message"] == "Exception while producing the response body"
+    assert error["request_id"] == "dj-boom"
+    assert "RuntimeError: body boom" in error["exception"]
+    (traceback,) = [line for line in lines if "Exception in ASGI application" in line["message"]]
+    assert traceback["request_id"] == "dj-boom"
+    assert "RuntimeError: body boom" in traceback["exception"]

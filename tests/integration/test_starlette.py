@@ -314,3 +314,50 @@ def test_requests_from_many_threads(server: UvicornServer, lines: LineCapture) -
     assert len(written) == 8 * 5 * 6
     for n, request_id, _ in written:
         assert request_id == n
+
+
+async def view_fails(request: Request) -> Response:
+    log.info("view n=h")
+    msg = "view boom"
+    raise RuntimeError(msg)
+
+
+async def handler_fails(request: Request, exc: Exception) -> Response:
+    log.info("handler n=h")
+    msg = "handler boom"
+    raise ValueError(msg)
+
+
+@pytest.mark.parametrize("placement", ["wrapped", "added"])
+def test_a_500_handler_that_raises(lines: LineCapture, placement: str) -> None:
+    """The application's own 500 handler raises. Wrapped, the middleware runs
+    outside Starlette's ServerErrorMiddleware, whose handler has failed by the
+    time the error reaches it: its plain 500 carries the id. Added, the handler
+    runs after the middleware has returned: uvicorn answers its own 500,
+    without the header. Either way every line carries the id."""
+    options: dict[str, Any] = {
+        "routes": [Route("/fail", view_fails)],
+        "exception_handlers": {500: handler_fails},
+    }
+    app: Any
+    if placement == "wrapped":
+        app = RequestContextMiddleware(Starlette(**options))
+    else:
+        app = Starlette(**options, middleware=[Middleware(RequestContextMiddleware)])
+    with UvicornServer(app, lifespan="off") as server:
+        response = httpx.get(f"{server.url}/fail", headers={"X-Request-ID": "h-1"})
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+    assert response.headers.get("x-request-id") == ("h-1" if placement == "wrapped" else None)
+    assert [(line.message, line.request_id) for line in lines.of(log.name)] == [
+        ("view n=h", "h-1"),
+        ("handler n=h", "h-1"),
+    ]
+    (traceback,) = [
+        line for line in lines.of("uvicorn.error") if line.message.startswith("Exception in ASGI")
+    ]
+    assert traceback.request_id == "h-1"
+    assert "RuntimeError: view boom" in traceback.text
+    assert "ValueError: handler boom" in traceback.text
+    (access,) = lines.of("uvicorn.access")
+    assert access.request_id == "h-1"

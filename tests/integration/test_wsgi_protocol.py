@@ -1,4 +1,5 @@
-"""ctxlog.wsgi.RequestContextMiddleware called as a WSGI server calls it (no server)."""
+"""ctxlog.wsgi.RequestContextMiddleware called as a WSGI server calls it, and under werkzeug's
+server where the wire matters."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ import ctxlog
 from ctxlog.headers import is_valid_request_id
 from ctxlog.wsgi import RequestContextMiddleware, StartResponse, WSGIEnvironment
 from tests.conftest import Captured
+from tests.integration.conftest import (
+    WerkzeugServer,
+    capture_lines,
+    raw_request,
+    response_headers,
+)
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -111,7 +118,7 @@ def test_repeated_headers_arrive_joined_and_are_rejected(warnings: Captured) -> 
     assert started.header("X-Request-ID") == [request_id]
     assert warnings.lines() == [
         (
-            f"{request_id} Rejected the X-Request-ID request header (invalid value one:2ctwo); "
+            f"{request_id} Rejected the X-Request-ID request header (sent 2 times); "
             f"using the generated request id {request_id}"
         )
     ]
@@ -326,3 +333,64 @@ def test_a_repeated_traceparent_is_refused() -> None:
     assert [s.get("trace_id") for s in seen] == [None, None]
     call(app, environ(HTTP_X_REQUEST_ID="r-3", HTTP_TRACEPARENT=TRACEPARENT))
     assert seen[-1]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_a_header_repeated_over_the_wire_is_refused_with_validator_none() -> None:
+    """werkzeug joins the two X-Request-ID lines a client sent into "r-1,r-2";
+    with validator=None the middleware refuses it as the ASGI middleware refuses
+    repeats, and says so once."""
+    seen: list[dict[str, Any]] = []
+    app = RequestContextMiddleware(context_app(seen), validator=None)
+    request = (
+        b"GET /items/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"X-Request-ID: r-1\r\nX-Request-ID: r-2\r\nConnection: close\r\n\r\n"
+    )
+    with capture_lines() as lines, WerkzeugServer(app) as server:
+        status, headers = response_headers(raw_request(server.port, request))
+    assert status == 200
+    (chosen,) = [value for name, value in headers if name == "x-request-id"]
+    assert is_valid_request_id(chosen)
+    assert seen == [{"request_id": chosen}]
+    (warning,) = lines.of("ctxlog.wsgi")
+    assert warning.request_id == chosen
+    assert warning.message == (
+        "Rejected the X-Request-ID request header (sent 2 times); "
+        f"using the generated request id {chosen}"
+    )
+
+
+@pytest.mark.parametrize("where", ["next", "close"])
+def test_an_error_in_the_body_is_logged_with_the_id(warnings: Captured, where: str) -> None:
+    """Raised by the body's next() or close(), in whatever context the server
+    runs them (here: fresh copies): logged in the request's, then raised on."""
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"one"
+            if where == "next":
+                msg = "in next"
+                raise RuntimeError(msg)
+
+        def close(self) -> None:
+            if where == "close":
+                msg = "in close"
+                raise RuntimeError(msg)
+
+    def app(env: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [])
+        return Body()
+
+    result = RequestContextMiddleware(app)(environ(HTTP_X_REQUEST_ID="b-1"), Started())
+    it = iter(result)
+    assert copy_context().run(next, it) == b"one"
+    close = getattr(result, "close")  # noqa: B009 -- the WSGI close() of the wrapper
+    with pytest.raises(RuntimeError, match=f"in {where}"):
+        if where == "next":
+            copy_context().run(next, it)
+        else:
+            close()
+    if where == "next":
+        close()
+    assert warnings.lines()[0] == "b-1 Exception while producing the response body"
+    assert f"RuntimeError: in {where}" in warnings.stream.getvalue()
+    assert ctxlog.current() == {}
