@@ -41,11 +41,12 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     raise ImportError(msg, name=exc.name) from exc
 
 from ctxlog._context import run_awaitable_in
-from ctxlog._middleware import Policy
+from ctxlog._middleware import Incoming, Policy
 from ctxlog._store import UNIT, UnitEntry, store
 from ctxlog.headers import (
     MAX_REQUEST_ID_LENGTH,
     REQUEST_ID_HEADER,
+    check_baggage_keys,
     check_header_name,
     is_valid_request_id,
     new_request_id,
@@ -70,23 +71,38 @@ _Behaviour = Callable[..., Any]
 # --------------------------------------------------------------------------
 
 
-def _read_metadata(
-    policy: Policy, metadata: Iterable[tuple[str, str | bytes]] | None
-) -> tuple[str | bytes | None, int, str | bytes | None, int]:
-    """The request-id and ``traceparent`` values of *metadata*, and how often each came."""
+def _incoming(policy: Policy, inner: Any, method: str) -> Incoming:
+    """What the policy binds for the call whose servicer context is *inner*."""
     wanted = policy.header_lower
     raw_id: str | bytes | None = None
     raw_traceparent: str | bytes | None = None
     id_count = traceparent_count = 0
+    baggage: list[str] = []
     # gRPC gives keys lowercased; values are str, or bytes for "-bin" keys.
-    for key, value in metadata or ():
+    for key, value in inner.invocation_metadata() or ():
         if key == wanted:
             raw_id = value
             id_count += 1
         elif key == "traceparent":
             raw_traceparent = value
             traceparent_count += 1
-    return raw_id, id_count, raw_traceparent, traceparent_count
+        elif key == "baggage" and isinstance(value, str):
+            baggage.append(value)
+    if policy.request_fields:
+        incoming = policy.incoming(
+            raw_id,
+            id_count,
+            raw_traceparent,
+            traceparent_count,
+            path=method,
+            client=_peer(inner),
+        )
+    else:
+        incoming = policy.incoming(raw_id, id_count, raw_traceparent, traceparent_count)
+    if policy.baggage and baggage:
+        # Several baggage values read as one joined by commas, as the format allows.
+        policy.add_baggage(incoming, ",".join(baggage))
+    return incoming
 
 
 class _Call:
@@ -99,20 +115,7 @@ class _Call:
     def __init__(self, policy: Policy, inner: Any, method: str) -> None:
         self._inner = inner  # first: __getattr__ reads it
         self._method = method
-        raw_id, id_count, raw_traceparent, traceparent_count = _read_metadata(
-            policy, inner.invocation_metadata()
-        )
-        if policy.request_fields:
-            incoming = policy.incoming(
-                raw_id,
-                id_count,
-                raw_traceparent,
-                traceparent_count,
-                path=method,
-                client=_peer(inner),
-            )
-        else:
-            incoming = policy.incoming(raw_id, id_count, raw_traceparent, traceparent_count)
+        incoming = _incoming(policy, inner, method)
         echoed: str | bytes = incoming[1]
         if policy.header_lower.endswith("-bin"):  # gRPC sends "-bin" values as bytes only
             echoed = incoming[1].encode("ascii")
@@ -160,6 +163,9 @@ class _Call:
         return False
 
     def _log_error(self, exc: BaseException) -> None:
+        entry = self._entry
+        if entry is not None:
+            store.fail(entry[UNIT])  # a failed call, for what waits on its outcome
         # In the call's context: the line grpc would write after the handler
         # returned has no id; this one, with the traceback, has it.
         self._ctx.run(_logger.error, "Exception in gRPC method %s", self._method, exc_info=exc)
@@ -441,6 +447,7 @@ class _ServerOptions:
         traceparent: bool = True,
         trace_key: str = "trace_id",
         max_length: int = MAX_REQUEST_ID_LENGTH,
+        baggage: Iterable[str] = (),
     ) -> None:
         self._policy = Policy(
             header=header,
@@ -453,6 +460,7 @@ class _ServerOptions:
             traceparent=traceparent,
             trace_key=trace_key,
             max_length=max_length,
+            baggage=baggage,
             # Metadata reaches the handler as the client sent it: a handler
             # reads the id from ctxlog.get(), never from the metadata.
             update_request_header=False,
@@ -500,6 +508,9 @@ class ServerInterceptor(_ServerOptions, grpc.ServerInterceptor):
       *request_fields* asked for (``"path"``: the full method name,
       ``"client"``: the peer; ``"method"`` binds nothing, every call being a
       POST);
+    * binds the entries of the W3C ``baggage`` metadata whose keys *baggage*
+      names, each under its own key, as the HTTP middlewares do (other
+      entries, malformed ones and unsafe values are left out);
     * opens one unit of work ([`scope`][ctxlog.scope]) for the call:
       [`annotate`][ctxlog.annotate] works in the handler and in the threads it
       hands work to with [`wrap`][ctxlog.wrap] or
@@ -578,18 +589,23 @@ class AsyncServerInterceptor(_ServerOptions, grpc.aio.ServerInterceptor):
 class _Outgoing:
     """The metadata a client call carries: the caller's, plus ``outgoing_headers()``."""
 
-    __slots__ = ("header", "key", "trace_key")
+    __slots__ = ("baggage", "header", "key", "trace_key")
 
-    def __init__(self, header: str, key: str, trace_key: str, where: str) -> None:
+    def __init__(
+        self, header: str, key: str, trace_key: str, baggage: Iterable[str], where: str
+    ) -> None:
         check_header_name(header, where)
         self.header = header.lower()  # gRPC refuses metadata keys with capitals
         self.key = key
         self.trace_key = trace_key
+        self.baggage = tuple(check_baggage_keys(baggage, where))
 
     def metadata(self, given: Iterable[tuple[str, Any]] | None) -> list[tuple[str, Any]] | None:
         """*given* plus the current context's headers, or ``None`` when there are none
         to add (the call goes out unchanged)."""
-        headers = outgoing_headers(header=self.header, key=self.key, trace_key=self.trace_key)
+        headers = outgoing_headers(
+            header=self.header, key=self.key, trace_key=self.trace_key, baggage=self.baggage
+        )
         if not headers:
             return None
         pairs = list(given or ())
@@ -626,8 +642,9 @@ class _ClientOptions:
         header: str = REQUEST_ID_HEADER,
         key: str = "request_id",
         trace_key: str = "trace_id",
+        baggage: Iterable[str] = (),
     ) -> None:
-        self._outgoing = _Outgoing(header, key, trace_key, type(self).__name__)
+        self._outgoing = _Outgoing(header, key, trace_key, baggage, type(self).__name__)
 
     def __repr__(self) -> str:
         return f"ctxlog.grpc.{type(self).__name__}(header={self._outgoing.header!r})"
@@ -653,7 +670,8 @@ class ClientInterceptor(
     from inside a request (a handler of a server with
     [`ServerInterceptor`][ctxlog.grpc.ServerInterceptor], or of a web
     middleware), the next service gets that request's id.  Nothing bound: the
-    call goes out unchanged.  *header*, *key* and *trace_key* as for
+    call goes out unchanged.  *header*, *key*, *trace_key* and *baggage* (the
+    bound keys sent on in a W3C ``baggage`` entry) as for
     ``outgoing_headers``.
 
     :raises ctxlog.ContextError: *header* is not a header name.

@@ -41,6 +41,8 @@ B = "test.B"
 LOG_A = logging.getLogger("svc.a")
 LOG_B = logging.getLogger("svc.b")
 OURS = ("svc.a", "svc.b", "ctxlog.grpc")
+#: The W3C baggage keys both services bind, and A passes on to B.
+BAGGAGE = ("tenant",)
 
 
 def rid() -> bytes:
@@ -395,13 +397,16 @@ def start_sync(interceptors: list[Any], handlers: dict[str, Any], service: str) 
 @contextlib.contextmanager
 def sync_services() -> Iterator[Services]:
     probe = Probe()
-    server_b, port_b = start_sync([ctxlog.grpc.ServerInterceptor()], plain_handlers(LOG_B, None), B)
+    server_b, port_b = start_sync(
+        [ctxlog.grpc.ServerInterceptor(baggage=BAGGAGE)], plain_handlers(LOG_B, None), B
+    )
     channel_b = grpc.intercept_channel(
-        grpc.insecure_channel(f"127.0.0.1:{port_b}"), ctxlog.grpc.ClientInterceptor()
+        grpc.insecure_channel(f"127.0.0.1:{port_b}"),
+        ctxlog.grpc.ClientInterceptor(baggage=BAGGAGE),
     )
     call_b: Any = channel_b.unary_unary(f"/{B}/Unary")
     server_a, port_a = start_sync(
-        [SyncProbe(probe), ctxlog.grpc.ServerInterceptor()],
+        [SyncProbe(probe), ctxlog.grpc.ServerInterceptor(baggage=BAGGAGE)],
         plain_handlers(LOG_A, lambda: call_b(b"x")),
         A,
     )
@@ -450,11 +455,12 @@ def aio_services(kind: str) -> Iterator[Services]:
     closers: list[Callable[[], Any]] = []
 
     async def setup() -> tuple[int, int]:
-        interceptor = ctxlog.grpc.AsyncServerInterceptor()
+        interceptor = ctxlog.grpc.AsyncServerInterceptor(baggage=BAGGAGE)
         if kind == "async":
             server_b, port_b = await start_aio([interceptor], async_handlers(LOG_B, None), B)
             channel_b = grpc.aio.insecure_channel(
-                f"127.0.0.1:{port_b}", interceptors=[*ctxlog.grpc.AsyncClientInterceptor()]
+                f"127.0.0.1:{port_b}",
+                interceptors=[*ctxlog.grpc.AsyncClientInterceptor(baggage=BAGGAGE)],
             )
             call_b: Any = channel_b.unary_unary(f"/{B}/Unary")
 
@@ -469,7 +475,8 @@ def aio_services(kind: str) -> Iterator[Services]:
         else:
             server_b, port_b = await start_aio([interceptor], plain_handlers(LOG_B, None), B)
             sync_b = grpc.intercept_channel(
-                grpc.insecure_channel(f"127.0.0.1:{port_b}"), ctxlog.grpc.ClientInterceptor()
+                grpc.insecure_channel(f"127.0.0.1:{port_b}"),
+                ctxlog.grpc.ClientInterceptor(baggage=BAGGAGE),
             )
             plain_b: Any = sync_b.unary_unary(f"/{B}/Unary")
             server_a, port_a = await start_aio(
@@ -740,7 +747,14 @@ def test_two_services_under_concurrency(services: Services) -> None:
     with capture(level="INFO") as lines:
         with futures.ThreadPoolExecutor(max_workers=16) as pool:
             answers = list(
-                pool.map(lambda i: relay(b"x", metadata=[("x-request-id", i)], timeout=30), ids)
+                pool.map(
+                    lambda i: relay(
+                        b"x",
+                        metadata=[("x-request-id", i), ("baggage", f"tenant=t-{i}")],
+                        timeout=30,
+                    ),
+                    ids,
+                )
             )
         settle()
     assert answers == [f"{i}|{i}".encode() for i in ids]
@@ -752,6 +766,7 @@ def test_two_services_under_concurrency(services: Services) -> None:
     by_logger: dict[str, set[str]] = {"svc.a": set(), "svc.b": set()}
     for line in got:
         by_logger[line["logger"]].add(line["request_id"])
+        assert line["tenant"] == f"t-{line['request_id']}"  # baggage, in A and on to B
     assert by_logger == {"svc.a": set(ids), "svc.b": set(ids)}
     assert services.probe.leaked() == []
 
@@ -1081,3 +1096,28 @@ def test_missing_grpcio_names_the_extra() -> None:
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert "pip install 'ctxlog-correlation[grpc]'" in out
+
+
+def test_baggage_keys_come_in_as_on_http() -> None:
+    interceptor = ctxlog.grpc.ServerInterceptor(baggage=("tenant", "plan"))
+
+    server, port = start_sync([interceptor], plain_handlers(LOG_A, None), A)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            unary: Any = channel.unary_unary(f"/{A}/Unary")
+            with capture(level="INFO") as lines:
+                unary(
+                    b"x",
+                    metadata=[
+                        ("x-request-id", "req-bag"),
+                        ("baggage", "tenant=acme,other=nope"),
+                        ("baggage", "plan=gold%0Aforged,junk"),
+                    ],
+                )
+    finally:
+        server.stop(None).wait(5)
+    [line] = ours(lines)
+    assert line["request_id"] == "req-bag"
+    assert line["tenant"] == "acme"
+    assert "other" not in line
+    assert "plan" not in line  # a line break, once decoded: left out
