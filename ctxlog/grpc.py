@@ -1,17 +1,20 @@
 """gRPC: the request id on every line of a call, server and client, sync and ``grpc.aio``.
 
-Servers: :class:`ServerInterceptor` (``grpc.server``) and
-:class:`AsyncServerInterceptor` (``grpc.aio.server``) open one unit of work
-per call, with the request id taken from the call's metadata by the same
-rules (and options) as the HTTP middlewares, and echo it in the initial
-metadata.  Clients: :class:`ClientInterceptor` (``grpc.intercept_channel``)
-and :class:`AsyncClientInterceptor` (``grpc.aio`` channels) send the current
-context's :func:`ctxlog.outgoing_headers` as metadata.
+Servers: [`ServerInterceptor`][ctxlog.grpc.ServerInterceptor] (``grpc.server``)
+and [`AsyncServerInterceptor`][ctxlog.grpc.AsyncServerInterceptor]
+(``grpc.aio.server``) open one unit of work per call, with the request id
+taken from the call's metadata by the same rules (and options) as the HTTP
+middlewares, and echo it in the initial metadata.  Clients:
+[`ClientInterceptor`][ctxlog.grpc.ClientInterceptor]
+(``grpc.intercept_channel``) and
+[`AsyncClientInterceptor`][ctxlog.grpc.AsyncClientInterceptor] (``grpc.aio``
+channels) send the current context's
+[`outgoing_headers`][ctxlog.outgoing_headers] as metadata.
 
 The binding is made inside the handler's behaviour, never in the interceptor
 body: ``grpc.aio`` runs plain ``def`` handlers in its thread pool without the
 interceptor's context (grpc #37881).  Each call owns one
-:class:`contextvars.Context`, and every step of the handler runs in it (the
+`contextvars.Context`, and every step of the handler runs in it (the
 call, each ``next()`` of a response generator, each step of a coroutine or
 async generator), so the binding holds across threads and yields and never
 touches the server's own threads, tasks or contexts.
@@ -266,7 +269,7 @@ class _AsyncCall(_Call):
             await self._inner.send_initial_metadata(self._pair)
 
     async def _fail(self, exc: Exception, details: str) -> None:
-        """As :meth:`_SyncCall._fail`."""
+        """As `_SyncCall._fail`."""
         if self._stopped or self._gone(exc):
             return
         self._stopped = True
@@ -531,11 +534,11 @@ class ServerInterceptor(_ServerOptions, grpc.ServerInterceptor):
     [`RequestContextMiddleware`][ctxlog.asgi.RequestContextMiddleware]; a
     metadata key is lowercase, so *header* is matched lowercased.
 
+    *New in version 0.1.0.*
+
     :raises ctxlog.ContextError: an option is invalid (at construction), or
         the *generator* or *transformer* returns something that cannot be
         sent in metadata.
-
-    *New in version 0.1.0.*
     """
 
     __slots__ = ()
@@ -565,9 +568,9 @@ class AsyncServerInterceptor(_ServerOptions, grpc.aio.ServerInterceptor):
     (the client went away, or its deadline passed) ends its unit of work
     with the ``CancelledError`` grpc throws into it.
 
-    :raises ctxlog.ContextError: as [`ServerInterceptor`][ctxlog.grpc.ServerInterceptor].
-
     *New in version 0.1.0.*
+
+    :raises ctxlog.ContextError: as [`ServerInterceptor`][ctxlog.grpc.ServerInterceptor].
     """
 
     __slots__ = ()
@@ -674,9 +677,9 @@ class ClientInterceptor(
     bound keys sent on in a W3C ``baggage`` entry) as for
     ``outgoing_headers``.
 
-    :raises ctxlog.ContextError: *header* is not a header name.
-
     *New in version 0.1.0.*
+
+    :raises ctxlog.ContextError: *header* is not a header name.
     """
 
     __slots__ = ()
@@ -744,9 +747,9 @@ class AsyncClientInterceptor(
     all four on the others.  The metadata is read from the context of the
     code that makes the call.
 
-    :raises ctxlog.ContextError: *header* is not a header name.
-
     *New in version 0.1.0.*
+
+    :raises ctxlog.ContextError: *header* is not a header name.
     """
 
     __slots__ = ()
