@@ -13,7 +13,9 @@ thing, in the same process, with 5 keys bound:
   :func:`functools.lru_cache` hit (target <= 2x), plus the call-through cost
   outside any scope;
 * ``ctxlog.Thread`` start + join against ``threading.Thread``;
-  ``ctxlog.ProcessPoolExecutor`` submit + result against the plain one;
+  ``ctxlog.ProcessPoolExecutor`` submit + result against the plain one, and on
+  Python 3.14+ ``ctxlog.InterpreterPoolExecutor`` against the plain one (also
+  with one line logged in the task, which the plain pool loses);
   ``snapshot()``, pickling it, and the header round trip against
   ``json.dumps`` / ``json.loads`` of the same values (target <= 3x each).
 
@@ -30,8 +32,10 @@ import concurrent.futures
 import contextvars
 import functools
 import json
+import logging
 import multiprocessing
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -227,6 +231,45 @@ def _process_pools(runs: int, number: int) -> dict[str, Op]:
         return _race(ops, runs)
 
 
+def _logs_one_line(value: int) -> int:
+    import logging  # noqa: PLC0415 -- a task for a subinterpreter imports what it uses
+
+    logging.getLogger("bench.interpreters").info("in a subinterpreter")
+    return value
+
+
+def _interpreter_pools(runs: int, number: int) -> dict[str, Op]:
+    """3.14+: the plain InterpreterPoolExecutor and ctxlog's, 1 worker each; the line
+    logged in ``one_line`` reaches a handler that drops it (level CRITICAL)."""
+    if sys.version_info < (3, 14):
+        return {}
+    sink = logging.getLogger("bench.interpreters")
+    handler = logging.NullHandler()
+    sink.addHandler(handler)
+    sink.setLevel(logging.INFO)
+    sink.propagate = False
+    try:
+        with (
+            concurrent.futures.InterpreterPoolExecutor(1) as plain,
+            ctxlog.InterpreterPoolExecutor(1) as carrying,
+        ):
+            plain.submit(_identity, 0).result()  # the interpreters are up before timing
+            carrying.submit(_identity, 0).result()
+            ops = [
+                Op("plain", _loop_of(lambda: plain.submit(_identity, 1).result(), number)),
+                Op("ctxlog", _loop_of(lambda: carrying.submit(_identity, 1).result(), number)),
+                Op(
+                    "one_line",
+                    _loop_of(lambda: carrying.submit(_logs_one_line, 1).result(), number),
+                ),
+            ]
+            return _race(ops, runs)
+    finally:
+        sink.removeHandler(handler)
+        sink.setLevel(logging.NOTSET)
+        sink.propagate = True
+
+
 def _snapshots(runs: int, number: int) -> dict[str, Op]:
     snap = ctxlog.snapshot()
     namespace = {
@@ -261,6 +304,24 @@ def _snapshots(runs: int, number: int) -> dict[str, Op]:
 def _line(label: str, ns: float, factor: float | None = None, note: str = "") -> str:
     cell = f"{factor:>7.2f}x" if factor is not None else " " * 8
     return f"  {label:<58}{ns:>12,.0f} ns {cell}  {note}"
+
+
+def _print_interpreter_pools(runs: int, number: int) -> None:
+    """Measure (5 keys bound) and print the interpreter pools' block."""
+    with ctxlog.bind(**CONTEXT):
+        interpreters = _interpreter_pools(runs, number)
+    print("interpreter pool, submit(fn) + result(), 1 worker")
+    if not interpreters:
+        print("  (needs Python 3.14 or newer)")
+        return
+    plain_ns = interpreters["plain"].ns
+    print(_line("concurrent.futures.InterpreterPoolExecutor  [reference]", plain_ns, 1.0))
+    for key, label in (
+        ("ctxlog", "ctxlog.InterpreterPoolExecutor"),
+        ("one_line", "ctxlog.InterpreterPoolExecutor, 1 line logged in the task"),
+    ):
+        factor = ratio(interpreters[key], interpreters["plain"])
+        print(_line(label, interpreters[key].ns, factor))
 
 
 def main() -> None:
@@ -357,6 +418,8 @@ def main() -> None:
             ratio(processes["ctxlog"], processes["plain"]),
         )
     )
+
+    _print_interpreter_pools(runs, 100 * scale)
 
     print("snapshots")
     print(_line("contextvars.copy_context()  [reference]", snaps["copy_context"].ns, 1.0))

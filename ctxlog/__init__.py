@@ -7,6 +7,7 @@ import their library only there.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ctxlog._context import (
@@ -53,12 +54,17 @@ if TYPE_CHECKING:
     from ctxlog._snapshot import Snapshot, snapshot
     from ctxlog.headers import outgoing_headers
 
+    if sys.version_info >= (3, 14):
+        from ctxlog._interpreters import InterpreterPoolExecutor
+
 __version__ = "0.1.0.dev0"
 
 # Loaded on first use: what an application that only binds and logs never
 # calls (threads and pools, snapshots and their codecs, headers, process pools,
-# queue handlers, asyncio, redaction, sampling) stays off ``import ctxlog``.
+# queue handlers, asyncio, redaction, sampling) stays off ``import ctxlog``;
+# InterpreterPoolExecutor needs 3.14 (before, using it raises ImportError saying so).
 _LAZY = {
+    "InterpreterPoolExecutor": "ctxlog._interpreters",
     "Thread": "ctxlog._handoff",
     "ThreadPoolExecutor": "ctxlog._handoff",
     "wrap": "ctxlog._handoff",
@@ -85,6 +91,14 @@ def __getattr__(name: str) -> Any:
     if module is None:
         msg = f"module 'ctxlog' has no attribute {name!r}"
         raise AttributeError(msg)
+    if name == "InterpreterPoolExecutor" and sys.version_info < (3, 14):
+        msg = (
+            "ctxlog.InterpreterPoolExecutor needs Python 3.14 or newer "
+            "(concurrent.futures.InterpreterPoolExecutor is new in 3.14); this is Python "
+            f"{sys.version_info[0]}.{sys.version_info[1]}. ctxlog.ProcessPoolExecutor runs work "
+            "in other interpreters on every version."
+        )
+        raise ImportError(msg, name="ctxlog")
     import importlib  # noqa: PLC0415 -- only on the first use of a lazy name
 
     value = getattr(importlib.import_module(module), name)
@@ -94,7 +108,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     # The lazy names too, before their first use (completion, help()).
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *(name for name in _LAZY if name in __all__)})
 
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order, as a test holds it (constants among classes)
@@ -103,6 +117,7 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order, as a test holds it (constan
     "ContextError",
     "ContextFilter",
     "DEFAULT_SENSITIVE_KEYS",
+    "InterpreterPoolExecutor",
     "JWT",
     "Pattern",
     "ProcessPoolExecutor",
@@ -138,3 +153,6 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order, as a test holds it (constan
     "unregister",
     "wrap",
 ]
+
+if sys.version_info < (3, 14):  # concurrent.futures.InterpreterPoolExecutor is new in 3.14
+    __all__.remove("InterpreterPoolExecutor")

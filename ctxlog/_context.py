@@ -146,7 +146,14 @@ class Token:
     """Returned by [`set`][ctxlog.set] and [`clear`][ctxlog.clear]; pass it to
     [`reset`][ctxlog.reset].
 
-    A token can be used once, in the context it was created in.
+    A token can be used once, in the context it was created in.  It is also a
+    context manager that resets itself on leaving the block, as
+    `contextvars.Token` is from Python 3.14 on (here on every version):
+
+    ```python
+    with ctxlog.set(request_id="r-1"):
+        ...  # bound here; restored on leaving, also on an exception
+    ```
 
     *New in version 0.1.0.*
     """
@@ -168,6 +175,12 @@ class Token:
     def __repr__(self) -> str:
         state = "used" if self._used else "unused"
         return f"<ctxlog.Token {state} at {id(self):#x}>"
+
+    def __enter__(self) -> Token:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        reset(self)
 
 
 def set(**values: Any) -> Token:  # noqa: A001 -- the public name of the API

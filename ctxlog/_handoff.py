@@ -95,13 +95,14 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 class _RunIn:
-    """Stands in for ``thread.run`` until it is called, then runs it in *ctx*."""
+    """Stands in for ``thread.run`` until it is called, then runs it in *ctx*
+    (``None``: in the context the thread already runs in, 3.14's own)."""
 
     __slots__ = ("_ctx", "_run", "_thread")
 
-    def __init__(self, thread: Thread, ctx: Context, run: Callable[[], object]) -> None:
+    def __init__(self, thread: Thread, ctx: Context | None, run: Callable[[], object]) -> None:
         self._thread: Thread | None = thread
-        self._ctx: Context | None = ctx
+        self._ctx = ctx
         self._run: Callable[[], object] | None = run
 
     def __call__(self) -> None:
@@ -109,11 +110,19 @@ class _RunIn:
         # Let go of everything at once: a finished thread keeps no reference to
         # the context (or the values) of the work it ran.
         self._thread = self._ctx = self._run = None
-        if thread is None or ctx is None or run is None:
+        if thread is None or run is None:
             msg = "ctxlog.Thread: run() was already handed over to the started thread."
             raise RuntimeError(msg)
         vars(thread).pop("run", None)
-        ctx.run(_run_reporting, thread, run)
+        if ctx is not None:
+            ctx.run(_run_reporting, thread, run)
+        else:  # pragma: no cover -- 3.14+ runs in .ci/pythons, uncovered
+            try:
+                _run_reporting(thread, run)
+            finally:
+                # threading keeps context= for the thread object's life: let go
+                # of the one running now (it ends with this call).
+                vars(thread)["_context"] = Context()
 
 
 def _run_reporting(thread: threading.Thread, run: Callable[[], object]) -> None:
@@ -137,7 +146,8 @@ class Thread(threading.Thread):
 
     The copy is taken when [`start`][ctxlog.Thread.start] is called, in the thread that calls
     it: the Python 3.14 semantics (``sys.flags.thread_inherit_context``), on
-    every supported version and whatever that flag says.  ``run()`` overridden
+    every supported version and whatever that flag says.  On 3.14+ the thread
+    runs it through ``threading.Thread``'s own ``context=``.  ``run()`` overridden
     in a subclass runs in the copy too, and so does `threading.excepthook`
     for an exception the thread lets out (a hook that logs writes the
     context).  Pass ``context=`` to run in a given
@@ -166,10 +176,8 @@ class Thread(threading.Thread):
                 f"{type(context).__name__}; leave it out to run in a copy of the caller's."
             )
             raise ContextError(msg)
-        if sys.version_info >= (3, 14):  # pragma: no cover -- 3.14+; the suite runs 3.10-3.13
-            # An explicit, empty base context: what the thread runs is decided by
-            # start() below, never by sys.flags.thread_inherit_context.
-            super().__init__(group, target, name, args, kwargs, daemon=daemon, context=Context())
+        if sys.version_info >= (3, 14):  # pragma: no cover -- 3.14+ runs in .ci/pythons, uncovered
+            super().__init__(group, target, name, args, kwargs, daemon=daemon, context=context)
         else:
             super().__init__(group, target, name, args, kwargs, daemon=daemon)
         self._ctxlog_context = context
@@ -190,8 +198,15 @@ class Thread(threading.Thread):
         self._ctxlog_context = None
         if ctx is None:
             ctx = copy_context()
+        if sys.version_info >= (3, 14):  # pragma: no cover -- 3.14+ runs in .ci/pythons, uncovered
+            # threading.Thread runs run() in the context= it was given, kept as
+            # _context (Lib/threading.py); left None, start() would pick one by
+            # sys.flags.thread_inherit_context.  The copy made here decides.
+            vars(self)["_context"] = ctx
+            ctx = None
         # Stand in for run() on the instance, so that a subclass's run() is
-        # covered as well as a target.
+        # covered as well as a target, and an exception it lets out reaches
+        # threading.excepthook inside the context.
         vars(self)["run"] = _RunIn(self, ctx, self.run)
         try:
             super().start()

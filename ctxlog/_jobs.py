@@ -309,13 +309,16 @@ def begin_job(
     return begin_values(job_values(values, task_id=task_id, task_name=task_name, options=options))
 
 
-def end_job(entry: JobEntry) -> None:
+def end_job(entry: JobEntry, *, failed: bool = False) -> None:
     """Close the job's unit of work: the context the job found comes back.
 
-    Called in another context than `begin_job` was
+    *failed*: the job raised (what waits on the unit's outcome, tail
+    sampling, hears it).  Called in another context than `begin_job` was
     (a worker that runs its hooks in different places), the unit is ended, and
     the job's binding undone only where it is what this context holds.
     """
+    if failed:
+        store.fail(entry.unit[UNIT])
     try:
         store.close_unit(entry.unit)
     except (ValueError, RuntimeError):
@@ -332,10 +335,14 @@ def run_job(
     """Run the block as the job: `begin_job` before,
     `end_job` after, also when it raises."""
     entry = begin_job(text, task_id=task_id, task_name=task_name, options=options)
+    failed = False
     try:
         yield
+    except Exception:
+        failed = True
+        raise
     finally:
-        end_job(entry)
+        end_job(entry, failed=failed)
 
 
 class _Running(NamedTuple):

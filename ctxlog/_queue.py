@@ -17,7 +17,7 @@ from ctxlog._snapshot import picklable
 from ctxlog._values import safe_str
 from ctxlog.stdlib import ContextFilter
 
-__all__ = ["QueueHandler"]
+__all__ = ["QueueHandler", "make_picklable"]
 
 # Values that pickle (and log) as themselves: no need to try pickling them.
 _SIMPLE_TYPES: Final = frozenset({str, int, float, bool, type(None)})
@@ -30,6 +30,16 @@ def _pickle_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _pickle_safe(item) for key, item in value.items()}
     return safe_str(value)
+
+
+def make_picklable(attrs: dict[str, Any]) -> None:
+    """Replace, in place, each value of a record's *attrs* that does not pickle
+    by a copy that does (its ``str()``, or a dict with such values)."""
+    for key, value in list(attrs.items()):
+        if type(value) not in _SIMPLE_TYPES:
+            safe = _pickle_safe(value)
+            if safe is not value:
+                attrs[key] = safe
 
 
 class QueueHandler(logging.handlers.QueueHandler):
@@ -81,10 +91,5 @@ class QueueHandler(logging.handlers.QueueHandler):
         """
         prepared = super().prepare(record)
         if self.picklable and isinstance(prepared, logging.LogRecord):
-            attrs = prepared.__dict__
-            for key, value in list(attrs.items()):
-                if type(value) not in _SIMPLE_TYPES:
-                    safe = _pickle_safe(value)
-                    if safe is not value:
-                        attrs[key] = safe
+            make_picklable(prepared.__dict__)
         return prepared

@@ -21,7 +21,6 @@ arq is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
-import logging
 import pickle
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -38,14 +37,14 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     raise ImportError(msg, name=exc.name) from exc
 
 from ctxlog._errors import ContextError
-from ctxlog._jobs import FIELD, RunningJobs, Where, begin_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope, options_for
 
 __all__ = ["CONTEXT_FIELD", "create_pool", "job_deserializer", "job_serializer", "worker_settings"]
 
 #: The field of the stored job the context travels in.
 CONTEXT_FIELD: Final = FIELD
 
-_WHERE: Final = Where(logging.getLogger("ctxlog.arq"), CONTEXT_FIELD, "job field")
+_OPTIONS: Final = options_for("arq", CONTEXT_FIELD, "job field")
 
 #: The keys of the mapping arq serializes for a job (a result has more).
 _JOB_KEYS: Final = frozenset({"t", "f", "a", "k", "et"})
@@ -88,7 +87,7 @@ class job_serializer:  # noqa: N801 -- named like the arq option it fills
 
     def __call__(self, data: dict[str, Any]) -> bytes:
         if isinstance(data, dict) and data.keys() == _JOB_KEYS:
-            text = envelope(data["f"], where=_WHERE)
+            text = envelope(data["f"], options=_OPTIONS)
             if text is not None:
                 data = {**data, CONTEXT_FIELD: text}
         return self.inner(data)
@@ -162,9 +161,9 @@ def worker_settings(settings: Settings) -> Settings:
         functions = [send_mail]
     ```
 
-    :raises ContextError: *settings* is neither a class nor a dict.
-
     *New in version 0.1.0.*
+
+    :raises ContextError: *settings* is neither a class nor a dict.
     """
     if isinstance(settings, dict):
         current: dict[str, Any] = dict(settings)
@@ -206,7 +205,7 @@ def _starting(hook: Hook | None) -> Hook:
             text,
             task_id=ctx.get("job_id"),
             task_name=function,
-            where=_WHERE,
+            options=_OPTIONS,
         )
         _running.start(entry)
         if hook is not None:

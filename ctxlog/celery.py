@@ -331,6 +331,7 @@ def _on_prerun(
 
 def _on_postrun(
     task: Any = None,
+    state: str | None = None,
     **kwargs: Any,  # noqa: ARG001 -- see _on_prerun
 ) -> None:
     """``task_postrun``: give back the context the task found (also after a failure)."""
@@ -338,6 +339,6 @@ def _on_postrun(
         return
     entry = _running.pop(id(task.request), None)
     if entry is not None:
-        _jobs.end_job(entry)
+        _jobs.end_job(entry, failed=state == "FAILURE")
     if _options is None and not _running:
         _signals.task_postrun.disconnect(_on_postrun, dispatch_uid=_UID_POSTRUN)

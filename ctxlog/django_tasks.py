@@ -23,7 +23,6 @@ Django is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 try:
@@ -38,14 +37,14 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog._jobs import FIELD, RunningJobs, Where, begin_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope, options_for
 
 __all__ = ["CONTEXT_KWARG", "ContextBackend"]
 
 #: The keyword argument the context travels in.
 CONTEXT_KWARG: Final = FIELD
 
-_WHERE: Final = Where(logging.getLogger("ctxlog.django_tasks"), CONTEXT_KWARG, "keyword argument")
+_OPTIONS: Final = options_for("django_tasks", CONTEXT_KWARG, "keyword argument")
 
 
 #: The task running in this thread or task (a backend that runs a task inside
@@ -92,7 +91,7 @@ class ContextBackend:
 def _with_context(task: Any, kwargs: Any) -> Any:
     if CONTEXT_KWARG in kwargs:  # enqueued by another mixin's enqueue already
         return kwargs
-    text = envelope(getattr(task, "module_path", task), where=_WHERE)
+    text = envelope(getattr(task, "module_path", task), options=_OPTIONS)
     return kwargs if text is None else {**kwargs, CONTEXT_KWARG: text}
 
 
@@ -112,7 +111,7 @@ def _on_started(sender: Any, task_result: Any = None, **kwargs: Any) -> None:  #
         text,
         task_id=task_result.id,
         task_name=task_result.task.module_path,
-        where=_WHERE,
+        options=_OPTIONS,
     )
     _running.start(entry)
 

@@ -117,16 +117,16 @@ class ContextMiddleware(_Middleware):
         message: Any,
         *,
         result: Any = None,  # noqa: ARG002 -- Dramatiq's hook signature
-        exception: BaseException | None = None,  # noqa: ARG002 -- Dramatiq's hook signature
+        exception: BaseException | None = None,
     ) -> None:
         """Close the message's unit of work (after a failure too)."""
-        self._finish(message)
+        self._finish(message, failed=exception is not None)
 
     def after_skip_message(self, broker: Any, message: Any) -> None:  # noqa: ARG002 -- Dramatiq's hook signature
         """Close the unit of a message another middleware skipped."""
         self._finish(message)
 
-    def _finish(self, message: Any) -> None:
+    def _finish(self, message: Any, *, failed: bool = False) -> None:
         entry = self._running.pop(id(message), None)
         if entry is not None:
-            _jobs.end_job(entry)
+            _jobs.end_job(entry, failed=failed)

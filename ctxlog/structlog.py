@@ -911,8 +911,8 @@ def _record_extras(
     left alone: their keywords are in the event dict already, and their record
     holds structlog's private attributes (``_logger``, ``_name``).
     """
-    record = event_dict.get("_record")
-    if isinstance(record, logging.LogRecord) and not event_dict.get("_from_structlog"):
+    record = _record_of(event_dict)
+    if record is not None and not event_dict.get("_from_structlog"):
         for key, value in record.__dict__.items():
             if key not in NOT_EXTRA and key not in event_dict:
                 event_dict[key] = value
@@ -931,6 +931,17 @@ _LEVELS: Final = {
 }
 
 
+def _record_of(event_dict: EventDict) -> logging.LogRecord | None:
+    """The stdlib record ProcessorFormatter put under ``_record``, if it is one.
+
+    type(), not isinstance(): ``_record`` may also be a keyword of the call, any
+    object, even a lazy proxy whose ``__class__`` raises, and a processor must not
+    raise into the call.
+    """
+    record = event_dict.get("_record")
+    return record if issubclass(type(record), logging.LogRecord) else None
+
+
 def _line_fields(
     logger: WrappedLogger,
     method_name: str,
@@ -942,9 +953,9 @@ def _line_fields(
     A key of one of the line's names that the event already holds (a keyword
     of the call, an ``extra=`` value) is kept under a free ``ctx_`` name.
     """
-    record = event_dict.get("_record")
+    record = _record_of(event_dict)
     name: str | None
-    if isinstance(record, logging.LogRecord):
+    if record is not None:
         created, level, name = record.created, record.levelname, record.name
     else:
         created = time.time()

@@ -19,7 +19,6 @@ Taskiq is imported here only: ``import ctxlog`` never loads it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 try:
@@ -31,14 +30,14 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
     )
     raise ImportError(msg, name=exc.name) from exc
 
-from ctxlog._jobs import FIELD, RunningJobs, Where, begin_job, envelope
+from ctxlog._jobs import FIELD, RunningJobs, begin_job, envelope, options_for
 
 __all__ = ["CONTEXT_LABEL", "ContextMiddleware"]
 
 #: The message label the context travels in.
 CONTEXT_LABEL: Final = FIELD
 
-_WHERE: Final = Where(logging.getLogger("ctxlog.taskiq"), CONTEXT_LABEL, "label")
+_OPTIONS: Final = options_for("taskiq", CONTEXT_LABEL, "label")
 
 
 #: Taskiq runs each message in an asyncio task of its own, and calls
@@ -78,7 +77,7 @@ class ContextMiddleware(TaskiqMiddleware):
     def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
         """Put the context into *message*'s labels (kept when it has one already)."""
         if CONTEXT_LABEL not in message.labels:
-            text = envelope(message.task_name, where=_WHERE)
+            text = envelope(message.task_name, options=_OPTIONS)
             if text is not None:
                 message.labels[CONTEXT_LABEL] = text
         return message
@@ -89,7 +88,7 @@ class ContextMiddleware(TaskiqMiddleware):
             message.labels.get(CONTEXT_LABEL),
             task_id=message.task_id,
             task_name=message.task_name,
-            where=_WHERE,
+            options=_OPTIONS,
         )
         _running.start(entry)
         return message

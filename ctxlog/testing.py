@@ -80,6 +80,8 @@ class _CaptureHandler(logging.Handler):
         out.update(message=message, level=record.levelname, logger=record.name)
         if record.exc_info and record.exc_info[0] is not None:
             out["exception"] = logging.Formatter().formatException(record.exc_info)
+        elif record.exc_text:  # a record that crossed a queue or an interpreter: text only
+            out["exception"] = record.exc_text
         return out
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Final
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -26,6 +27,34 @@ settings.register_profile(
 )
 settings.register_profile("ci", parent=settings.get_profile("ctxlog"), max_examples=200)
 settings.load_profile("ci" if os.environ.get("CI") else "ctxlog")
+
+#: Whether a plain ``threading.Thread`` starts in a copy of the context of the caller of
+#: ``start()`` rather than an empty one: Python 3.14+ with ``-X thread_inherit_context``
+#: (``PYTHON_THREAD_INHERIT_CONTEXT=1``), the default of the free-threaded builds.  A plain
+#: pool's worker thread then keeps the context of the ``submit()`` that started it.
+THREADS_INHERIT_CONTEXT: Final = bool(getattr(sys.flags, "thread_inherit_context", 0))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs_python(version): runs only on CPython >= version (a tuple); skipped before,"
+        " and .ci/pythons fails if one of them did not run on the newer interpreters",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The marker travels into the JUnit report on every such test, run or skipped,
+    # so that .ci/newer_tests_ran.py can prove they all ran where they must.
+    for item in items:
+        marker = item.get_closest_marker("needs_python")
+        if marker is None:
+            continue
+        version = tuple(marker.args[0])
+        needed = ".".join(map(str, version))
+        item.user_properties.append(("needs_python", needed))
+        if sys.version_info < version:
+            item.add_marker(pytest.mark.skip(reason=f"needs CPython {needed}+"))
 
 
 @pytest.fixture(autouse=True)

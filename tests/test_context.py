@@ -7,6 +7,7 @@ import contextvars
 import inspect
 import logging
 import random
+import sys
 import threading
 import time
 import types
@@ -357,6 +358,101 @@ class TestSetReset:
             assert snapshot() == {}
             ctxlog.reset(token)
             assert snapshot() == {"a": 1}
+
+    def test_token_as_a_context_manager(self, captured: Captured) -> None:
+        """As contextvars.Token from 3.14 on: leaving the block resets the token."""
+        captured.handler.setFormatter(logging.Formatter("%(request_id)s %(message)s"))
+        captured.handler.addFilter(ctxlog.ContextFilter(defaults={"request_id": "-"}))
+        with ctxlog.bind(request_id="outer"):
+            with ctxlog.set(request_id="r-1") as token:
+                captured.logger.info("inside")
+            captured.logger.info("after")
+        assert token.used
+        with pytest.raises(ContextError, match="already reset"):
+            ctxlog.reset(token)
+        with pytest.raises(ValueError, match="boom"), ctxlog.set(request_id="r-2"):
+            captured.logger.info("raising")
+            raise ValueError("boom")
+        with ctxlog.bind(a=1), ctxlog.clear():
+            captured.logger.info("cleared")
+            assert snapshot() == {}
+        captured.logger.info("outside")
+        assert captured.lines() == [
+            "r-1 inside",
+            "outer after",
+            "r-2 raising",
+            "- cleared",
+            "- outside",
+        ]
+
+
+@pytest.mark.needs_python((3, 12))
+class TestEagerTasks:
+    """An eager task runs its first step inside ``create_task``, in the caller's
+    thread: its binds stay in the task, and the caller's context is untouched."""
+
+    def run(self, captured: Captured, create: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        captured.handler.setFormatter(logging.Formatter("%(request_id)s %(step)s %(message)s"))
+        captured.handler.addFilter(ctxlog.ContextFilter(defaults={"request_id": "-", "step": "-"}))
+        log = captured.logger
+
+        @ctxlog.bind(component="job")
+        async def job(n: int) -> dict[str, Any]:
+            log.info("start")
+            with ctxlog.bind(step=n):
+                log.info("eager")
+                await asyncio.sleep(0)
+                log.info("resumed")
+            with ctxlog.unbind("request_id"):
+                log.info("unbound")
+            return dict(ctxlog.current())
+
+        async def done_at_once() -> None:
+            with ctxlog.bind(step="once"):
+                log.info("no await")
+
+        async def main() -> list[dict[str, Any]]:
+            tasks = []
+            for n in range(3):
+                with ctxlog.bind(request_id=f"r-{n}"):
+                    tasks.append(create(job(n)))
+                    assert snapshot() == {"request_id": f"r-{n}"}
+                    finished = create(done_at_once())
+                    assert finished.done()
+                    assert snapshot() == {"request_id": f"r-{n}"}
+                    log.info("caller")
+            return list(await asyncio.gather(*tasks))
+
+        results = asyncio.run(main())
+        assert results == [{"component": "job", "request_id": f"r-{n}"} for n in range(3)]
+        assert snapshot() == {}
+        # The first steps ran inside create_task, one request after the other; the
+        # rest when gather() let the tasks resume.
+        expected = []
+        for n in range(3):
+            expected += [f"r-{n} - start", f"r-{n} {n} eager", f"r-{n} once no await"]
+            expected += [f"r-{n} - caller"]
+        for n in range(3):
+            expected += [f"r-{n} {n} resumed", "- - unbound"]
+        assert captured.lines() == expected
+
+    def test_eager_task_factory(self, captured: Captured) -> None:
+        def create(coro: Coroutine[Any, Any, Any]) -> Any:
+            loop = asyncio.get_running_loop()
+            if sys.version_info >= (3, 12):  # for mypy, which checks for 3.10
+                loop.set_task_factory(asyncio.eager_task_factory)
+            return asyncio.create_task(coro)
+
+        self.run(captured, create)
+
+    @pytest.mark.needs_python((3, 14))
+    def test_eager_start(self, captured: Captured) -> None:
+        def create(coro: Coroutine[Any, Any, Any]) -> Any:
+            if sys.version_info >= (3, 14):  # for mypy, which checks for 3.10
+                return asyncio.create_task(coro, eager_start=True)
+            raise AssertionError  # pragma: no cover -- the marker runs this on 3.14+ only
+
+        self.run(captured, create)
 
 
 class TestGeneratorMisuse:

@@ -309,11 +309,15 @@ def test_make_test_says_it_takes_minutes(tmp_path: Path) -> None:
     progress shows while the dev extras install."""
     make = shutil.which("make")
     assert make is not None, "the Makefile is how a fresh clone runs the suite"
+    # As a user's shell runs it: not as a sub-make of a `make test` running
+    # this suite (which would print "Entering directory" lines first).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     result = subprocess.run(
-        [make, "-n", "test", f"VENV={tmp_path / 'venv'}"],
+        [make, "--no-print-directory", "-n", "test", f"VENV={tmp_path / 'venv'}"],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=env,
         check=True,
     )
     commands = result.stdout.splitlines()

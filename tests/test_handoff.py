@@ -37,7 +37,7 @@ from ctxlog._snapshot import (
     _plain_json,
 )
 from ctxlog.stdlib import json_formatter
-from tests.conftest import Captured
+from tests.conftest import THREADS_INHERIT_CONTEXT, Captured
 
 # Forking while another thread runs warns on 3.12+; the pools here fork before
 # their own threads start, but the test process may hold idle threads of others.
@@ -602,8 +602,7 @@ class TestThread:
             thread = threading.Thread(target=captured.logger.info, args=("plain",))
             thread.start()
         thread.join()
-        inherits = bool(getattr(sys.flags, "thread_inherit_context", 0))
-        assert captured.lines() == ["r-1|plain" if inherits else "-|plain"]
+        assert captured.lines() == ["r-1|plain" if THREADS_INHERIT_CONTEXT else "-|plain"]
 
     def test_subclass_overriding_run(self) -> None:
         class Worker(ctxlog.Thread):
@@ -676,6 +675,24 @@ class TestThread:
         stand_in()
         with pytest.raises(RuntimeError, match="already handed over"):
             stand_in()
+
+    @pytest.mark.needs_python((3, 14))
+    def test_runs_in_the_context_threading_enters(self) -> None:
+        """On 3.14+ the copy is threading.Thread's own context=, entered by threading."""
+        seen: list[object] = []
+
+        def target() -> None:
+            native = vars(threading.current_thread())["_context"]
+            seen.append(ctxlog.get("request_id"))
+            with pytest.raises(RuntimeError, match="already entered"):
+                native.run(ctxlog.get, "request_id")
+            seen.append("entered")
+
+        with ctxlog.bind(request_id="r-1"):
+            thread = ctxlog.Thread(target=target)
+            thread.start()
+        thread.join()
+        assert seen == ["r-1", "entered"]
 
     def test_finished_thread_keeps_no_value(self) -> None:
         value = Value("request")
@@ -768,8 +785,7 @@ class TestThreadPoolExecutor:
                     )
 
         asyncio.run(main())
-        inherits = bool(getattr(sys.flags, "thread_inherit_context", 0))
-        assert captured.lines() == ["r-1|plain" if inherits else "-|plain"]
+        assert captured.lines() == ["r-1|plain" if THREADS_INHERIT_CONTEXT else "-|plain"]
 
 
 # --------------------------------------------------------------------------

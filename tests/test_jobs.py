@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+import io
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -222,4 +224,41 @@ def test_nested_jobs_close_innermost_first_and_restore_the_context() -> None:
         "outer",
         (None, "outside"),
         "outside",
+    ]
+
+
+def test_a_failed_job_writes_what_tail_sampling_held() -> None:
+    """A job that raises (run_job) or that its queue reports failed (end_job's
+    failed=) is a failed unit: its held lines are written, even when its own
+    error line is below flush_on; a job that succeeds drops them."""
+    stream = io.StringIO()
+    target = logging.StreamHandler(stream)
+    target.setFormatter(ctxlog.stdlib.json_formatter())
+    target.addFilter(ctxlog.ContextFilter())
+    sampled = ctxlog.TailSamplingHandler(target, flush_on=logging.CRITICAL)
+    log = logging.getLogger("ctxlog.test.jobs.sampling")
+    log.addHandler(sampled)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        with ctxlog.scope(request_id="r-ok"):
+            text = _jobs.envelope("ok")
+        with _jobs.run_job(text, task_id="t-ok", task_name="ok"):
+            log.info("quiet ok")
+        with ctxlog.scope(request_id="r-raise"):
+            text = _jobs.envelope("raise")
+        with pytest.raises(KeyError), _jobs.run_job(text, task_id="t-raise", task_name="raise"):
+            log.info("quiet raise")
+            raise KeyError("x")
+        with ctxlog.scope(request_id="r-hook"):
+            text = _jobs.envelope("hook")
+        entry = _jobs.begin_job(text, task_id="t-hook", task_name="hook")
+        log.info("quiet hook")
+        _jobs.end_job(entry, failed=True)
+    finally:
+        log.removeHandler(sampled)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["message"], line["task_id"], line["request_id"]) for line in lines] == [
+        ("quiet raise", "t-raise", "r-raise"),
+        ("quiet hook", "t-hook", "r-hook"),
     ]

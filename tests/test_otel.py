@@ -28,7 +28,7 @@ import ctxlog
 import ctxlog.otel
 from ctxlog import structlog as cs
 from ctxlog.headers import parse_traceparent
-from tests.conftest import Captured, import_error_without
+from tests.conftest import THREADS_INHERIT_CONTEXT, Captured, import_error_without
 
 LINE = "%(trace_id)s|%(span_id)s|%(request_id)s|%(message)s"
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -303,8 +303,9 @@ def test_threads_and_pools(otel: None, tracing: Tracing) -> None:
     trace_id, span_id = ids_of(tracing.finished("parent"))
     expected = {"trace_id": trace_id, "span_id": span_id}
     assert results[:5] == [expected] * 5
-    # A plain thread starts from an empty context (before Python 3.14): no span, no ids.
-    assert results[5] == {}
+    # A plain thread starts from an empty context (no span, no ids), unless threads
+    # inherit the context of the caller of start() (3.14+, thread_inherit_context).
+    assert results[5] == (expected if THREADS_INHERIT_CONTEXT else {})
 
 
 def test_many_threads_each_with_its_span(otel: None, tracing: Tracing) -> None:

@@ -20,7 +20,7 @@ from sentry_sdk.transport import Transport
 
 import ctxlog
 import ctxlog.sentry
-from tests.conftest import import_error_without
+from tests.conftest import THREADS_INHERIT_CONTEXT, import_error_without
 
 
 class MemoryTransport(Transport):
@@ -115,9 +115,12 @@ def test_values_where_the_event_was_captured(events: list[dict[str, Any]]) -> No
         assert by_message[name]["tags"]["request_id"] == "r-2"
     for n in range(3):
         assert by_message[f"task-{n}"]["contexts"]["ctxlog"] == {"request_id": "r-task"}
-    # A plain thread does not inherit the context (before Python 3.14's option):
-    # Sentry gets what is in force there, nothing.
-    for name in ("bare thread", "outside"):
+    # A plain thread starts empty, unless threads inherit the context of the caller
+    # of start() (3.14+, thread_inherit_context): Sentry gets what is in force there.
+    if THREADS_INHERIT_CONTEXT:
+        assert by_message["bare thread"]["contexts"]["ctxlog"] == {"request_id": "r-2"}
+        assert by_message["bare thread"]["tags"]["request_id"] == "r-2"
+    for name in ("outside",) if THREADS_INHERIT_CONTEXT else ("bare thread", "outside"):
         assert "ctxlog" not in by_message[name].get("contexts", {})
         assert "request_id" not in by_message[name].get("tags", {})
 
