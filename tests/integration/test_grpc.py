@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import queue
 import socket
 import subprocess
 import sys
@@ -440,8 +441,43 @@ class LoopThread:
         self.loop.close()
 
 
+class DaemonPool(futures.Executor):
+    """A thread pool whose threads do not hold the interpreter at exit.
+
+    After a cancel, grpc.aio leaves the pool thread of a plain ``def`` stream
+    handler waiting for good (see `test_cancelled_stream_closes_in_its_context`);
+    ``concurrent.futures.ThreadPoolExecutor`` joins its threads at exit, so the
+    test process would never end.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        future: futures.Future[Any] = futures.Future()
+        self._work.put((future, fn, args, kwargs))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:  # noqa: ARG002 -- Executor's signature
+        for _ in self._threads:
+            self._work.put(None)
+
+
 async def start_aio(interceptors: list[Any], handlers: dict[str, Any], service: str) -> Any:
-    server = grpc.aio.server(futures.ThreadPoolExecutor(max_workers=24), interceptors=interceptors)
+    server = grpc.aio.server(DaemonPool(24), interceptors=interceptors)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
