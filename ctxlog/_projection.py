@@ -27,6 +27,7 @@ __all__ = [
     "ConflictPolicy",
     "Projection",
     "free_key",
+    "redactor_of",
 ]
 
 ConflictPolicy = Literal["rename", "drop"]
@@ -61,6 +62,16 @@ Cache: TypeAlias = tuple[object, Unit | None, object, dict[str, Any], object, ob
 
 #: The cache of a projection that has prepared nothing yet.
 UNCACHED: Final[Cache] = (object(), None, None, {}, object(), object())
+
+
+def redactor_of(redact: Redactor | bool | None, where: str) -> Redactor | None:
+    """What a ``redact=`` option means (see ``ctxlog._redact.resolve_redactor``);
+    without one, the redaction module is not even loaded."""
+    if redact is None or redact is False:
+        return None
+    from ctxlog._redact import resolve_redactor  # noqa: PLC0415 -- loaded when used
+
+    return resolve_redactor(redact, where)
 
 
 class Projection:

@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, NoReturn
 
 from ctxlog._errors import ContextError, check_flag, check_no_options
-from ctxlog._projection import LINE_FIELDS, UNCACHED, ConflictPolicy, Projection, free_key
+from ctxlog._projection import (
+    LINE_FIELDS,
+    UNCACHED,
+    ConflictPolicy,
+    Projection,
+    free_key,
+    redactor_of,
+)
 from ctxlog._store import store
 from ctxlog._values import dumps_line, orjson_dumps_line, rfc3339
 
@@ -122,7 +129,7 @@ class ContextFilter(logging.Filter):
     ) -> None:
         super().__init__()
         check_no_options(unknown, "ContextFilter", _FILTER_OPTIONS)
-        redactor = _redactor(redact, "ContextFilter")
+        redactor = redactor_of(redact, "ContextFilter")
         projection = _record_projection(
             "ContextFilter", fields, defaults, nest_under, on_conflict, redactor
         )
@@ -207,14 +214,6 @@ class ContextFilter(logging.Filter):
 
     def __repr__(self) -> str:
         return f"ctxlog.ContextFilter({self._projection.describe()})"
-
-
-def _redactor(redact: Redactor | bool | None, where: str) -> Redactor | None:
-    if redact is None or redact is False:
-        return None  # the common case: the redaction module is not even loaded
-    from ctxlog._redact import resolve_redactor  # noqa: PLC0415 -- loaded when used
-
-    return resolve_redactor(redact, where)
 
 
 def _redact_message(redactor: Redactor, record: logging.LogRecord) -> None:
@@ -501,7 +500,7 @@ def json_formatter(
         a ``dictConfig`` entry).
     """
     check_no_options(unknown, "json_formatter", ("serializer", "redact"))
-    redactor = _redactor(redact, "json_formatter")
+    redactor = redactor_of(redact, "json_formatter")
     dumps = _serializer(serializer)
     formatter: logging.Formatter = _json_formatter_class()(
         "%(message)s", json_ensure_ascii=False, json_serializer=dumps
@@ -549,7 +548,7 @@ def configure(
     :raises ContextError: a filter option is invalid.
     """
     check_flag(replace_handlers, "replace_handlers", "configure")
-    redactor = _redactor(redact, "configure")
+    redactor = redactor_of(redact, "configure")
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(json_formatter(redact=redactor) if formatter is None else formatter)
     handler.addFilter(

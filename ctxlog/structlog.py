@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover -- the dev extras install it; tes
 
 from ctxlog._context import Reusable
 from ctxlog._errors import ContextError, check_key
-from ctxlog._projection import LINE_FIELDS, Projection, free_key
+from ctxlog._projection import LINE_FIELDS, Projection, free_key, redactor_of
 from ctxlog._store import UNIT_KEY, VarToken, store
 from ctxlog._values import dumps_line, rfc3339
 from ctxlog.stdlib import NOT_EXTRA
@@ -321,18 +321,10 @@ def _configured(
     structlog_contextvars: bool,
     redact: Redactor | bool | None = None,
 ) -> Processor:
-    redactor = _redactor(redact, "merge_context")
+    redactor = redactor_of(redact, "merge_context")
     if fields is None and not defaults and not structlog_contextvars and redactor is None:
         return merge_context
     return _ContextMerger(_projection(fields, defaults, redactor), bool(structlog_contextvars))
-
-
-def _redactor(redact: Redactor | bool | None, where: str) -> Redactor | None:
-    if redact is None or redact is False:
-        return None
-    from ctxlog._redact import resolve_redactor  # noqa: PLC0415 -- loaded when used
-
-    return resolve_redactor(redact, where)
 
 
 def _redact_event(redactor: Redactor, event_dict: EventDict) -> EventDict:
@@ -1046,7 +1038,7 @@ class Redact:
     __slots__ = ("redactor",)
 
     def __init__(self, redact: Redactor | bool = True) -> None:
-        redactor = _redactor(redact, "Redact")
+        redactor = redactor_of(redact, "Redact")
         if redactor is None:
             msg = "Redact(redact=False): leave the processor out instead."
             raise ContextError(msg)
